@@ -1,0 +1,213 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// Config is the whole of vpool's settings; etc/vpool.yaml documents every
+// key with its default. Sizes accept units: 4096, "64KiB", "64MiB", "8GiB".
+type Config struct {
+	Name        string            `mapstructure:"name"`
+	DataDir     string            `mapstructure:"data_dir"`
+	Engine      EngineConfig      `mapstructure:"engine"`
+	WriteBuffer WriteBufferConfig `mapstructure:"write_buffer"`
+	ReadCache   ReadCacheConfig   `mapstructure:"read_cache"`
+	Backend     BackendConfig     `mapstructure:"backend"`
+	Log         LogConfig         `mapstructure:"log"`
+}
+
+type EngineConfig struct {
+	ClusterSize       Size          `mapstructure:"cluster_size"`
+	SCOSize           Size          `mapstructure:"sco_size"`
+	MaxVDiskSize      Size          `mapstructure:"max_vdisk_size"`
+	MapCachePages     int           `mapstructure:"map_cache_pages"`
+	UploadConcurrency int           `mapstructure:"upload_concurrency"`
+	SealIdle          time.Duration `mapstructure:"seal_idle"`
+}
+
+type WriteBufferConfig struct {
+	Size Size `mapstructure:"size"`
+}
+
+type ReadCacheConfig struct {
+	Size Size `mapstructure:"size"`
+}
+
+type BackendConfig struct {
+	ASDs   []string     `mapstructure:"asds"`
+	Preset PresetConfig `mapstructure:"preset"`
+}
+
+type PresetConfig struct {
+	Data         int  `mapstructure:"data"`
+	Parity       int  `mapstructure:"parity"`
+	FragmentSize Size `mapstructure:"fragment_size"`
+}
+
+type LogConfig struct {
+	Level string `mapstructure:"level"`
+}
+
+// Size is a byte count that reads units.
+type Size int64
+
+var sizeRE = regexp.MustCompile(`^\s*([0-9]+)\s*([KMGTP]i?B?|B)?\s*$`)
+
+// ParseSize reads "4096", "64KiB", "64MiB", "8GiB", "64TiB" (K, M, G, T
+// and P are powers of 1024 with or without "iB").
+func ParseSize(s string) (Size, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional unit (KiB, MiB, GiB, TiB)", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	shift := map[byte]uint{'K': 10, 'M': 20, 'G': 30, 'T': 40, 'P': 50}[firstByte(m[2])]
+	if shift > 0 && n > (1<<62)>>shift {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return Size(n << shift), nil
+}
+
+func firstByte(s string) byte {
+	if s == "" {
+		return 0
+	}
+	return s[0]
+}
+
+func (s Size) String() string {
+	for _, u := range []struct {
+		shift uint
+		name  string
+	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
+		if s != 0 && s%(1<<u.shift) == 0 {
+			return fmt.Sprintf("%d%s", s>>u.shift, u.name)
+		}
+	}
+	return strconv.FormatInt(int64(s), 10)
+}
+
+func sizeHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeOf(Size(0)) {
+		return data, nil
+	}
+	switch d := data.(type) {
+	case string:
+		return ParseSize(d)
+	case int:
+		return Size(d), nil
+	case int64:
+		return Size(d), nil
+	case float64:
+		return Size(int64(d)), nil
+	}
+	return data, nil
+}
+
+func defaults(dataDir string) map[string]any {
+	return map[string]any{
+		"name":                         "vpool",
+		"data_dir":                     dataDir,
+		"engine.cluster_size":          "4KiB",
+		"engine.sco_size":              "64MiB",
+		"engine.max_vdisk_size":        "64TiB",
+		"engine.map_cache_pages":       16384,
+		"engine.upload_concurrency":    2,
+		"engine.seal_idle":             "60s",
+		"write_buffer.size":            "8GiB",
+		"read_cache.size":              "1GiB",
+		"backend.asds":                 []string{},
+		"backend.preset.data":          2,
+		"backend.preset.parity":        1,
+		"backend.preset.fragment_size": "4MiB",
+		"log.level":                    "info",
+	}
+}
+
+// DefaultDataDir is where serve keeps its state when nothing says otherwise.
+const DefaultDataDir = "/var/lib/vpool"
+
+var unknownKeyRE = regexp.MustCompile(`'([^']*)' has invalid keys: ([^\s]*)`)
+
+// loadConfig reads the YAML file (if any), then VPOOL_* environment
+// variables (VPOOL_ENGINE_SCO_SIZE for engine.sco_size), then the flags
+// the caller applies. An unknown key is an error that names it.
+func loadConfig(file, dataDirFlag string) (*Config, error) {
+	v := viper.New()
+	for k, d := range defaults(DefaultDataDir) {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("VPOOL")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config %s: %w", file, err)
+		}
+	}
+	if dataDirFlag != "" {
+		v.Set("data_dir", dataDirFlag)
+	}
+	var c Config
+	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		sizeHook, mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(","))))
+	if err != nil {
+		if m := unknownKeyRE.FindStringSubmatch(err.Error()); m != nil {
+			key := strings.Split(m[2], ",")[0]
+			if m[1] != "" {
+				key = m[1] + "." + key
+			}
+			return nil, fmt.Errorf("config %s: unknown key %s", file, key)
+		}
+		return nil, fmt.Errorf("config %s: %w", file, firstLine(err))
+	}
+	if c.DataDir == "" {
+		return nil, errors.New("config: data_dir is empty")
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		abs, err := filepath.Abs(c.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		c.DataDir = abs
+	}
+	if len(c.Backend.ASDs) == 0 {
+		for i := 0; i < c.Backend.Preset.Data+c.Backend.Preset.Parity; i++ {
+			c.Backend.ASDs = append(c.Backend.ASDs, filepath.Join(c.DataDir, "asd", strconv.Itoa(i)))
+		}
+	}
+	if c.WriteBuffer.Size < 64<<20 {
+		return nil, fmt.Errorf("config: write_buffer.size %s is below 64MiB", c.WriteBuffer.Size)
+	}
+	return &c, nil
+}
+
+func firstLine(err error) error {
+	s := err.Error()
+	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.Join(strings.Fields(s), " ")
+	return errors.New(s)
+}
+
+func envDataDir() string {
+	if d := os.Getenv("VPOOL_DATA_DIR"); d != "" {
+		return d
+	}
+	return ""
+}

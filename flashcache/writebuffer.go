@@ -1,0 +1,281 @@
+package flashcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"vpool/vfs"
+)
+
+// ErrFull is returned when the local flash device itself has no space.
+var ErrFull = errors.New("flashcache: no space left on local flash")
+
+// Throttle tuning.
+const (
+	SoftFraction    = 0.5                    // fill level where throttling starts
+	maxDelayPerMiB  = 20 * time.Millisecond  // delay per MiB written at a full buffer
+	minSleep        = 500 * time.Microsecond // delays are batched into sleeps of at least this
+	fairShareMinima = 64 << 20               // an owner may always hold this much
+)
+
+// WriteBuffer is the accounting and file store of SCOs on local flash.
+type WriteBuffer struct {
+	fs    vfs.FS
+	dir   string
+	limit int64
+
+	mu struct {
+		sync.Mutex
+		used   int64
+		owners map[uint64]*ownerState
+		freed  chan struct{} // closed and replaced on every Release
+	}
+	throttledNanos atomic.Int64
+	blockedWaits   atomic.Int64
+}
+
+type ownerState struct {
+	used int64
+	debt time.Duration
+}
+
+// Stats is what the write buffer is doing, for status and metrics.
+type Stats struct {
+	UsedBytes, LimitBytes int64
+	ThrottledNanos        int64 // total time writers were delayed
+	BlockedWaits          int64 // times a writer waited for space
+}
+
+// NewWriteBuffer opens the write buffer in dir with a limit in bytes.
+func NewWriteBuffer(fsys vfs.FS, dir string, limitBytes int64) (*WriteBuffer, error) {
+	if limitBytes < 1<<20 {
+		return nil, fmt.Errorf("flashcache: write buffer limit %d bytes is below 1 MiB", limitBytes)
+	}
+	if err := fsys.MkdirAll(filepath.Join(dir, "sco"), 0o700); err != nil {
+		return nil, fmt.Errorf("flashcache: write buffer dir: %w", err)
+	}
+	w := &WriteBuffer{fs: fsys, dir: dir, limit: limitBytes}
+	w.mu.owners = map[uint64]*ownerState{}
+	w.mu.freed = make(chan struct{})
+	return w, nil
+}
+
+// Register adds an owner (a vDisk) to the fair-share count.
+func (w *WriteBuffer) Register(owner uint64) {
+	w.mu.Lock()
+	if w.mu.owners[owner] == nil {
+		w.mu.owners[owner] = &ownerState{}
+	}
+	w.mu.Unlock()
+}
+
+// Unregister removes an owner; its reservations must be released first.
+func (w *WriteBuffer) Unregister(owner uint64) {
+	w.mu.Lock()
+	if o := w.mu.owners[owner]; o != nil {
+		w.mu.used -= o.used
+		delete(w.mu.owners, owner)
+		w.wakeLocked()
+	}
+	w.mu.Unlock()
+}
+
+func (w *WriteBuffer) wakeLocked() {
+	close(w.mu.freed)
+	w.mu.freed = make(chan struct{})
+}
+
+// Account adds n bytes found on disk at open (SCOs not yet uploaded);
+// it never blocks.
+func (w *WriteBuffer) Account(owner uint64, n int64) {
+	w.mu.Lock()
+	o := w.mu.owners[owner]
+	if o == nil {
+		o = &ownerState{}
+		w.mu.owners[owner] = o
+	}
+	o.used += n
+	w.mu.used += n
+	w.mu.Unlock()
+}
+
+// Reserve accounts n bytes to owner, delaying or blocking as the buffer
+// fills. It returns only ctx's error.
+func (w *WriteBuffer) Reserve(ctx context.Context, owner uint64, n int64) error {
+	for {
+		w.mu.Lock()
+		o := w.mu.owners[owner]
+		if o == nil {
+			o = &ownerState{}
+			w.mu.owners[owner] = o
+		}
+		share := max(w.limit/int64(max(1, len(w.mu.owners))), fairShareMinima)
+		soft := int64(float64(w.limit) * SoftFraction)
+		full := w.mu.used+n > w.limit && w.mu.used > 0
+		unfair := w.mu.used+n > soft && o.used+n > share && o.used > 0
+		if !full && !unfair {
+			o.used += n
+			w.mu.used += n
+			var sleep time.Duration
+			if w.mu.used > soft {
+				f := float64(w.mu.used-soft) / float64(w.limit-soft)
+				o.debt += time.Duration(f * f * float64(maxDelayPerMiB) * float64(n) / (1 << 20))
+				if o.debt >= minSleep {
+					sleep, o.debt = o.debt, 0
+				}
+			}
+			w.mu.Unlock()
+			if sleep > 0 {
+				w.throttledNanos.Add(int64(sleep))
+				t := time.NewTimer(sleep)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+				}
+			}
+			return nil
+		}
+		freed := w.mu.freed
+		w.mu.Unlock()
+		w.blockedWaits.Add(1)
+		start := time.Now()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		w.throttledNanos.Add(int64(time.Since(start)))
+	}
+}
+
+// Release gives back n bytes of owner's reservations.
+func (w *WriteBuffer) Release(owner uint64, n int64) {
+	w.mu.Lock()
+	if o := w.mu.owners[owner]; o != nil {
+		n = min(n, o.used)
+		o.used -= n
+		w.mu.used -= n
+	}
+	w.wakeLocked()
+	w.mu.Unlock()
+}
+
+// OwnerUsed returns the bytes owner holds in the buffer.
+func (w *WriteBuffer) OwnerUsed(owner uint64) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if o := w.mu.owners[owner]; o != nil {
+		return o.used
+	}
+	return 0
+}
+
+// Throttling reports whether writers are being slowed right now.
+func (w *WriteBuffer) Throttling() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return float64(w.mu.used) > float64(w.limit)*SoftFraction
+}
+
+// Stats returns the buffer's counters.
+func (w *WriteBuffer) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return Stats{UsedBytes: w.mu.used, LimitBytes: w.limit,
+		ThrottledNanos: w.throttledNanos.Load(), BlockedWaits: w.blockedWaits.Load()}
+}
+
+func (w *WriteBuffer) ownerDir(owner uint64) string {
+	return filepath.Join(w.dir, "sco", fmt.Sprintf("%016x", owner))
+}
+
+// SCOPath is where SCO seq of owner lives on flash.
+func (w *WriteBuffer) SCOPath(owner uint64, seq uint32) string {
+	return filepath.Join(w.ownerDir(owner), fmt.Sprintf("%010d.sco", seq))
+}
+
+// CreateSCO creates SCO seq of owner, preallocating sizeBytes.
+func (w *WriteBuffer) CreateSCO(owner uint64, seq uint32, sizeBytes int64) (vfs.File, error) {
+	dir := w.ownerDir(owner)
+	if err := w.fs.MkdirAll(dir, 0o700); err != nil {
+		return nil, wrapFull(fmt.Errorf("flashcache: create SCO dir: %w", err))
+	}
+	f, err := w.fs.OpenFile(w.SCOPath(owner, seq), os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, wrapFull(fmt.Errorf("flashcache: create SCO %d: %w", seq, err))
+	}
+	if err := f.Allocate(0, sizeBytes); err != nil {
+		f.Close()
+		w.fs.Remove(w.SCOPath(owner, seq))
+		return nil, wrapFull(fmt.Errorf("flashcache: preallocate SCO %d (%d bytes): %w", seq, sizeBytes, err))
+	}
+	if err := w.fs.SyncDir(dir); err != nil {
+		f.Close()
+		return nil, wrapFull(fmt.Errorf("flashcache: create SCO %d: %w", seq, err))
+	}
+	return f, nil
+}
+
+// OpenSCO opens an existing SCO.
+func (w *WriteBuffer) OpenSCO(owner uint64, seq uint32) (vfs.File, error) {
+	return w.fs.OpenFile(w.SCOPath(owner, seq), os.O_RDWR, 0)
+}
+
+// RemoveSCO deletes an SCO file (missing is not an error).
+func (w *WriteBuffer) RemoveSCO(owner uint64, seq uint32) error {
+	if err := w.fs.Remove(w.SCOPath(owner, seq)); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// RemoveOwner deletes the owner's SCO directory, which must be empty.
+func (w *WriteBuffer) RemoveOwner(owner uint64) error {
+	if err := w.fs.Remove(w.ownerDir(owner)); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// ListSCOs returns the sequence numbers of owner's SCO files, ascending.
+func (w *WriteBuffer) ListSCOs(owner uint64) ([]uint32, error) {
+	names, err := w.fs.ReadDir(w.ownerDir(owner))
+	if errors.Is(err, vfs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint32
+	for _, n := range names {
+		s, ok := strings.CutSuffix(n, ".sco")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err == nil {
+			seqs = append(seqs, uint32(v))
+		}
+	}
+	return seqs, nil
+}
+
+func wrapFull(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", ErrFull, err)
+	}
+	return err
+}
+
+// IsFull reports whether err means the local flash device is full.
+func IsFull(err error) bool { return errors.Is(err, ErrFull) || errors.Is(err, syscall.ENOSPC) }

@@ -1,0 +1,201 @@
+// Package metastore holds vpool's local metadata (block maps, markers,
+// upload state) in an embedded key-value store: badger on local flash,
+// or memory for tests. It implements volume.MetaStore; the engine depends
+// only on that interface, so a cluster store (etcd) can replace badger
+// when a vPool spans hosts.
+//
+// Badger is tuned for bounded memory: small memtables, a small block
+// cache and a bounded index cache, so that memory does not grow with the
+// amount of metadata. Writes are not synced: the engine's durability comes
+// from TLogs, and the store is a replayable cache of them (see the volume
+// package's doc).
+//
+// This package imports the standard library and badger only.
+package metastore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Op is one change of a Commit; a nil Value deletes Key. It has the shape
+// of volume.MetaOp.
+type Op = struct{ Key, Value []byte }
+
+// Badger is the production store.
+type Badger struct {
+	db *badger.DB
+}
+
+// OpenBadger opens (creating) the store in dir.
+func OpenBadger(dir string, log *slog.Logger) (*Badger, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLog{log}).
+		WithSyncWrites(false).
+		WithMemTableSize(32 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueThreshold(4 << 10).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithCompactL0OnClose(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("metastore: open %s: %w", dir, err)
+	}
+	return &Badger{db: db}, nil
+}
+
+func (b *Badger) Get(key []byte) ([]byte, bool, error) {
+	var val []byte
+	err := b.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		val, err = it.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("metastore: get: %w", err)
+	}
+	return val, true, nil
+}
+
+// Commit applies ops atomically.
+func (b *Badger) Commit(ops []Op) error {
+	err := b.db.Update(func(txn *badger.Txn) error {
+		for _, op := range ops {
+			var err error
+			if op.Value == nil {
+				err = txn.Delete(op.Key)
+			} else {
+				err = txn.Set(op.Key, op.Value)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("metastore: commit %d changes: %w", len(ops), err)
+	}
+	return nil
+}
+
+func (b *Badger) Scan(prefix, start []byte, fn func(k, v []byte) bool) error {
+	return b.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		seek := prefix
+		if bytes.Compare(start, prefix) > 0 {
+			seek = start
+		}
+		for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			var stop bool
+			if err := item.Value(func(v []byte) error {
+				stop = !fn(item.Key(), v)
+				return nil
+			}); err != nil {
+				return fmt.Errorf("metastore: scan: %w", err)
+			}
+			if stop {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+func (b *Badger) Close() error { return b.db.Close() }
+
+type badgerLog struct{ l *slog.Logger }
+
+func (b badgerLog) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a...) }
+func (b badgerLog) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
+func (b badgerLog) Infof(f string, a ...any)    {}
+func (b badgerLog) Debugf(f string, a ...any)   {}
+func (b badgerLog) log(l slog.Level, f string, a ...any) {
+	if b.l != nil {
+		b.l.Log(context.Background(), l, "metastore: badger: "+fmt.Sprintf(f, a...))
+	}
+}
+
+// Mem is an in-memory store for tests. It survives a simulated process
+// crash (the test keeps the value), like badger's WAL in the page cache.
+type Mem struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// NewMem returns an empty in-memory store.
+func NewMem() *Mem { return &Mem{m: map[string][]byte{}} }
+
+func (s *Mem) Get(key []byte) ([]byte, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[string(key)]
+	return append([]byte(nil), v...), ok, nil
+}
+
+func (s *Mem) Commit(ops []Op) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, op := range ops {
+		if op.Value == nil {
+			delete(s.m, string(op.Key))
+		} else {
+			s.m[string(op.Key)] = append([]byte(nil), op.Value...)
+		}
+	}
+	return nil
+}
+
+func (s *Mem) Scan(prefix, start []byte, fn func(k, v []byte) bool) error {
+	s.mu.Lock()
+	var keys []string
+	for k := range s.m {
+		if bytes.HasPrefix([]byte(k), prefix) && bytes.Compare([]byte(k), start) >= 0 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	vals := make([][]byte, len(keys))
+	for i, k := range keys {
+		vals[i] = s.m[k]
+	}
+	s.mu.Unlock()
+	for i, k := range keys {
+		if !fn([]byte(k), vals[i]) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (s *Mem) Close() error { return nil }
+
+// Len returns the number of keys (tests).
+func (s *Mem) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}

@@ -1,0 +1,62 @@
+package metastore
+
+import (
+	"fmt"
+	"testing"
+)
+
+type store interface {
+	Get(key []byte) ([]byte, bool, error)
+	Commit(ops []Op) error
+	Scan(prefix, start []byte, fn func(k, v []byte) bool) error
+	Close() error
+}
+
+// TestConformance runs the same script against badger and memory.
+func TestConformance(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) store{
+		"mem": func(t *testing.T) store { return NewMem() },
+		"badger": func(t *testing.T) store {
+			b, err := OpenBadger(t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			defer s.Close()
+			var ops []Op
+			for i := 0; i < 100; i++ {
+				ops = append(ops, Op{Key: []byte(fmt.Sprintf("m%03d", i)), Value: []byte{byte(i)}})
+			}
+			ops = append(ops, Op{Key: []byte("v1"), Value: []byte("x")})
+			if err := s.Commit(ops); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit([]Op{{Key: []byte("m050")}}); err != nil {
+				t.Fatal(err)
+			}
+			if v, ok, err := s.Get([]byte("m007")); err != nil || !ok || v[0] != 7 {
+				t.Fatalf("get = %v %v %v", v, ok, err)
+			}
+			if _, ok, err := s.Get([]byte("m050")); err != nil || ok {
+				t.Fatalf("deleted key found: %v %v", ok, err)
+			}
+			var got []string
+			err := s.Scan([]byte("m"), []byte("m048"), func(k, v []byte) bool {
+				got = append(got, string(k))
+				return len(got) < 4
+			})
+			if err != nil || fmt.Sprint(got) != "[m048 m049 m051 m052]" {
+				t.Fatalf("scan = %v, %v", got, err)
+			}
+			n := 0
+			s.Scan([]byte("m"), nil, func(k, v []byte) bool { n++; return true })
+			if n != 99 {
+				t.Fatalf("scan of the whole prefix saw %d keys", n)
+			}
+		})
+	}
+}

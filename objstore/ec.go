@@ -1,0 +1,480 @@
+package objstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/klauspost/reedsolomon"
+)
+
+// Preset is a backend policy: K data + M parity fragments per stripe, each
+// FragmentSize bytes long.
+type Preset struct {
+	Data         int   `mapstructure:"data"`
+	Parity       int   `mapstructure:"parity"`
+	FragmentSize int64 `mapstructure:"fragment_size"`
+}
+
+// Check reports a preset that cannot work over asds ASDs, naming the value.
+func (p Preset) Check(asds int) error {
+	switch {
+	case p.Data < 1 || p.Data > 128:
+		return fmt.Errorf("%w: data fragments k=%d, want 1..128", ErrBadPreset, p.Data)
+	case p.Parity < 0 || p.Parity > 64:
+		return fmt.Errorf("%w: parity fragments m=%d, want 0..64", ErrBadPreset, p.Parity)
+	case p.FragmentSize < blockSize || p.FragmentSize > 1<<30:
+		return fmt.Errorf("%w: fragment size %d, want %d..%d bytes", ErrBadPreset, p.FragmentSize, blockSize, 1<<30)
+	case p.Data+p.Parity > asds:
+		return fmt.Errorf("%w: k+m=%d+%d=%d fragments need as many ASDs, have %d",
+			ErrBadPreset, p.Data, p.Parity, p.Data+p.Parity, asds)
+	}
+	return nil
+}
+
+// EC is the local erasure-coded store over a set of ASD directories.
+type EC struct {
+	dirs   []string
+	preset Preset
+	log    *slog.Logger
+
+	encMu struct {
+		sync.Mutex
+		m map[[2]int]reedsolomon.Encoder
+	}
+	geo struct {
+		sync.Mutex
+		m map[string]geometry
+	}
+	repaired atomic.Int64 // fragment pieces rebuilt from parity on read
+}
+
+const geometryCacheMax = 1 << 16
+
+// OpenEC opens (creating as needed) an EC store over dirs with preset.
+// ASDs that are missing at open are reported and tolerated for reads.
+func OpenEC(dirs []string, preset Preset, log *slog.Logger) (*EC, error) {
+	if err := preset.Check(len(dirs)); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	e := &EC{dirs: append([]string(nil), dirs...), preset: preset, log: log}
+	e.encMu.m = make(map[[2]int]reedsolomon.Encoder)
+	e.geo.m = make(map[string]geometry)
+	for _, d := range dirs {
+		if err := os.MkdirAll(filepath.Join(d, "objects"), 0o700); err != nil {
+			log.Warn("objstore: ASD unavailable", "asd", d, "err", err)
+		}
+	}
+	return e, nil
+}
+
+// Preset returns the policy new objects are written with.
+func (e *EC) Preset() Preset { return e.preset }
+
+// RepairedReads counts fragment pieces rebuilt from parity since open.
+func (e *EC) RepairedReads() int64 { return e.repaired.Load() }
+
+func (e *EC) encoder(k, m int) (reedsolomon.Encoder, error) {
+	e.encMu.Lock()
+	defer e.encMu.Unlock()
+	if enc, ok := e.encMu.m[[2]int{k, m}]; ok {
+		return enc, nil
+	}
+	enc, err := reedsolomon.New(k, max(m, 1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: k=%d m=%d: %v", ErrBadPreset, k, m, err)
+	}
+	e.encMu.m[[2]int{k, m}] = enc
+	return enc, nil
+}
+
+func (e *EC) objDir(asd int, name string) string {
+	return filepath.Join(e.dirs[asd], "objects", url.PathEscape(name))
+}
+
+// asd places fragment i of stripe s: distinct ASDs within a stripe,
+// rotating from stripe to stripe.
+func (e *EC) asd(name string, s, i int) int {
+	return (int(crc([]byte(name))%uint32(len(e.dirs))) + s + i) % len(e.dirs)
+}
+
+func (e *EC) fragPath(name string, s, i int) string {
+	return filepath.Join(e.objDir(e.asd(name, s, i), name), fmt.Sprintf("%d.%d", s, i))
+}
+
+// Put stores size bytes of src as name, replacing any earlier object.
+func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) error {
+	k, m := e.preset.Data, e.preset.Parity
+	enc, err := e.encoder(k, m)
+	if err != nil {
+		return err
+	}
+	if err := e.Delete(ctx, name); err != nil {
+		return err
+	}
+	g := newGeometry(size, k, m, e.preset.FragmentSize)
+	g.nonce = rand.Uint64()
+	used := map[int]bool{}
+	for s := 0; s < g.stripes; s++ {
+		for i := 0; i < k+m; i++ {
+			used[e.asd(name, s, i)] = true
+		}
+	}
+	for a := range used {
+		if err := os.MkdirAll(e.objDir(a, name), 0o700); err != nil {
+			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
+		}
+	}
+	fl0 := g.fragLen(0)
+	stripe := make([]byte, int64(k+m)*fl0)
+	files := make([][]byte, k+m)
+	for i := range files {
+		files[i] = make([]byte, fileSize(fl0))
+	}
+	shards := make([][]byte, k+m)
+	for s := 0; s < g.stripes; s++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fl := g.fragLen(s)
+		n := g.stripeLen(s)
+		buf := stripe[:int64(k+m)*fl]
+		if n > 0 {
+			if _, err := src.ReadAt(buf[:n], int64(s)*g.stripeBytes()); err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("objstore: put %s: read source: %w", name, err)
+			}
+		}
+		clear(buf[n:])
+		for i := range shards {
+			shards[i] = buf[int64(i)*fl : int64(i+1)*fl]
+		}
+		if m > 0 && fl > 0 {
+			if err := enc.Encode(shards); err != nil {
+				return fmt.Errorf("objstore: put %s: encode: %w", name, err)
+			}
+		}
+		errs := make([]error, k+m)
+		var wg sync.WaitGroup
+		for i := 0; i < k+m; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h := fragHeader{ObjSize: uint64(size), FragmentSize: uint64(g.fragmentSize), FragLen: uint64(fl),
+					Nonce: g.nonce, Stripe: uint32(s), Stripes: uint32(g.stripes), K: uint8(k), M: uint8(m), Index: uint8(i)}
+				out := files[i][:fileSize(fl)]
+				encodeFragment(out, &h, shards[i])
+				errs[i] = writeFileSync(e.fragPath(name, s, i), out)
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("%w: put %s stripe %d: %v", ErrNoASD, name, s, err)
+		}
+	}
+	for a := range used {
+		if err := syncDir(e.objDir(a, name)); err != nil {
+			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
+		}
+		if err := syncDir(filepath.Join(e.dirs[a], "objects")); err != nil {
+			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
+		}
+	}
+	e.geo.Lock()
+	if len(e.geo.m) >= geometryCacheMax {
+		clear(e.geo.m)
+	}
+	e.geo.m[name] = g
+	e.geo.Unlock()
+	return nil
+}
+
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// geometry finds the object's layout from the headers of stripe 0, taking
+// the version (nonce) that at least k fragments agree on.
+func (e *EC) geometry(ctx context.Context, name string) (geometry, error) {
+	e.geo.Lock()
+	g, ok := e.geo.m[name]
+	e.geo.Unlock()
+	if ok {
+		return g, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return g, err
+	}
+	votes := map[uint64][]fragHeader{}
+	var firstErr error
+	missing := 0
+	for i := 0; i < len(e.dirs); i++ {
+		h, err := readHeader(e.fragPath(name, 0, i))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				missing++
+			} else if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if int(h.Index) != i || h.Stripe != 0 {
+			continue
+		}
+		votes[h.Nonce] = append(votes[h.Nonce], h)
+	}
+	var best []fragHeader
+	for _, hs := range votes {
+		if len(hs) > len(best) {
+			best = hs
+		}
+	}
+	if len(best) == 0 {
+		if firstErr == nil || missing == len(e.dirs) {
+			return g, fmt.Errorf("%w: %s", ErrNotFound, name)
+		}
+		return g, fmt.Errorf("%w: %s: no fragment header readable: %v", ErrUnavailable, name, firstErr)
+	}
+	h := best[0]
+	if len(best) < int(h.K) {
+		return g, fmt.Errorf("%w: %s: only %d of %d fragments of stripe 0 readable, need %d",
+			ErrUnavailable, name, len(best), int(h.K)+int(h.M), h.K)
+	}
+	g = newGeometry(int64(h.ObjSize), int(h.K), int(h.M), int64(h.FragmentSize))
+	g.nonce = h.Nonce
+	e.geo.Lock()
+	if len(e.geo.m) >= geometryCacheMax {
+		clear(e.geo.m)
+	}
+	e.geo.m[name] = g
+	e.geo.Unlock()
+	return g, nil
+}
+
+func readHeader(path string) (fragHeader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return fragHeader{}, err
+	}
+	defer f.Close()
+	var b [headerSize]byte
+	if _, err := f.ReadAt(b[:], 0); err != nil {
+		return fragHeader{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	return decodeFragHeader(b[:])
+}
+
+// Size returns the object's length.
+func (e *EC) Size(ctx context.Context, name string) (int64, error) {
+	g, err := e.geometry(ctx, name)
+	return g.size, err
+}
+
+// GetRange fills p with the object's bytes at off, reading only the data
+// fragments that cover the range and decoding only where one fails.
+func (e *EC) GetRange(ctx context.Context, name string, p []byte, off int64) error {
+	g, err := e.geometry(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := checkRange(name, g.size, off, len(p)); err != nil {
+		return err
+	}
+	for len(p) > 0 {
+		s := int(off / g.stripeBytes())
+		r := off - int64(s)*g.stripeBytes()
+		fl := g.fragLen(s)
+		i := int(r / fl)
+		inner := r % fl
+		n := int(min(int64(len(p)), fl-inner))
+		if err := e.readPiece(ctx, name, g, s, i, inner, p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+		off += int64(n)
+	}
+	return nil
+}
+
+func (e *EC) readPiece(ctx context.Context, name string, g geometry, s, i int, inner int64, dst []byte) error {
+	fl := g.fragLen(s)
+	b0 := inner / blockSize
+	start := b0 * blockSize
+	end := min((inner+int64(len(dst))+blockSize-1)/blockSize*blockSize, fl)
+	buf := make([]byte, end-start)
+	err := e.readBlocks(name, g, s, i, b0, buf)
+	if err == nil {
+		copy(dst, buf[inner-start:])
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Rebuild the block range of fragment i from any k others.
+	e.repaired.Add(1)
+	e.log.Warn("objstore: fragment unreadable, decoding from parity", "object", name, "stripe", s, "fragment", i, "err", err)
+	shards := make([][]byte, g.k+g.m)
+	got := 0
+	errs := []error{fmt.Errorf("fragment %d: %w", i, err)}
+	for j := 0; j < g.k+g.m && got < g.k; j++ {
+		if j == i {
+			continue
+		}
+		b := make([]byte, end-start)
+		if err := e.readBlocks(name, g, s, j, b0, b); err != nil {
+			errs = append(errs, fmt.Errorf("fragment %d: %w", j, err))
+			continue
+		}
+		shards[j] = b
+		got++
+	}
+	if got < g.k {
+		return fmt.Errorf("%w: %s stripe %d: %d of %d fragments readable, need %d: %v",
+			ErrUnavailable, name, s, got, g.k+g.m, g.k, errors.Join(errs...))
+	}
+	enc, err := e.encoder(g.k, g.m)
+	if err != nil {
+		return err
+	}
+	if err := enc.ReconstructData(shards); err != nil {
+		return fmt.Errorf("%w: %s stripe %d: decode: %v", ErrCorrupt, name, s, err)
+	}
+	copy(dst, shards[i][inner-start:])
+	return nil
+}
+
+// readBlocks reads len(dst) data bytes of fragment (s, i) from block b0,
+// checking the header's version and every block's CRC.
+func (e *EC) readBlocks(name string, g geometry, s, i int, b0 int64, dst []byte) error {
+	f, err := os.Open(e.fragPath(name, s, i))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var hb [headerSize]byte
+	if _, err := f.ReadAt(hb[:], 0); err != nil {
+		return fmt.Errorf("%w: header: %v", ErrCorrupt, err)
+	}
+	h, err := decodeFragHeader(hb[:])
+	if err != nil {
+		return err
+	}
+	if h.Nonce != g.nonce || int(h.Stripe) != s || int(h.Index) != i {
+		return fmt.Errorf("%w: stale fragment (version %x, want %x)", ErrCorrupt, h.Nonce, g.nonce)
+	}
+	nblocks := (int64(len(dst)) + blockSize - 1) / blockSize
+	raw := make([]byte, int64(len(dst))+nblocks*blockCRCSize)
+	if _, err := f.ReadAt(raw, headerSize+b0*blockStride); err != nil {
+		return fmt.Errorf("%w: read: %v", ErrCorrupt, err)
+	}
+	return decodeBlocks(dst, raw, len(dst))
+}
+
+// Delete removes every fragment of name from every reachable ASD.
+func (e *EC) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.geo.Lock()
+	delete(e.geo.m, name)
+	e.geo.Unlock()
+	for a := range e.dirs {
+		if err := os.RemoveAll(e.objDir(a, name)); err != nil {
+			e.log.Warn("objstore: delete: ASD unavailable, a stale fragment may stay", "asd", e.dirs[a], "object", name, "err", err)
+		}
+	}
+	return nil
+}
+
+// List returns the names with the prefix found on any reachable ASD. A Put
+// cut short by a crash may leave a listed name that reads as ErrNotFound.
+func (e *EC) List(ctx context.Context, prefix string) ([]string, error) {
+	seen := map[string]bool{}
+	reachable := 0
+	for _, d := range e.dirs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		ents, err := os.ReadDir(filepath.Join(d, "objects"))
+		if err != nil {
+			continue
+		}
+		reachable++
+		for _, ent := range ents {
+			n, err := url.PathUnescape(ent.Name())
+			if err == nil && strings.HasPrefix(n, prefix) {
+				seen[n] = true
+			}
+		}
+	}
+	if reachable < e.preset.Data {
+		return nil, fmt.Errorf("%w: list: %d of %d ASDs reachable", ErrUnavailable, reachable, len(e.dirs))
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Usage sums the filesystems under the ASDs, each counted once.
+func (e *EC) Usage(ctx context.Context) (Usage, error) {
+	u := Usage{DataFraction: float64(e.preset.Data) / float64(e.preset.Data+e.preset.Parity)}
+	seen := map[[2]int32]bool{}
+	for _, d := range e.dirs {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(d, &st); err != nil {
+			continue
+		}
+		if seen[st.Fsid.X__val] {
+			continue
+		}
+		seen[st.Fsid.X__val] = true
+		u.TotalBytes += st.Blocks * uint64(st.Bsize)
+		u.FreeBytes += st.Bavail * uint64(st.Bsize)
+	}
+	if len(seen) == 0 {
+		return u, fmt.Errorf("%w: no ASD reachable", ErrNoASD)
+	}
+	return u, nil
+}

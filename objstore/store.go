@@ -1,0 +1,37 @@
+package objstore
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+)
+
+// Errors returned by every store; test with errors.Is.
+var (
+	ErrNotFound    = errors.New("objstore: object not found")
+	ErrCorrupt     = errors.New("objstore: object corrupt (checksum mismatch)")
+	ErrUnavailable = errors.New("objstore: not enough fragments readable")
+	ErrRange       = errors.New("objstore: range outside object")
+	ErrBadPreset   = errors.New("objstore: bad preset")
+	ErrNoASD       = errors.New("objstore: ASD unavailable")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func crc(p []byte) uint32 { return crc32.Checksum(p, castagnoli) }
+
+// Usage is the backend's raw capacity, as the filesystems under it report.
+type Usage struct {
+	TotalBytes uint64 // raw capacity of the distinct filesystems holding the store
+	FreeBytes  uint64 // raw bytes still free there
+	// DataFraction is the share of raw bytes that holds data (k/(k+m)):
+	// usable capacity is TotalBytes*DataFraction.
+	DataFraction float64
+}
+
+func checkRange(name string, size, off int64, n int) error {
+	if off < 0 || n < 0 || off+int64(n) > size {
+		return fmt.Errorf("%w: %s: [%d, %d) of %d bytes", ErrRange, name, off, off+int64(n), size)
+	}
+	return nil
+}

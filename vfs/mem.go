@@ -1,0 +1,327 @@
+package vfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrCrashed is returned by files opened before the last Crash.
+var ErrCrashed = errors.New("vfs: file handle from before a crash")
+
+// Mem is an in-memory FS that remembers what is durable: Crash forgets
+// every unsynced write and every unsynced directory change, as a power
+// loss would.
+type Mem struct {
+	mu struct {
+		sync.Mutex
+		names   map[string]*memInode // the namespace as seen now
+		durable map[string]*memInode // the namespace after a crash
+		dirs    map[string]bool
+		epoch   int
+		inject  func(op, name string) error
+	}
+}
+
+type memInode struct {
+	mu      sync.Mutex
+	data    []byte
+	synced  []byte
+	reserve int64
+}
+
+// NewMem returns an empty in-memory filesystem.
+func NewMem() *Mem {
+	m := &Mem{}
+	m.mu.names = map[string]*memInode{}
+	m.mu.durable = map[string]*memInode{}
+	m.mu.dirs = map[string]bool{"/": true, ".": true}
+	return m
+}
+
+// InjectForTesting calls fn before every operation (op is "open", "write",
+// "sync", "allocate", "remove", "rename", "syncdir"); a non-nil result is
+// returned as that operation's error.
+func (m *Mem) InjectForTesting(fn func(op, name string) error) {
+	m.mu.Lock()
+	m.mu.inject = fn
+	m.mu.Unlock()
+}
+
+// Crash drops everything that was not synced and invalidates open files.
+func (m *Mem) Crash() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mu.epoch++
+	m.mu.names = map[string]*memInode{}
+	for n, ino := range m.mu.durable {
+		ino.mu.Lock()
+		ino.data = append([]byte(nil), ino.synced...)
+		ino.mu.Unlock()
+		m.mu.names[n] = ino
+	}
+}
+
+func (m *Mem) check(op, name string) error {
+	m.mu.Lock()
+	fn := m.mu.inject
+	m.mu.Unlock()
+	if fn != nil {
+		return fn(op, name)
+	}
+	return nil
+}
+
+func clean(name string) string { return filepath.Clean(name) }
+
+func (m *Mem) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	name = clean(name)
+	if err := m.check("open", name); err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.mu.dirs[filepath.Dir(name)] {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	ino, ok := m.mu.names[name]
+	switch {
+	case ok && flag&os.O_CREATE != 0 && flag&os.O_EXCL != 0:
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrExist}
+	case !ok && flag&os.O_CREATE == 0:
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	case !ok:
+		ino = &memInode{}
+		m.mu.names[name] = ino
+	}
+	if flag&os.O_TRUNC != 0 {
+		ino.mu.Lock()
+		ino.data = nil
+		ino.mu.Unlock()
+	}
+	return &memFile{fs: m, ino: ino, name: name, epoch: m.mu.epoch}, nil
+}
+
+func (m *Mem) Remove(name string) error {
+	name = clean(name)
+	if err := m.check("remove", name); err != nil {
+		return &fs.PathError{Op: "remove", Path: name, Err: err}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.mu.names[name]; !ok {
+		if m.mu.dirs[name] {
+			for n := range m.mu.names {
+				if strings.HasPrefix(n, name+"/") {
+					return &fs.PathError{Op: "remove", Path: name, Err: errors.New("directory not empty")}
+				}
+			}
+			delete(m.mu.dirs, name)
+			return nil
+		}
+		return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
+	}
+	delete(m.mu.names, name)
+	return nil
+}
+
+func (m *Mem) Rename(oldname, newname string) error {
+	oldname, newname = clean(oldname), clean(newname)
+	if err := m.check("rename", oldname); err != nil {
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: err}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ino, ok := m.mu.names[oldname]
+	if !ok {
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: fs.ErrNotExist}
+	}
+	if !m.mu.dirs[filepath.Dir(newname)] {
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: fs.ErrNotExist}
+	}
+	delete(m.mu.names, oldname)
+	m.mu.names[newname] = ino
+	return nil
+}
+
+// MkdirAll creates directories; in this model directories themselves are
+// durable at once (only file entries need SyncDir).
+func (m *Mem) MkdirAll(dir string, perm os.FileMode) error {
+	dir = clean(dir)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for d := dir; !m.mu.dirs[d]; d = filepath.Dir(d) {
+		m.mu.dirs[d] = true
+	}
+	return nil
+}
+
+func (m *Mem) ReadDir(dir string) ([]string, error) {
+	dir = clean(dir)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.mu.dirs[dir] {
+		return nil, &fs.PathError{Op: "readdir", Path: dir, Err: fs.ErrNotExist}
+	}
+	seen := map[string]bool{}
+	for n := range m.mu.names {
+		if filepath.Dir(n) == dir {
+			seen[filepath.Base(n)] = true
+		}
+	}
+	for d := range m.mu.dirs {
+		if d != dir && filepath.Dir(d) == dir {
+			seen[filepath.Base(d)] = true
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func (m *Mem) SyncDir(dir string) error {
+	dir = clean(dir)
+	if err := m.check("syncdir", dir); err != nil {
+		return &fs.PathError{Op: "syncdir", Path: dir, Err: err}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n := range m.mu.durable {
+		if filepath.Dir(n) == dir {
+			if _, ok := m.mu.names[n]; !ok {
+				delete(m.mu.durable, n)
+			}
+		}
+	}
+	for n, ino := range m.mu.names {
+		if filepath.Dir(n) == dir {
+			m.mu.durable[n] = ino
+		}
+	}
+	return nil
+}
+
+type memFile struct {
+	fs     *Mem
+	ino    *memInode
+	name   string
+	epoch  int
+	closed atomic.Bool
+}
+
+func (f *memFile) live(op string) error {
+	if f.closed.Load() {
+		return &fs.PathError{Op: op, Path: f.name, Err: fs.ErrClosed}
+	}
+	f.fs.mu.Lock()
+	e := f.fs.mu.epoch
+	f.fs.mu.Unlock()
+	if e != f.epoch {
+		return &fs.PathError{Op: op, Path: f.name, Err: ErrCrashed}
+	}
+	return nil
+}
+
+func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
+	if err := f.live("read"); err != nil {
+		return 0, err
+	}
+	f.ino.mu.Lock()
+	defer f.ino.mu.Unlock()
+	if off >= int64(len(f.ino.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.ino.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	if err := f.live("write"); err != nil {
+		return 0, err
+	}
+	if err := f.fs.check("write", f.name); err != nil {
+		return 0, &fs.PathError{Op: "write", Path: f.name, Err: err}
+	}
+	f.ino.mu.Lock()
+	defer f.ino.mu.Unlock()
+	if end := off + int64(len(p)); end > int64(len(f.ino.data)) {
+		if end <= int64(cap(f.ino.data)) {
+			f.ino.data = f.ino.data[:end]
+		} else {
+			nd := make([]byte, end, max(end, 2*int64(cap(f.ino.data))))
+			copy(nd, f.ino.data)
+			f.ino.data = nd
+		}
+	}
+	copy(f.ino.data[off:], p)
+	return len(p), nil
+}
+
+func (f *memFile) Sync() error {
+	if err := f.live("sync"); err != nil {
+		return err
+	}
+	if err := f.fs.check("sync", f.name); err != nil {
+		return &fs.PathError{Op: "sync", Path: f.name, Err: err}
+	}
+	f.ino.mu.Lock()
+	f.ino.synced = append(f.ino.synced[:0], f.ino.data...)
+	f.ino.mu.Unlock()
+	return nil
+}
+
+func (f *memFile) Truncate(size int64) error {
+	if err := f.live("truncate"); err != nil {
+		return err
+	}
+	f.ino.mu.Lock()
+	defer f.ino.mu.Unlock()
+	if size <= int64(len(f.ino.data)) {
+		f.ino.data = f.ino.data[:size]
+	} else {
+		f.ino.data = append(f.ino.data, make([]byte, size-int64(len(f.ino.data)))...)
+	}
+	return nil
+}
+
+func (f *memFile) Allocate(off, n int64) error {
+	if err := f.live("allocate"); err != nil {
+		return err
+	}
+	if err := f.fs.check("allocate", f.name); err != nil {
+		return &fs.PathError{Op: "allocate", Path: f.name, Err: err}
+	}
+	f.ino.mu.Lock()
+	f.ino.reserve = max(f.ino.reserve, off+n)
+	f.ino.mu.Unlock()
+	return nil
+}
+
+func (f *memFile) Size() (int64, error) {
+	if err := f.live("stat"); err != nil {
+		return 0, err
+	}
+	f.ino.mu.Lock()
+	defer f.ino.mu.Unlock()
+	return int64(len(f.ino.data)), nil
+}
+
+func (f *memFile) Close() error {
+	if f.closed.Swap(true) {
+		return fmt.Errorf("vfs: %s: %w", f.name, fs.ErrClosed)
+	}
+	return nil
+}

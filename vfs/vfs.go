@@ -1,0 +1,152 @@
+// Package vfs is the seam between vpool and the local filesystem: SCO
+// files, TLogs and the read cache go through FS, so that tests can crash a
+// process mid-write (only synced data and synced directory entries
+// survive) and inject I/O errors such as a full disk.
+//
+// # Caller's obligations
+//
+//  1. File data is durable only after File.Sync.
+//  2. A created, renamed or removed name is durable only after SyncDir of
+//     its directory.
+//
+// OS is the real filesystem; Mem is an in-memory one with Crash and error
+// injection for tests. This package imports only the standard library.
+package vfs
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+)
+
+// File is an open file.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	// Sync makes the file's data durable (fdatasync).
+	Sync() error
+	Truncate(size int64) error
+	// Allocate reserves space for [off, off+n) without changing the size,
+	// so that a full disk shows up here and not in the middle of writes.
+	Allocate(off, n int64) error
+	Size() (int64, error)
+	Close() error
+}
+
+// FS is the set of filesystem calls vpool's local state uses.
+type FS interface {
+	OpenFile(name string, flag int, perm os.FileMode) (File, error)
+	Remove(name string) error
+	Rename(oldname, newname string) error
+	MkdirAll(dir string, perm os.FileMode) error
+	// ReadDir returns the names in dir, sorted.
+	ReadDir(dir string) ([]string, error)
+	SyncDir(dir string) error
+}
+
+// ErrNotExist is returned for a missing name (it is fs.ErrNotExist).
+var ErrNotExist = fs.ErrNotExist
+
+// OS is the real filesystem.
+type OS struct{}
+
+type osFile struct{ *os.File }
+
+func (f osFile) Sync() error { return syscall.Fdatasync(int(f.Fd())) }
+
+func (f osFile) Allocate(off, n int64) error {
+	err := syscall.Fallocate(int(f.Fd()), 1 /* FALLOC_FL_KEEP_SIZE */, off, n)
+	if errors.Is(err, syscall.EOPNOTSUPP) {
+		return nil // the filesystem cannot reserve: writes will report ENOSPC themselves
+	}
+	return err
+}
+
+func (f osFile) Size() (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+func (OS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (OS) Remove(name string) error                    { return os.Remove(name) }
+func (OS) Rename(o, n string) error                    { return os.Rename(o, n) }
+func (OS) MkdirAll(dir string, perm os.FileMode) error { return os.MkdirAll(dir, perm) }
+
+func (OS) ReadDir(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func (OS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// WriteFileAtomic writes data to name through a temporary file, syncs it,
+// renames it into place and syncs the directory.
+func WriteFileAtomic(fsys FS, name string, data []byte) error {
+	tmp := name + ".tmp"
+	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := fsys.Rename(tmp, name); err != nil {
+		return err
+	}
+	return fsys.SyncDir(filepath.Dir(name))
+}
+
+// ReadFile reads a whole file.
+func ReadFile(fsys FS, name string) ([]byte, error) {
+	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	n, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b, nil
+}

@@ -1,0 +1,187 @@
+package volume
+
+import (
+	"encoding/binary"
+	"sort"
+)
+
+// MetaStore is the embedded key-value store that holds the block map on
+// local flash (badger in production). Commit is atomic.
+type MetaStore interface {
+	Get(key []byte) (value []byte, found bool, err error)
+	Commit(ops []MetaOp) error
+	// Scan calls fn for each key with prefix that is >= start, ascending,
+	// until fn returns false. key and value are valid only during fn.
+	Scan(prefix, start []byte, fn func(key, value []byte) bool) error
+	Close() error
+}
+
+// MetaOp is one change in an atomic Commit; a nil Value deletes Key. It is
+// an alias of a plain struct so that stores need not import this package.
+type MetaOp = struct{ Key, Value []byte }
+
+// loc is where one cluster's data lives: SCO 0 means unmapped (zeros).
+type loc struct {
+	SCO   uint32
+	Slot  uint32
+	CRC   uint32
+	Owner uint16
+}
+
+const (
+	pageEntries   = 64
+	pageShift     = 6
+	locSize       = 16
+	pageBytes     = pageEntries * locSize
+	metaKeyVDisk  = 'v' // v<id> -> vdiskRecord (JSON)
+	metaKeyMarker = 'w' // w<id> -> marker
+	metaKeyPage   = 'm' // m<id><page> -> page
+	metaKeyUpload = 'u' // u<id> -> upload state
+)
+
+// page is 64 consecutive entries of a vDisk's block map.
+type page struct {
+	e      [pageEntries]loc
+	mapped int32 // entries with SCO != 0
+	dirty  bool
+	ref    bool  // CLOCK reference bit
+	pins   int32 // writers between reservation and apply
+}
+
+func (p *page) encode() []byte {
+	if p.mapped == 0 {
+		return nil // an empty page is deleted from the store
+	}
+	b := make([]byte, pageBytes)
+	for i, l := range p.e {
+		o := b[i*locSize:]
+		binary.LittleEndian.PutUint32(o, l.SCO)
+		binary.LittleEndian.PutUint32(o[4:], l.Slot)
+		binary.LittleEndian.PutUint32(o[8:], l.CRC)
+		binary.LittleEndian.PutUint16(o[12:], l.Owner)
+	}
+	return b
+}
+
+func decodePage(b []byte) (*page, error) {
+	p := &page{}
+	if len(b) != pageBytes {
+		return nil, errCorruptf("block map page of %d bytes, want %d", len(b), pageBytes)
+	}
+	for i := range p.e {
+		o := b[i*locSize:]
+		p.e[i] = loc{SCO: binary.LittleEndian.Uint32(o), Slot: binary.LittleEndian.Uint32(o[4:]),
+			CRC: binary.LittleEndian.Uint32(o[8:]), Owner: binary.LittleEndian.Uint16(o[12:])}
+		if o[14] != 0 || o[15] != 0 || (p.e[i].SCO == 0 && p.e[i] != loc{}) {
+			return nil, errCorruptf("block map page entry %d", i)
+		}
+		if p.e[i].SCO != 0 {
+			p.mapped++
+		}
+	}
+	return p, nil
+}
+
+// set changes one entry and returns the change in mapped clusters.
+func (p *page) set(i int, l loc) int64 {
+	was := p.e[i].SCO != 0
+	p.e[i] = l
+	switch now := l.SCO != 0; {
+	case now && !was:
+		p.mapped++
+		return 1
+	case !now && was:
+		p.mapped--
+		return -1
+	}
+	return 0
+}
+
+func metaKey(kind byte, id uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = kind
+	binary.BigEndian.PutUint64(k[1:], id)
+	return k
+}
+
+func pageKey(id, idx uint64) []byte {
+	k := make([]byte, 17)
+	k[0] = metaKeyPage
+	binary.BigEndian.PutUint64(k[1:], id)
+	binary.BigEndian.PutUint64(k[9:], idx)
+	return k
+}
+
+// minCachePages holds the pages of the largest I/O step (maxStepClusters,
+// unaligned: 17 pages) several times over.
+const minCachePages = 64
+
+// pageCache is a vDisk's bounded in-memory window on its block map, with
+// CLOCK eviction of clean, unpinned pages. Guarded by VDisk.mu.
+type pageCache struct {
+	pages map[uint64]*page
+	ring  []uint64
+	hand  int
+	limit int
+	dirty int
+}
+
+func newPageCache(limit int) pageCache {
+	return pageCache{pages: make(map[uint64]*page), limit: max(limit, minCachePages)}
+}
+
+func (c *pageCache) get(idx uint64) *page {
+	p := c.pages[idx]
+	if p != nil {
+		p.ref = true
+	}
+	return p
+}
+
+// insert adds a loaded page, evicting a clean one if full. It returns false
+// when every page is dirty or pinned: the caller must write back first.
+func (c *pageCache) insert(idx uint64, p *page) bool {
+	if _, ok := c.pages[idx]; ok {
+		return true
+	}
+	if len(c.ring) < c.limit {
+		c.ring = append(c.ring, idx)
+		c.pages[idx] = p
+		return true
+	}
+	for n := 0; n < 2*len(c.ring); n++ {
+		c.hand = (c.hand + 1) % len(c.ring)
+		victim := c.pages[c.ring[c.hand]]
+		if victim.dirty || victim.pins > 0 {
+			continue
+		}
+		if victim.ref {
+			victim.ref = false
+			continue
+		}
+		delete(c.pages, c.ring[c.hand])
+		c.ring[c.hand] = idx
+		c.pages[idx] = p
+		return true
+	}
+	return false
+}
+
+func (c *pageCache) markDirty(p *page) {
+	if !p.dirty {
+		c.dirty++
+	}
+	p.dirty = true
+}
+
+// sortedFrom returns the cached page indices >= from, ascending.
+func (c *pageCache) sortedFrom(from uint64) []uint64 {
+	var idx []uint64
+	for i := range c.pages {
+		if i >= from {
+			idx = append(idx, i)
+		}
+	}
+	sort.Slice(idx, func(a, b int) bool { return idx[a] < idx[b] })
+	return idx
+}

@@ -1,0 +1,117 @@
+package volume
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"vpool/flashcache"
+	"vpool/metastore"
+	"vpool/objstore"
+	"vpool/vfs"
+)
+
+var _ Backend = (*objstore.EC)(nil)
+var _ Backend = (*objstore.Mem)(nil)
+var _ MetaStore = (*metastore.Badger)(nil)
+var _ MetaStore = (*metastore.Mem)(nil)
+var _ WriteBuffer = (*flashcache.WriteBuffer)(nil)
+var _ ReadCache = (*flashcache.ReadCache)(nil)
+
+// env is a vPool engine over in-memory flash, metadata and backend, which
+// tests can crash, wipe and reopen.
+type env struct {
+	t       *testing.T
+	fs      *vfs.Mem
+	meta    *metastore.Mem
+	backend *objstore.Mem
+	cfg     Config
+	wbLimit int64
+	cache   int64
+	pool    *Pool
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("VPOOL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(discard{}, nil))
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func newEnv(t *testing.T) *env {
+	e := &env{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), backend: objstore.NewMem(),
+		wbLimit: 256 << 20, cache: 1 << 20}
+	e.cfg = Config{Name: "vp", Dir: "/flash", SCOSize: 4 << 20, MapCachePages: 64, Log: testLogger()}
+	e.open()
+	t.Cleanup(func() {
+		if e.pool != nil {
+			e.pool.Close(context.Background())
+		}
+	})
+	return e
+}
+
+func (e *env) open() {
+	e.t.Helper()
+	wb, err := flashcache.NewWriteBuffer(e.fs, "/flash/wb", e.wbLimit)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cache, err := flashcache.OpenReadCache(e.fs, "/flash/readcache", e.cache, 4096)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := Open(ctx, e.cfg, Deps{FS: e.fs, Backend: e.backend, Meta: e.meta, WriteBuffer: wb, ReadCache: cache})
+	if err != nil {
+		e.t.Fatalf("open pool: %v", err)
+	}
+	e.pool = p
+}
+
+// restart closes cleanly and reopens.
+func (e *env) restart() {
+	e.t.Helper()
+	if err := e.pool.Close(context.Background()); err != nil {
+		e.t.Fatalf("close: %v", err)
+	}
+	e.open()
+}
+
+// kill drops the process without a flush (kill -9): the page cache keeps
+// everything written.
+func (e *env) kill() {
+	e.pool.AbandonForTesting()
+	e.open()
+}
+
+// powerLoss is kill plus the loss of everything not synced.
+func (e *env) powerLoss() {
+	e.pool.AbandonForTesting()
+	e.fs.Crash()
+	e.open()
+}
+
+// wipeFlash loses all local state: flash files and metadata.
+func (e *env) wipeFlash() {
+	e.pool.AbandonForTesting()
+	e.fs = vfs.NewMem()
+	e.meta = metastore.NewMem()
+	e.open()
+}
+
+func (e *env) vdisk(id uint64) *VDisk {
+	e.t.Helper()
+	v, err := e.pool.VDisk(id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}

@@ -1,0 +1,27 @@
+package volume
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors of the volume package; test with errors.Is. Every error a caller
+// sees wraps one of these or an error of the layer below (flashcache,
+// objstore, the filesystem).
+var (
+	ErrCorrupt      = errors.New("volume: corrupt data (checksum mismatch)")
+	ErrOutOfRange   = errors.New("volume: offset or length outside the vDisk")
+	ErrBadSize      = errors.New("volume: impossible size")
+	ErrBadConfig    = errors.New("volume: bad configuration")
+	ErrNotFound     = errors.New("volume: no such vDisk")
+	ErrClosed       = errors.New("volume: vDisk or pool closed")
+	ErrNoSpace      = errors.New("volume: no space left on local flash")
+	ErrBackendRead  = errors.New("volume: backend read failed")
+	ErrReadOnly     = errors.New("volume: vDisk is read-only")
+	ErrBusy         = errors.New("volume: vDisk is in use")
+	ErrMissingTLogs = errors.New("volume: TLogs missing locally and on the backend")
+)
+
+func errCorruptf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
+}

@@ -1,0 +1,382 @@
+package volume
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"vpool/vfs"
+)
+
+// recoverVDisk brings one vDisk back: its settings from the metadata
+// store (or, with local flash lost, from its newest manifest), its block
+// map from the stored pages plus a replay of every TLog record after the
+// stored marker (local TLog files first, the backend's copies otherwise).
+// It returns nil for a vDisk that was being deleted (the deletion is
+// finished) or that never got past creation.
+func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
+	var rec vdiskRecord
+	var up uploadState
+	var m marker
+	var size, alloc int64
+	rb, ok, err := p.meta.Get(metaKey(metaKeyVDisk, id))
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if err := json.Unmarshal(rb, &rec); err != nil {
+			return nil, errCorruptf("vDisk record: %v", err)
+		}
+		if b, ok, err := p.meta.Get(metaKey(metaKeyUpload, id)); err != nil {
+			return nil, err
+		} else if ok {
+			if up, err = decodeUploadState(b); err != nil {
+				return nil, err
+			}
+		}
+		size = rec.InitialSize
+		if b, ok, err := p.meta.Get(metaKey(metaKeyMarker, id)); err != nil {
+			return nil, err
+		} else if ok {
+			if m, size, alloc, err = decodeMarker(b); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		man, err := p.latestManifest(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			p.log.Warn("volume: removing local files of a vDisk that was never completed", "vdisk", FormatID(id))
+			return nil, p.finishDelete(ctx, id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		rec = vdiskRecord{ClusterSize: man.ClusterSize, SCOSize: man.SCOSize, InitialSize: man.Size,
+			Created: man.Created, Deleting: man.Deleting}
+		up = uploadState{UploadedThrough: man.UploadedThrough, ManifestGen: man.Generation}
+		size = man.Size
+		rb, _ := json.Marshal(rec)
+		if err := p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb},
+			{Key: metaKey(metaKeyUpload, id), Value: up.encode()}}); err != nil {
+			return nil, err
+		}
+		p.log.Info("volume: rebuilding vDisk from the backend", "vdisk", FormatID(id),
+			"tlogs", man.UploadedThrough, "manifest", man.Generation)
+	}
+	if rec.Deleting {
+		p.log.Info("volume: finishing an interrupted delete", "vdisk", FormatID(id))
+		return nil, p.finishDelete(ctx, id)
+	}
+	if err := checkGeometry(rec.ClusterSize, rec.SCOSize); err != nil {
+		return nil, errCorruptf("vDisk record: %v", err)
+	}
+	v := p.newVDisk(id, rec)
+	v.size.Store(size)
+	v.mu.allocated = alloc
+	v.mu.committed, v.mu.watermark = m, m
+	v.mu.uploadedThrough, v.mu.syncedThrough, v.mu.manifestGen = up.UploadedThrough, up.SyncedThrough, up.ManifestGen
+	if err := v.replayAll(ctx, m); err != nil {
+		v.closeFiles()
+		p.wb.Unregister(id)
+		return nil, err
+	}
+	return v, nil
+}
+
+func (v *VDisk) localTLogs() ([]uint32, error) {
+	names, err := v.pool.fs.ReadDir(v.tlogDir())
+	if errors.Is(err, vfs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint32
+	for _, n := range names {
+		if s, ok := strings.CutSuffix(n, ".tlog"); ok {
+			if x, err := strconv.ParseUint(s, 10, 32); err == nil {
+				seqs = append(seqs, uint32(x))
+			}
+		}
+	}
+	return seqs, nil
+}
+
+func (v *VDisk) replayAll(ctx context.Context, m marker) error {
+	local, err := v.localTLogs()
+	if err != nil {
+		return err
+	}
+	isLocal := map[uint32]bool{}
+	last := v.mu.uploadedThrough
+	for _, s := range local {
+		isLocal[s] = true
+		last = max(last, s)
+	}
+	// SCO files of TLogs that never got written, and of uploaded TLogs,
+	// are not needed.
+	if seqs, err := v.pool.wb.ListSCOs(v.id); err == nil {
+		for _, s := range seqs {
+			if !isLocal[s] || s <= v.mu.uploadedThrough {
+				v.pool.wb.RemoveSCO(v.id, s)
+			}
+		}
+	}
+	// Local segments not yet uploaded are write-buffer contents again.
+	for _, s := range local {
+		if s <= v.mu.uploadedThrough {
+			continue
+		}
+		seg := &segment{seq: s, sealed: true, synced: s <= v.mu.syncedThrough}
+		if seg.tlog, err = v.pool.fs.OpenFile(v.tlogPath(s), os.O_RDWR, 0); err != nil {
+			return v.ioErr("open TLog", s, err)
+		}
+		if seg.sco, err = v.pool.wb.OpenSCO(v.id, s); err != nil {
+			if !errors.Is(err, vfs.ErrNotExist) {
+				seg.tlog.Close()
+				return v.ioErr("open SCO", s, err)
+			}
+			v.log.Error("volume: SCO file missing for a local TLog; its clusters will fail checksum", "vdisk", FormatID(v.id), "sco", s)
+			if seg.sco, err = v.pool.wb.CreateSCO(v.id, s, 0); err != nil {
+				seg.tlog.Close()
+				return err
+			}
+		}
+		v.mu.segs[s] = seg
+	}
+	start := max(m.Seq, 1)
+	// Segments before the marker are not replayed, but still need their
+	// sizes for upload; they were flushed before the marker was stored.
+	for s, seg := range v.mu.segs {
+		if s < start {
+			recs, err := v.readTLog(ctx, s, true)
+			if err != nil {
+				return err
+			}
+			v.sizeSegment(seg, recs)
+		}
+	}
+	lastLog := time.Now()
+	for s := start; s <= last; s++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Since(lastLog) > 2*time.Second {
+			v.log.Info("volume: rebuilding block map", "vdisk", FormatID(v.id), "tlog", s, "of", last)
+			lastLog = time.Now()
+		}
+		recs, err := v.readTLog(ctx, s, isLocal[s])
+		if err != nil {
+			return err
+		}
+		seg := v.mu.segs[s]
+		if seg != nil && !seg.synced {
+			if err := v.checkUnsynced(seg, recs); err != nil {
+				return err
+			}
+		}
+		from := 0
+		if s == m.Seq {
+			from = int(m.Rec)
+		}
+		for i := from; i < len(recs); i++ {
+			if err := v.replay(ctx, recs[i]); err != nil {
+				return err
+			}
+			v.mu.Lock()
+			v.mu.watermark = marker{s, uint32(i + 1)}
+			v.mu.Unlock()
+		}
+		if seg != nil {
+			v.sizeSegment(seg, recs)
+		}
+	}
+	if start <= last {
+		v.log.Info("volume: vDisk recovered", "vdisk", FormatID(v.id), "tlogs_replayed", last-start+1,
+			"size", v.size.Load(), "uploaded_through", v.mu.uploadedThrough)
+	}
+	cur, err := v.createSegment(last + 1)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.mu.cur = cur
+	v.mu.segs[cur.seq] = cur
+	v.mu.watermark = marker{last + 1, 0}
+	for _, s := range local {
+		if s <= v.mu.uploadedThrough {
+			v.mu.tlogTrash = append(v.mu.tlogTrash, s)
+		}
+	}
+	for s, seg := range v.mu.segs {
+		if s != cur.seq {
+			seg.reserved = int64(seg.slots) * v.cs
+			v.pool.wb.Account(v.id, seg.reserved)
+		}
+	}
+	segs := make([]*segment, 0, len(v.mu.segs))
+	for _, seg := range v.mu.segs {
+		segs = append(segs, seg)
+	}
+	v.mu.Unlock()
+	// What a killed process left in the page cache is replayed now, so it
+	// must be durable before the block map that shows it is stored.
+	for _, seg := range segs {
+		if err := seg.sco.Sync(); err != nil {
+			return v.ioErr("sync recovered SCO", seg.seq, err)
+		}
+		if err := seg.tlog.Sync(); err != nil {
+			return v.ioErr("sync recovered TLog", seg.seq, err)
+		}
+	}
+	return v.writeBack(ctx)
+}
+
+// readTLog returns the records of TLog s, from local flash or the backend.
+func (v *VDisk) readTLog(ctx context.Context, s uint32, local bool) ([]record, error) {
+	var img []byte
+	var err error
+	if local {
+		img, err = vfs.ReadFile(v.pool.fs, v.tlogPath(s))
+		if err != nil {
+			return nil, v.ioErr("read TLog", s, err)
+		}
+	} else if s <= v.mu.uploadedThrough {
+		name := tlogName(v.pool.cfg.Name, v.id, s)
+		n, err := v.pool.backend.Size(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrBackendRead, name, err)
+		}
+		img = make([]byte, n)
+		if err := v.pool.backend.GetRange(ctx, name, img, 0); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrBackendRead, name, err)
+		}
+	} else {
+		return nil, fmt.Errorf("%w: TLog %d of vDisk %s (uploaded through %d)", ErrMissingTLogs, s, FormatID(v.id), v.mu.uploadedThrough)
+	}
+	recs, _, err := parseTLog(img, v.id, s)
+	if err != nil && local && s > v.mu.syncedThrough && len(img) < tlogHeaderSize+recordSize {
+		// Never flushed (a flush syncs the header with the records), so it
+		// holds nothing acknowledged: an empty TLog.
+		v.log.Warn("volume: empty TLog with a torn header after a crash", "vdisk", FormatID(v.id), "tlog", s)
+		var hdr [tlogHeaderSize]byte
+		h := tlogHeader{VDisk: v.id, Seq: s, ClusterSize: uint32(v.cs)}
+		h.encode(hdr[:])
+		if seg := v.mu.segs[s]; seg != nil {
+			if _, err := seg.tlog.WriteAt(hdr[:], 0); err != nil {
+				return nil, v.ioErr("repair TLog header", s, err)
+			}
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vDisk %s TLog %d: %w", FormatID(v.id), s, err)
+	}
+	return recs, nil
+}
+
+// checkUnsynced verifies, for a TLog that may not have been flushed
+// before a power loss, that every write record's data is really in its
+// SCO; a record whose data is not (it was never flushed) is erased, as if
+// the write had not happened.
+func (v *VDisk) checkUnsynced(seg *segment, recs []record) error {
+	buf := make([]byte, v.cs)
+	var zero [recordSize]byte
+	for i, r := range recs {
+		if r.Type != recWrite || r.Owner != 0 {
+			continue
+		}
+		n, err := seg.sco.ReadAt(buf, int64(r.Count)*v.cs)
+		if n == len(buf) && checksum(buf) == r.DataCRC {
+			continue
+		}
+		_ = err
+		if _, err := seg.tlog.WriteAt(zero[:], tlogHeaderSize+int64(i)*recordSize); err != nil {
+			return v.ioErr("erase unflushed TLog record", seg.seq, err)
+		}
+		recs[i] = record{}
+	}
+	return nil
+}
+
+// sizeSegment sets a recovered segment's slot and record counts.
+func (v *VDisk) sizeSegment(seg *segment, recs []record) {
+	n := len(recs)
+	for n > 0 && recs[n-1].Type == 0 {
+		n--
+	}
+	for i, r := range recs[:n] {
+		switch r.Type {
+		case recWrite:
+			if r.SCO == seg.seq && r.Owner == 0 {
+				seg.slots = max(seg.slots, r.Count+1)
+			}
+		case recSeal:
+			seg.slots = max(seg.slots, r.Count)
+			n = i // the seal record is rewritten at the same place
+		}
+	}
+	seg.recs = uint32(n)
+}
+
+// replay applies one record during recovery.
+func (v *VDisk) replay(ctx context.Context, r record) error {
+	switch r.Type {
+	case recWrite:
+		return v.withPages(ctx, r.Cluster, r.Cluster+1, func() { v.applyLocked(r) })
+	case recUnmap:
+		c0, c1 := r.Cluster, r.Cluster+uint64(r.Count)
+		idx, err := v.existingPages(c0>>pageShift, (c1-1)>>pageShift)
+		if err != nil {
+			return err
+		}
+		for _, pi := range idx {
+			lo, hi := max(c0, pi<<pageShift), min(c1, (pi+1)<<pageShift)
+			if err := v.withPages(ctx, lo, hi, func() {
+				v.applyLocked(record{Type: recUnmap, Cluster: lo, Count: uint32(hi - lo)})
+			}); err != nil {
+				return err
+			}
+		}
+	case recResize:
+		v.size.Store(int64(r.Cluster))
+	}
+	return nil
+}
+
+// latestManifest returns the newest readable manifest of a vDisk.
+func (p *Pool) latestManifest(ctx context.Context, id uint64) (*Manifest, error) {
+	names, err := p.backend.List(ctx, fmt.Sprintf("%s/%016x/manifest.", p.cfg.Name, id))
+	if err != nil {
+		return nil, fmt.Errorf("volume: list manifests of %s: %w", FormatID(id), err)
+	}
+	var errs []error
+	for i := len(names) - 1; i >= 0; i-- {
+		n, err := p.backend.Size(ctx, names[i])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		b := make([]byte, n)
+		if err := p.backend.GetRange(ctx, names[i], b, 0); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m, err := decodeManifest(b)
+		if err != nil {
+			p.log.Error("volume: unreadable manifest", "name", names[i], "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		return m, nil
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("volume: no readable manifest for vDisk %s: %w", FormatID(id), errors.Join(errs...))
+	}
+	return nil, fmt.Errorf("%w: no manifest for %s", ErrNotFound, FormatID(id))
+}

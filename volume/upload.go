@@ -1,0 +1,498 @@
+package volume
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"vpool/vfs"
+)
+
+// Backend object names (see ARCHITECTURE.md, "Backend layout").
+func scoName(pool string, id uint64, seq uint32) string {
+	return fmt.Sprintf("%s/%016x/sco/%010d", pool, id, seq)
+}
+
+func tlogName(pool string, id uint64, seq uint32) string {
+	return fmt.Sprintf("%s/%016x/tlog/%010d", pool, id, seq)
+}
+
+func manifestName(pool string, id uint64, gen uint64) string {
+	return fmt.Sprintf("%s/%016x/manifest.%020d", pool, id, gen)
+}
+
+func (v *VDisk) tlogDir() string { return filepath.Join(v.pool.cfg.Dir, "tlogs", FormatID(v.id)) }
+
+func (v *VDisk) tlogPath(seq uint32) string {
+	return filepath.Join(v.tlogDir(), fmt.Sprintf("%010d.tlog", seq))
+}
+
+// createSegment makes SCO seq (preallocated) and its TLog on local flash.
+func (v *VDisk) createSegment(seq uint32) (*segment, error) {
+	fsys := v.pool.fs
+	if err := fsys.MkdirAll(v.tlogDir(), 0o700); err != nil {
+		return nil, v.ioErr("create TLog dir", seq, err)
+	}
+	sco, err := v.pool.wb.CreateSCO(v.id, seq, int64(v.slots)*v.cs)
+	if err != nil {
+		return nil, v.ioErr("create SCO", seq, err)
+	}
+	tl, err := fsys.OpenFile(v.tlogPath(seq), os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	if err != nil {
+		sco.Close()
+		return nil, v.ioErr("create TLog", seq, err)
+	}
+	var hdr [tlogHeaderSize]byte
+	h := tlogHeader{VDisk: v.id, Seq: seq, ClusterSize: uint32(v.cs)}
+	h.encode(hdr[:])
+	if _, err := tl.WriteAt(hdr[:], 0); err != nil {
+		sco.Close()
+		tl.Close()
+		return nil, v.ioErr("create TLog", seq, err)
+	}
+	// The header is durable before the name is: a TLog that exists after a
+	// power loss always parses.
+	if err := tl.Sync(); err != nil {
+		sco.Close()
+		tl.Close()
+		return nil, v.ioErr("create TLog", seq, err)
+	}
+	if err := fsys.SyncDir(v.tlogDir()); err != nil {
+		sco.Close()
+		tl.Close()
+		return nil, v.ioErr("create TLog", seq, err)
+	}
+	return &segment{seq: seq, sco: sco, tlog: tl}, nil
+}
+
+// sealLocked closes the current SCO for writing and opens the next one.
+func (v *VDisk) sealLocked() error {
+	cur := v.mu.cur
+	next := v.mu.spare
+	if next == nil || next.seq != cur.seq+1 {
+		if next != nil { // a stale spare: cannot happen while only we seal
+			panic("volume: spare segment out of sequence")
+		}
+		var err error
+		if next, err = v.createSegment(cur.seq + 1); err != nil {
+			return err
+		}
+	}
+	v.mu.spare = nil
+	cur.sealed = true
+	v.mu.segs[next.seq] = next
+	v.mu.cur = next
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// SealForTesting seals the open SCO now (as a full one would be), so that
+// it is uploaded.
+func (v *VDisk) SealForTesting() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.mu.cur.slots == 0 && v.mu.cur.recs == 0 {
+		return nil
+	}
+	return v.sealLocked()
+}
+
+// writeBack stores the dirty block-map pages with the watermark in one
+// atomic commit, after the TLog records behind them are durable.
+//
+// Durability order: (1) snapshot dirty pages and the watermark, pinned so
+// they stay cached; (2) Flush, so every record the snapshot reflects is on
+// flash; (3) commit pages + marker. The store thus never holds a mapping
+// whose TLog record could be lost, and replay from the marker is
+// idempotent for whatever the pages already show.
+func (v *VDisk) writeBack(ctx context.Context) error {
+	v.wbMu.Lock()
+	defer v.wbMu.Unlock()
+	v.mu.Lock()
+	var ops []MetaOp
+	var pinned []*page
+	for idx, p := range v.mu.pages.pages {
+		if p.dirty {
+			ops = append(ops, MetaOp{Key: pageKey(v.id, idx), Value: p.encode()})
+			p.dirty = false
+			p.pins++
+			pinned = append(pinned, p)
+		}
+	}
+	v.mu.pages.dirty = 0
+	m := v.mu.watermark
+	mark := encodeMarker(m, v.size.Load(), v.mu.allocated)
+	v.mu.Unlock()
+	unpin := func(failed bool) {
+		v.mu.Lock()
+		for _, p := range pinned {
+			p.pins--
+			if failed {
+				v.mu.pages.markDirty(p)
+			}
+		}
+		v.mu.Unlock()
+	}
+	if err := v.Flush(ctx); err != nil {
+		unpin(true)
+		return err
+	}
+	ops = append(ops, MetaOp{Key: metaKey(metaKeyMarker, v.id), Value: mark})
+	if err := v.pool.meta.Commit(ops); err != nil {
+		unpin(true)
+		return fmt.Errorf("volume: vDisk %s: store block map: %w", FormatID(v.id), err)
+	}
+	unpin(false)
+	v.mu.Lock()
+	if v.mu.committed.less(m) {
+		v.mu.committed = m
+	}
+	trash := v.trashTLogsLocked()
+	v.mu.Unlock()
+	v.removeTLogs(trash)
+	return nil
+}
+
+func encodeMarker(m marker, size, allocated int64) []byte {
+	b := make([]byte, 24)
+	binary.LittleEndian.PutUint32(b, m.Seq)
+	binary.LittleEndian.PutUint32(b[4:], m.Rec)
+	binary.LittleEndian.PutUint64(b[8:], uint64(size))
+	binary.LittleEndian.PutUint64(b[16:], uint64(allocated))
+	return b
+}
+
+func decodeMarker(b []byte) (m marker, size, allocated int64, err error) {
+	if len(b) != 24 {
+		return m, 0, 0, errCorruptf("block map marker of %d bytes", len(b))
+	}
+	m = marker{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])}
+	return m, int64(binary.LittleEndian.Uint64(b[8:])), int64(binary.LittleEndian.Uint64(b[16:])), nil
+}
+
+type uploadState struct {
+	UploadedThrough, SyncedThrough uint32
+	ManifestGen                    uint64
+}
+
+func (u uploadState) encode() []byte {
+	b := make([]byte, 16)
+	binary.LittleEndian.PutUint32(b, u.UploadedThrough)
+	binary.LittleEndian.PutUint32(b[4:], u.SyncedThrough)
+	binary.LittleEndian.PutUint64(b[8:], u.ManifestGen)
+	return b
+}
+
+func decodeUploadState(b []byte) (uploadState, error) {
+	if len(b) != 16 {
+		return uploadState{}, errCorruptf("upload state of %d bytes", len(b))
+	}
+	return uploadState{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), binary.LittleEndian.Uint64(b[8:])}, nil
+}
+
+func (v *VDisk) saveUploadStateLocked() error {
+	u := uploadState{v.mu.uploadedThrough, v.mu.syncedThrough, v.mu.manifestGen}
+	return v.pool.meta.Commit([]MetaOp{{Key: metaKey(metaKeyUpload, v.id), Value: u.encode()}})
+}
+
+// background runs the vDisk's uploader and block-map writer until close.
+func (v *VDisk) background() {
+	defer v.bg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-v.done
+		cancel()
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	backoff := time.Duration(0)
+	lastWB := time.Now()
+	for {
+		select {
+		case <-v.done:
+			return
+		case <-v.kick:
+		case <-v.wbKick:
+			if err := v.writeBack(ctx); err != nil && ctx.Err() == nil {
+				v.log.Error("volume: block map write-back failed", "vdisk", FormatID(v.id), "err", err)
+			}
+			lastWB = time.Now()
+			continue
+		case <-tick.C:
+		}
+		if time.Since(lastWB) > 5*time.Second {
+			v.mu.Lock()
+			dirty := v.mu.pages.dirty
+			v.mu.Unlock()
+			if dirty > 0 {
+				if err := v.writeBack(ctx); err != nil && ctx.Err() == nil {
+					v.log.Error("volume: block map write-back failed", "vdisk", FormatID(v.id), "err", err)
+				}
+			}
+			lastWB = time.Now()
+		}
+		v.prepareSpare()
+		v.sealIfIdle()
+		for {
+			err := v.uploadNext(ctx)
+			if errors.Is(err, errNothingToUpload) || ctx.Err() != nil {
+				backoff = 0
+				v.setUploadErr(nil)
+				break
+			}
+			if err != nil {
+				backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
+				v.setUploadErr(err)
+				v.log.Warn("volume: upload failed, retrying", "vdisk", FormatID(v.id), "in", backoff, "err", err)
+				select {
+				case <-time.After(backoff):
+				case <-v.done:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (v *VDisk) setUploadErr(err error) {
+	v.mu.Lock()
+	v.mu.uploadErr = err
+	v.mu.Unlock()
+}
+
+func (v *VDisk) prepareSpare() {
+	v.mu.Lock()
+	need := v.mu.spare == nil && !v.mu.closed
+	seq := v.mu.cur.seq + 1
+	v.mu.Unlock()
+	if !need {
+		return
+	}
+	s, err := v.createSegment(seq)
+	if err != nil {
+		v.log.Warn("volume: cannot prepare next SCO", "vdisk", FormatID(v.id), "err", err)
+		return
+	}
+	v.mu.Lock()
+	if v.mu.spare == nil && v.mu.cur.seq+1 == seq && !v.mu.closed {
+		v.mu.spare = s
+		s = nil
+	}
+	v.mu.Unlock()
+	if s != nil {
+		s.sco.Close()
+		s.tlog.Close()
+	}
+}
+
+func (v *VDisk) sealIfIdle() {
+	idle := v.pool.cfg.SealIdle
+	if idle <= 0 || time.Since(time.Unix(0, v.lastWrite.Load())) < idle {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.mu.closed || v.mu.cur.recs == 0 || v.mu.spare == nil {
+		return
+	}
+	if err := v.sealLocked(); err != nil {
+		v.log.Warn("volume: idle seal failed", "vdisk", FormatID(v.id), "err", err)
+	}
+}
+
+var errNothingToUpload = errors.New("volume: nothing to upload")
+
+// uploadNext uploads the oldest sealed segment not yet on the backend:
+// SCO, then TLog, then a new manifest generation; only then the segment is
+// disposable and leaves local flash.
+func (v *VDisk) uploadNext(ctx context.Context) error {
+	v.mu.Lock()
+	if v.mu.manifestGen == 0 { // a new vDisk: make it known on the backend
+		up := v.mu.uploadedThrough
+		v.mu.Unlock()
+		if err := v.writeManifest(ctx, up, false); err != nil {
+			return err
+		}
+		v.mu.Lock()
+		err := v.saveUploadStateLocked()
+		v.mu.Unlock()
+		return err
+	}
+	seg := v.mu.segs[v.mu.uploadedThrough+1]
+	if seg == nil || !seg.sealed {
+		v.mu.Unlock()
+		return errNothingToUpload
+	}
+	v.mu.Unlock()
+	select {
+	case v.pool.uploads <- struct{}{}:
+		defer func() { <-v.pool.uploads }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Writers that reserved space in the segment before it was sealed
+	// finish their I/O first.
+	for {
+		v.mu.Lock()
+		w := seg.writers
+		v.mu.Unlock()
+		if w == 0 {
+			break
+		}
+		select {
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if !seg.synced {
+		var b [recordSize]byte
+		r := record{Type: recSeal, SCO: seg.seq, Count: seg.slots}
+		r.encode(b[:])
+		if _, err := seg.tlog.WriteAt(b[:], tlogHeaderSize+int64(seg.recs)*recordSize); err != nil {
+			return v.ioErr("seal TLog", seg.seq, err)
+		}
+		if err := seg.sco.Sync(); err != nil {
+			return v.ioErr("sync SCO", seg.seq, err)
+		}
+		if err := seg.tlog.Sync(); err != nil {
+			return v.ioErr("sync TLog", seg.seq, err)
+		}
+		v.mu.Lock()
+		seg.synced = true
+		v.mu.syncedThrough = max(v.mu.syncedThrough, seg.seq)
+		err := v.saveUploadStateLocked()
+		v.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	be := v.pool.backend
+	name := v.pool.cfg.Name
+	if err := be.Put(ctx, scoName(name, v.id, seg.seq), seg.sco, int64(seg.slots)*v.cs); err != nil {
+		return fmt.Errorf("volume: upload SCO %d: %w", seg.seq, err)
+	}
+	tsize, err := seg.tlog.Size()
+	if err != nil {
+		return v.ioErr("stat TLog", seg.seq, err)
+	}
+	if err := be.Put(ctx, tlogName(name, v.id, seg.seq), seg.tlog, tsize); err != nil {
+		return fmt.Errorf("volume: upload TLog %d: %w", seg.seq, err)
+	}
+	if err := v.writeManifest(ctx, seg.seq, false); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.mu.uploadedThrough = seg.seq
+	err = v.saveUploadStateLocked()
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return v.dispose(ctx, seg)
+}
+
+// writeManifest writes generation gen+1 naming uploadedThrough, then
+// deletes generation gen.
+func (v *VDisk) writeManifest(ctx context.Context, uploadedThrough uint32, deleting bool) error {
+	v.mu.Lock()
+	gen := v.mu.manifestGen + 1
+	v.mu.Unlock()
+	m := &Manifest{VDisk: FormatID(v.id), Generation: gen, UploadedThrough: uploadedThrough,
+		ClusterSize: v.cs, SCOSize: int64(v.slots) * v.cs, Size: v.size.Load(), Created: v.created, Deleting: deleting}
+	b := encodeManifest(m)
+	if err := v.pool.backend.Put(ctx, manifestName(v.pool.cfg.Name, v.id, gen), bytesReaderAt(b), int64(len(b))); err != nil {
+		return fmt.Errorf("volume: write manifest %d: %w", gen, err)
+	}
+	v.mu.Lock()
+	v.mu.manifestGen = gen
+	v.mu.Unlock()
+	if gen > 1 {
+		if err := v.pool.backend.Delete(ctx, manifestName(v.pool.cfg.Name, v.id, gen-1)); err != nil {
+			v.log.Warn("volume: delete old manifest", "vdisk", FormatID(v.id), "generation", gen-1, "err", err)
+		}
+	}
+	return nil
+}
+
+// dispose removes an uploaded segment's SCO from local flash once no read
+// uses it. Its TLog file stays until the stored block-map marker is past
+// it (see trashTLogsLocked): until then it is the fast way to replay.
+func (v *VDisk) dispose(ctx context.Context, seg *segment) error {
+	v.mu.Lock()
+	delete(v.mu.segs, seg.seq) // new reads go to the backend
+	v.mu.Unlock()
+	for {
+		v.mu.Lock()
+		refs := seg.refs
+		v.mu.Unlock()
+		if refs == 0 {
+			break
+		}
+		select {
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+			// Closing: the files close with the vDisk; the SCO is removed at
+			// the next open, as an uploaded one.
+			return ctx.Err()
+		}
+	}
+	seg.sco.Close()
+	seg.tlog.Close()
+	if err := v.pool.wb.RemoveSCO(v.id, seg.seq); err != nil {
+		v.log.Warn("volume: remove uploaded SCO", "vdisk", FormatID(v.id), "sco", seg.seq, "err", err)
+	}
+	v.pool.wb.Release(v.id, seg.reserved)
+	v.mu.Lock()
+	v.mu.tlogTrash = append(v.mu.tlogTrash, seg.seq)
+	trash := v.trashTLogsLocked()
+	v.mu.Unlock()
+	v.removeTLogs(trash)
+	return nil
+}
+
+// trashTLogsLocked takes the uploaded TLogs that the stored marker has
+// passed: their local files can go.
+func (v *VDisk) trashTLogsLocked() []uint32 {
+	var out, keep []uint32
+	for _, s := range v.mu.tlogTrash {
+		if s < v.mu.committed.Seq {
+			out = append(out, s)
+		} else {
+			keep = append(keep, s)
+		}
+	}
+	v.mu.tlogTrash = keep
+	return out
+}
+
+func (v *VDisk) removeTLogs(seqs []uint32) {
+	for _, s := range seqs {
+		if err := v.pool.fs.Remove(v.tlogPath(s)); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+			v.log.Warn("volume: remove uploaded TLog", "vdisk", FormatID(v.id), "tlog", s, "err", err)
+		}
+	}
+}
+
+type bytesReaderAt []byte
+
+func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(b)) {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, errors.New("volume: read past end of buffer")
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, errors.New("volume: read past end of buffer")
+	}
+	return n, nil
+}

@@ -1,0 +1,957 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"vpool/flashcache"
+	"vpool/vfs"
+)
+
+// VDisk is one thin virtual disk. All methods are safe for concurrent use.
+type VDisk struct {
+	pool    *Pool
+	id      uint64
+	log     *slog.Logger
+	cs      int64  // cluster size in bytes
+	shift   uint   // log2(cs)
+	slots   uint32 // clusters per SCO
+	created time.Time
+
+	size      atomic.Int64
+	stripes   stripeLocks
+	resizeMu  sync.RWMutex // I/O holds it shared; Resize holds it alone
+	flushMu   sync.Mutex   // one device flush at a time; others share it
+	wbMu      sync.Mutex   // one block-map write-back at a time
+	completed atomic.Uint64
+	durable   atomic.Uint64
+	lastWrite atomic.Int64
+	kick      chan struct{} // wakes the uploader
+	wbKick    chan struct{} // wakes the block-map writer
+	done      chan struct{} // closed when the vDisk closes
+	bg        sync.WaitGroup
+	stats     ioStats
+
+	mu struct {
+		sync.Mutex
+		allocated       int64 // mapped clusters
+		pages           pageCache
+		cur             *segment // open SCO and its TLog
+		spare           *segment // the next one, made ahead of time
+		segs            map[uint32]*segment
+		tickets         []*ticket
+		watermark       marker // every record before it is applied
+		committed       marker // the marker in the meta store
+		uploadedThrough uint32
+		syncedThrough   uint32
+		manifestGen     uint64
+		tlogTrash       []uint32 // uploaded TLogs whose local files wait for the marker
+		closed          bool
+		uploadErr       error
+	}
+}
+
+// segment is an SCO and its TLog (same sequence number) on local flash.
+type segment struct {
+	seq      uint32
+	sco      vfs.File
+	tlog     vfs.File
+	slots    uint32 // SCO slots handed out
+	recs     uint32 // TLog record positions handed out
+	writers  int32  // writes between reservation and apply
+	refs     int32  // reads and flushes in flight: the files stay open
+	sealed   bool
+	synced   bool // sealed, and SCO + TLog fsynced
+	reserved int64
+}
+
+// marker is a position in the TLog stream: record Rec of TLog Seq.
+type marker struct{ Seq, Rec uint32 }
+
+func (m marker) less(o marker) bool { return m.Seq < o.Seq || m.Seq == o.Seq && m.Rec < o.Rec }
+
+type ticket struct {
+	end  marker
+	done bool
+}
+
+type ioStats struct {
+	reads, writes, flushes         atomic.Int64
+	readBytes, writtenBytes        atomic.Int64
+	readNanos, writeNanos          atomic.Int64
+	cacheHits, cacheMiss, backendR atomic.Int64
+}
+
+const (
+	dirtySoft = 512  // pages: start a background write-back
+	dirtyHard = 2048 // pages: writers write back before going on
+)
+
+// ID returns the vDisk's id.
+func (v *VDisk) ID() uint64 { return v.id }
+
+// Size returns the vDisk's size in bytes.
+func (v *VDisk) Size() int64 { return v.size.Load() }
+
+// ClusterSize returns the mapping unit in bytes.
+func (v *VDisk) ClusterSize() int64 { return v.cs }
+
+// Allocated returns the bytes of mapped clusters (st_blocks).
+func (v *VDisk) Allocated() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.mu.allocated * v.cs
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// WriteAt writes p at off. Unaligned edges are read-modify-write of their
+// clusters; all-zero clusters are unmapped instead of stored. When it
+// returns nil the write survives a kill of the process; Flush makes it
+// survive a power loss.
+func (v *VDisk) WriteAt(ctx context.Context, p []byte, off int64) error {
+	start := time.Now()
+	v.resizeMu.RLock()
+	defer v.resizeMu.RUnlock()
+	if err := v.writeLocked(ctx, p, off); err != nil {
+		return err
+	}
+	v.stats.writes.Add(1)
+	v.stats.writtenBytes.Add(int64(len(p)))
+	v.stats.writeNanos.Add(int64(time.Since(start)))
+	return nil
+}
+
+func (v *VDisk) writeLocked(ctx context.Context, p []byte, off int64) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if off < 0 || off+int64(len(p)) > v.size.Load() {
+		return fmt.Errorf("%w: write [%d, %d) of vDisk %s (%d bytes)", ErrOutOfRange, off, off+int64(len(p)), FormatID(v.id), v.size.Load())
+	}
+	cs := v.cs
+	c0 := uint64(off >> v.shift)
+	c1 := uint64((off + int64(len(p)) + cs - 1) >> v.shift)
+	var heldBuf [8]int
+	held := v.stripes.lock(c0, c1, heldBuf[:0])
+	defer v.stripes.unlock(held)
+	buf := p
+	if off%cs != 0 || int64(len(p))%cs != 0 {
+		buf = make([]byte, int64(c1-c0)*cs)
+		if off%cs != 0 {
+			if err := v.readClusters(ctx, c0, buf[:cs]); err != nil {
+				return fmt.Errorf("volume: read-modify-write: %w", err)
+			}
+		}
+		if end := off + int64(len(p)); end%cs != 0 && (c1-1 != c0 || off%cs == 0) {
+			if err := v.readClusters(ctx, c1-1, buf[len(buf)-int(cs):]); err != nil {
+				return fmt.Errorf("volume: read-modify-write: %w", err)
+			}
+		}
+		copy(buf[off-int64(c0)*cs:], p)
+	}
+	return v.writeClusters(ctx, c0, buf)
+}
+
+// plan is the I/O one write does once its positions are reserved.
+type dataWrite struct {
+	seg   *segment
+	slot0 uint32
+	data  []byte
+}
+
+type tlogWrite struct {
+	seg  *segment
+	rec0 uint32
+	recs []record
+}
+
+// writeClusters stores whole clusters from c0; the caller holds their
+// stripe locks.
+func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error {
+	cs := v.cs
+	for len(buf) > maxStepClusters*int(cs) {
+		if err := v.writeClusters(ctx, c0, buf[:maxStepClusters*int(cs)]); err != nil {
+			return err
+		}
+		c0 += maxStepClusters
+		buf = buf[maxStepClusters*int(cs):]
+	}
+	n := len(buf) / int(cs)
+	crcs := make([]uint32, n)
+	zero := make([]bool, n)
+	dataCount := 0
+	for i := 0; i < n; i++ {
+		cl := buf[i*int(cs) : (i+1)*int(cs)]
+		if isZero(cl) {
+			zero[i] = true
+		} else {
+			crcs[i] = checksum(cl)
+			dataCount++
+		}
+	}
+	if dataCount > 0 {
+		if err := v.pool.wb.Reserve(ctx, v.id, int64(dataCount)*cs); err != nil {
+			return err
+		}
+	}
+	if err := v.pinPages(ctx, c0, c0+uint64(n)); err != nil {
+		if dataCount > 0 {
+			v.pool.wb.Release(v.id, int64(dataCount)*cs)
+		}
+		return err
+	}
+	var datas []dataWrite
+	var recw []tlogWrite
+	v.mu.Lock()
+	if v.mu.closed {
+		v.unpinLocked(c0, c0+uint64(n))
+		v.mu.Unlock()
+		return ErrClosed
+	}
+	addRec := func(r record) {
+		seg := v.mu.cur
+		if len(recw) == 0 || recw[len(recw)-1].seg != seg {
+			recw = append(recw, tlogWrite{seg: seg, rec0: seg.recs})
+			seg.writers++
+		}
+		seg.recs++
+		recw[len(recw)-1].recs = append(recw[len(recw)-1].recs, r)
+	}
+	var err error
+	for i := 0; i < n && err == nil; {
+		j := i + 1
+		if zero[i] {
+			for j < n && zero[j] {
+				j++
+			}
+			addRec(record{Type: recUnmap, Cluster: c0 + uint64(i), Count: uint32(j - i)})
+			i = j
+			continue
+		}
+		if v.mu.cur.slots == v.slots {
+			if err = v.sealLocked(); err != nil {
+				break
+			}
+		}
+		seg := v.mu.cur
+		for j < n && !zero[j] && j-i < int(v.slots-seg.slots) {
+			j++
+		}
+		datas = append(datas, dataWrite{seg: seg, slot0: seg.slots, data: buf[i*int(cs) : j*int(cs)]})
+		for k := i; k < j; k++ {
+			addRec(record{Type: recWrite, SCO: seg.seq, Cluster: c0 + uint64(k), Count: seg.slots, DataCRC: crcs[k]})
+			seg.slots++
+		}
+		seg.reserved += int64(j-i) * cs
+		i = j
+	}
+	t := &ticket{end: marker{v.mu.cur.seq, v.mu.cur.recs}}
+	v.mu.tickets = append(v.mu.tickets, t)
+	v.mu.Unlock()
+
+	if err == nil {
+		err = v.doWrites(datas, recw)
+	}
+
+	v.mu.Lock()
+	if err == nil {
+		for _, rw := range recw {
+			for _, r := range rw.recs {
+				v.applyLocked(r)
+			}
+		}
+	}
+	for _, rw := range recw {
+		rw.seg.writers--
+	}
+	v.unpinLocked(c0, c0+uint64(n))
+	t.done = true
+	v.advanceLocked()
+	dirty := v.mu.pages.dirty
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	v.completed.Add(1)
+	v.lastWrite.Store(time.Now().UnixNano())
+	return v.afterApply(ctx, dirty)
+}
+
+func (v *VDisk) doWrites(datas []dataWrite, recw []tlogWrite) error {
+	for _, d := range datas {
+		if _, err := d.seg.sco.WriteAt(d.data, int64(d.slot0)*v.cs); err != nil {
+			return v.ioErr("write SCO", d.seg.seq, err)
+		}
+	}
+	for _, rw := range recw {
+		b := make([]byte, len(rw.recs)*recordSize)
+		for i := range rw.recs {
+			rw.recs[i].encode(b[i*recordSize:])
+		}
+		if _, err := rw.seg.tlog.WriteAt(b, tlogHeaderSize+int64(rw.rec0)*recordSize); err != nil {
+			return v.ioErr("write TLog", rw.seg.seq, err)
+		}
+	}
+	return nil
+}
+
+func (v *VDisk) ioErr(what string, seq uint32, err error) error {
+	if flashcache.IsFull(err) {
+		return fmt.Errorf("%w: vDisk %s: %s %d: %w", ErrNoSpace, FormatID(v.id), what, seq, err)
+	}
+	return fmt.Errorf("volume: vDisk %s: %s %d: %w", FormatID(v.id), what, seq, err)
+}
+
+// afterApply keeps the dirty part of the block map bounded.
+func (v *VDisk) afterApply(ctx context.Context, dirty int) error {
+	switch {
+	case dirty >= dirtyHard:
+		return v.writeBack(ctx)
+	case dirty >= dirtySoft:
+		select {
+		case v.wbKick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// applyLocked changes the block map as record r says.
+func (v *VDisk) applyLocked(r record) {
+	switch r.Type {
+	case recWrite:
+		p := v.mu.pages.pages[r.Cluster>>pageShift]
+		v.mu.allocated += p.set(int(r.Cluster&(pageEntries-1)), loc{SCO: r.SCO, Slot: r.Count, CRC: r.DataCRC, Owner: r.Owner})
+		v.mu.pages.markDirty(p)
+	case recUnmap:
+		for c := r.Cluster; c < r.Cluster+uint64(r.Count); c++ {
+			if p := v.mu.pages.pages[c>>pageShift]; p != nil {
+				v.mu.allocated += p.set(int(c&(pageEntries-1)), loc{})
+				v.mu.pages.markDirty(p)
+			}
+		}
+	}
+}
+
+// advanceLocked moves the watermark past every finished write at the head
+// of the queue.
+func (v *VDisk) advanceLocked() {
+	i := 0
+	for i < len(v.mu.tickets) && v.mu.tickets[i].done {
+		v.mu.watermark = v.mu.tickets[i].end
+		i++
+	}
+	if i > 0 {
+		v.mu.tickets = append(v.mu.tickets[:0], v.mu.tickets[i:]...)
+	}
+}
+
+// withPages loads the block-map pages of clusters [c0, c1) and calls fn
+// with v.mu held and all of them in the cache.
+func (v *VDisk) withPages(ctx context.Context, c0, c1 uint64, fn func()) error {
+	p0, p1 := c0>>pageShift, (c1-1)>>pageShift
+	for {
+		v.mu.Lock()
+		var missing []uint64
+		for i := p0; i <= p1; i++ {
+			if v.mu.pages.get(i) == nil {
+				missing = append(missing, i)
+			}
+		}
+		if len(missing) == 0 {
+			fn()
+			v.mu.Unlock()
+			return nil
+		}
+		v.mu.Unlock()
+		loaded := make([]*page, len(missing))
+		for k, idx := range missing {
+			p, err := v.loadPage(idx)
+			if err != nil {
+				return err
+			}
+			loaded[k] = p
+		}
+		full := false
+		v.mu.Lock()
+		for k, idx := range missing {
+			if !v.mu.pages.insert(idx, loaded[k]) {
+				full = true
+				break
+			}
+		}
+		v.mu.Unlock()
+		if full {
+			if err := v.writeBack(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (v *VDisk) loadPage(idx uint64) (*page, error) {
+	b, ok, err := v.pool.meta.Get(pageKey(v.id, idx))
+	if err != nil {
+		return nil, fmt.Errorf("volume: vDisk %s: block map page %d: %w", FormatID(v.id), idx, err)
+	}
+	if !ok {
+		return &page{}, nil
+	}
+	return decodePage(b)
+}
+
+func (v *VDisk) pinPages(ctx context.Context, c0, c1 uint64) error {
+	return v.withPages(ctx, c0, c1, func() {
+		for i := c0 >> pageShift; i <= (c1-1)>>pageShift; i++ {
+			v.mu.pages.pages[i].pins++
+		}
+	})
+}
+
+func (v *VDisk) unpinLocked(c0, c1 uint64) {
+	for i := c0 >> pageShift; i <= (c1-1)>>pageShift; i++ {
+		v.mu.pages.pages[i].pins--
+	}
+}
+
+// ReadAt reads len(p) bytes at off; unwritten ranges read as zeros. Like
+// io.ReaderAt it returns io.EOF with fewer bytes at the end of the vDisk.
+func (v *VDisk) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	start := time.Now()
+	v.resizeMu.RLock()
+	defer v.resizeMu.RUnlock()
+	size := v.size.Load()
+	if off < 0 {
+		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), size-off))
+	if n == 0 {
+		return 0, nil
+	}
+	cs := v.cs
+	c0 := uint64(off >> v.shift)
+	c1 := uint64((off + int64(n) + cs - 1) >> v.shift)
+	if off%cs == 0 && int64(n)%cs == 0 {
+		if err := v.readClusters(ctx, c0, p[:n]); err != nil {
+			return 0, err
+		}
+	} else {
+		buf := make([]byte, int64(c1-c0)*cs)
+		if err := v.readClusters(ctx, c0, buf); err != nil {
+			return 0, err
+		}
+		copy(p[:n], buf[off-int64(c0)*cs:])
+	}
+	v.stats.reads.Add(1)
+	v.stats.readBytes.Add(int64(n))
+	v.stats.readNanos.Add(int64(time.Since(start)))
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// maxStepClusters bounds the clusters one step of I/O maps at once, so
+// that their block-map pages always fit in the page cache together.
+const maxStepClusters = 16 * pageEntries
+
+// readClusters fills dst with whole clusters from c0.
+func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
+	cs := int(v.cs)
+	for len(dst) > maxStepClusters*cs {
+		if err := v.readClusters(ctx, c0, dst[:maxStepClusters*cs]); err != nil {
+			return err
+		}
+		c0 += maxStepClusters
+		dst = dst[maxStepClusters*cs:]
+	}
+	n := len(dst) / cs
+	locs := make([]loc, n)
+	segs := make([]*segment, n)
+	err := v.withPages(ctx, c0, c0+uint64(n), func() {
+		for i := 0; i < n; i++ {
+			c := c0 + uint64(i)
+			l := v.mu.pages.pages[c>>pageShift].e[c&(pageEntries-1)]
+			locs[i] = l
+			if l.SCO != 0 && l.Owner == 0 {
+				if s := v.mu.segs[l.SCO]; s != nil {
+					s.refs++
+					segs[i] = s
+				}
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		v.mu.Lock()
+		for _, s := range segs {
+			if s != nil {
+				s.refs--
+			}
+		}
+		v.mu.Unlock()
+	}()
+	for i := 0; i < n; {
+		l := locs[i]
+		if l.SCO == 0 {
+			clear(dst[i*cs : (i+1)*cs])
+			i++
+			continue
+		}
+		j := i + 1
+		for j < n && locs[j].SCO == l.SCO && locs[j].Owner == l.Owner &&
+			locs[j].Slot == locs[j-1].Slot+1 && (segs[j] == nil) == (segs[i] == nil) {
+			j++
+		}
+		var err error
+		if segs[i] != nil {
+			err = v.readLocal(segs[i], locs[i:j], dst[i*cs:j*cs])
+		} else {
+			err = v.readRemote(ctx, locs[i:j], dst[i*cs:j*cs])
+		}
+		if err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+func (v *VDisk) readLocal(s *segment, locs []loc, dst []byte) error {
+	if _, err := s.sco.ReadAt(dst, int64(locs[0].Slot)*v.cs); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("volume: vDisk %s: read SCO %d: %w", FormatID(v.id), s.seq, err)
+	}
+	for k, l := range locs {
+		if checksum(dst[k*int(v.cs):(k+1)*int(v.cs)]) != l.CRC {
+			return errCorruptf("vDisk %s: SCO %d slot %d on local flash", FormatID(v.id), l.SCO, l.Slot)
+		}
+	}
+	return nil
+}
+
+// readRemote reads clusters that left the write buffer: the read cache
+// first, then only the missing clusters' bytes from the backend, adjacent
+// ones in one request.
+func (v *VDisk) readRemote(ctx context.Context, locs []loc, dst []byte) error {
+	cs := int(v.cs)
+	cache := v.pool.cache
+	owner := v.ownerID(locs[0].Owner)
+	miss := make([]bool, len(locs))
+	for k, l := range locs {
+		b := dst[k*cs : (k+1)*cs]
+		key := flashcache.Key{Owner: owner, Object: l.SCO, Index: l.Slot}
+		if cache != nil && cache.Get(key, b) && checksum(b) == l.CRC {
+			v.stats.cacheHits.Add(1)
+			continue
+		} else if cache != nil {
+			cache.Forget(key)
+		}
+		miss[k] = true
+		v.stats.cacheMiss.Add(1)
+	}
+	for i := 0; i < len(locs); {
+		if !miss[i] {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(locs) && miss[j] {
+			j++
+		}
+		v.stats.backendR.Add(1)
+		name := scoName(v.pool.cfg.Name, owner, locs[i].SCO)
+		if err := v.pool.backend.GetRange(ctx, name, dst[i*cs:j*cs], int64(locs[i].Slot)*v.cs); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrBackendRead, name, err)
+		}
+		for k := i; k < j; k++ {
+			b := dst[k*cs : (k+1)*cs]
+			if checksum(b) != locs[k].CRC {
+				return errCorruptf("vDisk %s: %s slot %d from the backend", FormatID(v.id), name, locs[k].Slot)
+			}
+			if cache != nil {
+				cache.Put(flashcache.Key{Owner: owner, Object: locs[k].SCO, Index: locs[k].Slot}, b)
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+// ownerID maps a block-map owner index to a vDisk id (clones read their
+// ancestors' SCOs; index 0 is this vDisk).
+func (v *VDisk) ownerID(owner uint16) uint64 { return v.id }
+
+// Flush makes every write that returned before it durable on local flash.
+// Concurrent flushes share one device flush. It never waits for the
+// backend.
+func (v *VDisk) Flush(ctx context.Context) error {
+	target := v.completed.Load()
+	if v.durable.Load() >= target {
+		return nil
+	}
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
+	if v.durable.Load() >= target {
+		return nil
+	}
+	now := v.completed.Load()
+	v.mu.Lock()
+	var segs []*segment
+	for _, s := range v.mu.segs {
+		if !s.synced {
+			s.refs++ // held so that the uploader does not close it meanwhile
+			segs = append(segs, s)
+		}
+	}
+	v.mu.Unlock()
+	defer func() {
+		v.mu.Lock()
+		for _, s := range segs {
+			s.refs--
+		}
+		v.mu.Unlock()
+	}()
+	for _, s := range segs {
+		if err := s.sco.Sync(); err != nil {
+			return v.ioErr("flush SCO", s.seq, err)
+		}
+		if err := s.tlog.Sync(); err != nil {
+			return v.ioErr("flush TLog", s.seq, err)
+		}
+	}
+	v.durable.Store(now)
+	v.stats.flushes.Add(1)
+	return nil
+}
+
+// Discard makes [off, off+n) read as zeros. Whole clusters are unmapped;
+// partial ones are zeroed in place.
+func (v *VDisk) Discard(ctx context.Context, off, n int64) error {
+	v.resizeMu.RLock()
+	defer v.resizeMu.RUnlock()
+	size := v.size.Load()
+	if off < 0 || n < 0 || off > size {
+		return fmt.Errorf("%w: discard [%d, +%d) of %d bytes", ErrOutOfRange, off, n, size)
+	}
+	return v.discardLocked(ctx, off, min(off+n, size))
+}
+
+func (v *VDisk) discardLocked(ctx context.Context, off, end int64) error {
+	cs := v.cs
+	first := (off + cs - 1) / cs * cs
+	last := end / cs * cs
+	if first >= last { // within one cluster
+		return v.writeLocked(ctx, make([]byte, end-off), off)
+	}
+	if off < first {
+		if err := v.writeLocked(ctx, make([]byte, first-off), off); err != nil {
+			return err
+		}
+	}
+	if last < end {
+		if err := v.writeLocked(ctx, make([]byte, end-last), last); err != nil {
+			return err
+		}
+	}
+	return v.unmapRange(ctx, uint64(first>>v.shift), uint64(last>>v.shift))
+}
+
+// unmapRange unmaps clusters [c0, c1): Unmap records, then every block-map
+// page that exists in the range is cleared.
+func (v *VDisk) unmapRange(ctx context.Context, c0, c1 uint64) error {
+	if c0 >= c1 {
+		return nil
+	}
+	held := v.stripes.lock(c0, c1, nil)
+	defer v.stripes.unlock(held)
+	finish, err := v.logRecords(unmapRecords(c0, c1))
+	if err != nil {
+		return err
+	}
+	// The records' ticket finishes only when the map is changed, so that
+	// the watermark never passes an Unmap that the pages do not show yet.
+	defer finish()
+	idx, err := v.existingPages(c0>>pageShift, (c1-1)>>pageShift)
+	if err != nil {
+		return err
+	}
+	for _, pi := range idx {
+		lo, hi := max(c0, pi<<pageShift), min(c1, (pi+1)<<pageShift)
+		err := v.withPages(ctx, lo, hi, func() {
+			v.applyLocked(record{Type: recUnmap, Cluster: lo, Count: uint32(hi - lo)})
+		})
+		if err != nil {
+			return err
+		}
+		v.mu.Lock()
+		dirty := v.mu.pages.dirty
+		v.mu.Unlock()
+		if err := v.afterApply(ctx, dirty); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unmapRecords(c0, c1 uint64) []record {
+	var recs []record
+	for c := c0; c < c1; {
+		n := min(c1-c, math.MaxUint32)
+		recs = append(recs, record{Type: recUnmap, Cluster: c, Count: uint32(n)})
+		c += n
+	}
+	return recs
+}
+
+// logRecords appends records that carry no data to the current TLog. The
+// caller changes the map and then calls finish, which lets the watermark
+// pass the records.
+func (v *VDisk) logRecords(recs []record) (finish func(), err error) {
+	v.mu.Lock()
+	if v.mu.closed {
+		v.mu.Unlock()
+		return nil, ErrClosed
+	}
+	seg := v.mu.cur
+	rw := tlogWrite{seg: seg, rec0: seg.recs, recs: recs}
+	seg.recs += uint32(len(recs))
+	seg.writers++
+	t := &ticket{end: marker{seg.seq, seg.recs}}
+	v.mu.tickets = append(v.mu.tickets, t)
+	v.mu.Unlock()
+	err = v.doWrites(nil, []tlogWrite{rw})
+	done := func() {
+		v.mu.Lock()
+		t.done = true
+		v.advanceLocked()
+		v.mu.Unlock()
+	}
+	v.mu.Lock()
+	seg.writers--
+	v.mu.Unlock()
+	if err != nil {
+		done()
+		return nil, err
+	}
+	return func() {
+		done()
+		v.completed.Add(1)
+	}, nil
+}
+
+// existingPages lists the block-map pages in [p0, p1] that hold anything:
+// cached ones and stored ones.
+func (v *VDisk) existingPages(p0, p1 uint64) ([]uint64, error) {
+	v.mu.Lock()
+	cached := v.mu.pages.sortedFrom(p0)
+	v.mu.Unlock()
+	seen := map[uint64]bool{}
+	var out []uint64
+	for _, i := range cached {
+		if i <= p1 {
+			seen[i] = true
+			out = append(out, i)
+		}
+	}
+	prefix := metaKey(metaKeyPage, v.id)
+	err := v.pool.meta.Scan(prefix, pageKey(v.id, p0), func(k, _ []byte) bool {
+		i := pageIndex(k)
+		if i > p1 {
+			return false
+		}
+		if !seen[i] {
+			out = append(out, i)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("volume: vDisk %s: scan block map: %w", FormatID(v.id), err)
+	}
+	sortU64(out)
+	return out, nil
+}
+
+// Resize grows or shrinks the vDisk. Shrinking drops the data past the new
+// end: growing again reads zeros there.
+func (v *VDisk) Resize(ctx context.Context, size int64) error {
+	if size < 0 || size > v.pool.cfg.MaxVDiskSize {
+		return fmt.Errorf("%w: %d bytes (the maximum is %d)", ErrBadSize, size, v.pool.cfg.MaxVDiskSize)
+	}
+	v.resizeMu.Lock()
+	defer v.resizeMu.Unlock()
+	old := v.size.Load()
+	if size == old {
+		return nil
+	}
+	if size < old {
+		cs := v.cs
+		if size%cs != 0 {
+			if err := v.writeLocked(ctx, make([]byte, min(old, (size+cs-1)/cs*cs)-size), size); err != nil {
+				return err
+			}
+		}
+		if err := v.unmapRange(ctx, uint64((size+cs-1)/cs), uint64((old+cs-1)/cs)); err != nil {
+			return err
+		}
+	}
+	finish, err := v.logRecords([]record{{Type: recResize, Cluster: uint64(size)}})
+	if err != nil {
+		return err
+	}
+	v.size.Store(size)
+	finish()
+	return nil
+}
+
+// SeekData returns the first offset >= off that holds data (a mapped
+// cluster), or ErrOutOfRange (ENXIO) when there is none before the end.
+func (v *VDisk) SeekData(ctx context.Context, off int64) (int64, error) {
+	size := v.size.Load()
+	if off < 0 || off >= size {
+		return 0, fmt.Errorf("%w: seek data at %d of %d", ErrOutOfRange, off, size)
+	}
+	c := uint64(off >> v.shift)
+	found := int64(-1)
+	err := v.forEachPage(c>>pageShift, func(idx uint64, p *page) bool {
+		for i := 0; i < pageEntries; i++ {
+			cl := idx<<pageShift + uint64(i)
+			if cl >= c && p.e[i].SCO != 0 {
+				found = max(off, int64(cl)<<v.shift)
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if found < 0 || found >= size {
+		return 0, fmt.Errorf("%w: no data after %d", ErrOutOfRange, off)
+	}
+	return found, nil
+}
+
+// SeekHole returns the first offset >= off in a hole; the end of the vDisk
+// counts as one.
+func (v *VDisk) SeekHole(ctx context.Context, off int64) (int64, error) {
+	size := v.size.Load()
+	if off < 0 || off >= size {
+		return 0, fmt.Errorf("%w: seek hole at %d of %d", ErrOutOfRange, off, size)
+	}
+	next := uint64(off >> v.shift) // first cluster not yet known to be mapped
+	hole := int64(-1)
+	err := v.forEachPage(next>>pageShift, func(idx uint64, p *page) bool {
+		if idx > next>>pageShift {
+			hole = int64(next) << v.shift
+			return false
+		}
+		for i := int(next & (pageEntries - 1)); i < pageEntries; i++ {
+			if p.e[i].SCO == 0 {
+				hole = int64(idx<<pageShift+uint64(i)) << v.shift
+				return false
+			}
+		}
+		next = (idx + 1) << pageShift
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if hole < 0 {
+		hole = int64(next) << v.shift
+	}
+	return min(max(hole, off), size), nil
+}
+
+// forEachPage calls fn for every existing block-map page from index from,
+// ascending, with the cached copy where there is one.
+func (v *VDisk) forEachPage(from uint64, fn func(idx uint64, p *page) bool) error {
+	v.mu.Lock()
+	cached := v.mu.pages.sortedFrom(from)
+	v.mu.Unlock()
+	visit := func(idx uint64, stored []byte) (bool, error) {
+		v.mu.Lock()
+		p := v.mu.pages.pages[idx]
+		var cp page
+		if p != nil {
+			cp = *p
+		}
+		v.mu.Unlock()
+		if p == nil {
+			if stored == nil {
+				return true, nil
+			}
+			sp, err := decodePage(stored)
+			if err != nil {
+				return false, err
+			}
+			cp = *sp
+		}
+		if cp.mapped == 0 {
+			return true, nil
+		}
+		return fn(idx, &cp), nil
+	}
+	var ferr error
+	stop := false
+	prefix := metaKey(metaKeyPage, v.id)
+	err := v.pool.meta.Scan(prefix, pageKey(v.id, from), func(k, val []byte) bool {
+		idx := pageIndex(k)
+		for len(cached) > 0 && cached[0] < idx {
+			more, err := visit(cached[0], nil)
+			cached = cached[1:]
+			if err != nil || !more {
+				ferr, stop = err, true
+				return false
+			}
+		}
+		if len(cached) > 0 && cached[0] == idx {
+			cached = cached[1:]
+		}
+		more, err := visit(idx, val)
+		if err != nil || !more {
+			ferr, stop = err, true
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if ferr != nil || stop {
+		return ferr
+	}
+	for _, idx := range cached {
+		more, err := visit(idx, nil)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}

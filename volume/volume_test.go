@@ -1,0 +1,188 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+var bg = context.Background()
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = seed + byte(i*7+i/4096)
+	}
+	return b
+}
+
+func mustRead(t *testing.T, v *VDisk, off int64, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := v.ReadAt(bg, b, off); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("read [%d,+%d): %v", off, n, err)
+	}
+	return b
+}
+
+func TestWriteReadThinAndUnaligned(t *testing.T) {
+	e := newEnv(t)
+	v, err := e.pool.Create(bg, 100<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, v, 50<<20, 8192); !bytes.Equal(got, make([]byte, 8192)) {
+		t.Fatal("unwritten range is not zeros")
+	}
+	if v.Allocated() != 0 {
+		t.Fatalf("allocated %d before any write", v.Allocated())
+	}
+	data := pattern(10000, 1)
+	if err := v.WriteAt(bg, data, 4096*3+100); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, v, 4096*3+100, 10000); !bytes.Equal(got, data) {
+		t.Fatal("unaligned write reads back wrong")
+	}
+	if got := mustRead(t, v, 4096*3, 100); !bytes.Equal(got, make([]byte, 100)) {
+		t.Fatal("bytes before an unaligned write changed")
+	}
+	if a := v.Allocated(); a != 3*4096 {
+		t.Fatalf("allocated %d, want 3 clusters", a)
+	}
+	// zeros unmap
+	if err := v.WriteAt(bg, make([]byte, 8192), 4096*4); err != nil {
+		t.Fatal(err)
+	}
+	if a := v.Allocated(); a != 4096 {
+		t.Fatalf("allocated %d after zero write, want 1 cluster", a)
+	}
+	if err := v.WriteAt(bg, data, 100<<20-10); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("write past end: %v", err)
+	}
+	if n, err := v.ReadAt(bg, make([]byte, 100), 100<<20-10); n != 10 || err != io.EOF {
+		t.Fatalf("read across the end: %d %v", n, err)
+	}
+}
+
+func TestDiscardResizeSeek(t *testing.T) {
+	e := newEnv(t)
+	v, _ := e.pool.Create(bg, 1<<20)
+	if err := v.WriteAt(bg, pattern(1<<20, 3), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Discard(bg, 5000, 20000); err != nil {
+		t.Fatal(err)
+	}
+	got := mustRead(t, v, 0, 1<<20)
+	want := pattern(1<<20, 3)
+	clear(want[5000:25000])
+	if !bytes.Equal(got, want) {
+		t.Fatal("discard: wrong content")
+	}
+	if off, err := v.SeekHole(bg, 0); err != nil || off != 8192 {
+		t.Fatalf("seek hole = %d, %v; want 8192", off, err)
+	}
+	if off, err := v.SeekData(bg, 8192); err != nil || off != 24576 {
+		t.Fatalf("seek data = %d, %v; want 24576", off, err)
+	}
+	// shrink to an unaligned size, grow again: the tail reads zeros
+	if err := v.Resize(bg, 100_000); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Resize(bg, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	got = mustRead(t, v, 0, 1<<20)
+	clear(want[100_000:])
+	if !bytes.Equal(got, want) {
+		t.Fatal("shrink+grow: wrong content")
+	}
+	if off, err := v.SeekHole(bg, 90_000); err != nil || off != 102_400 { // the cluster holding byte 100_000 stays mapped
+		t.Fatalf("seek hole after shrink = %d, %v", off, err)
+	}
+	if _, err := v.SeekData(bg, 102_400); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("seek data in the tail: %v", err)
+	}
+	if err := v.Resize(bg, -1); !errors.Is(err, ErrBadSize) {
+		t.Fatalf("negative size: %v", err)
+	}
+	if err := v.Resize(bg, 65<<40); !errors.Is(err, ErrBadSize) || !strings.Contains(err.Error(), "71468255805440") {
+		t.Fatalf("size over the maximum: %v", err)
+	}
+}
+
+func TestRestartKillPowerLossAndWipe(t *testing.T) {
+	e := newEnv(t)
+	v, _ := e.pool.Create(bg, 64<<20)
+	id := v.ID()
+	a := pattern(6<<20, 5) // more than one SCO
+	if err := v.WriteAt(bg, a, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if got := mustRead(t, e.vdisk(id), 0, len(a)); !bytes.Equal(got, a) {
+		t.Fatal("after clean restart")
+	}
+	b := pattern(1<<20, 9)
+	e.vdisk(id).WriteAt(bg, b, 8<<20)
+	e.kill()
+	if got := mustRead(t, e.vdisk(id), 8<<20, len(b)); !bytes.Equal(got, b) {
+		t.Fatal("unflushed write lost by kill -9")
+	}
+	c := pattern(4096, 11)
+	e.vdisk(id).WriteAt(bg, c, 16<<20)
+	if err := e.vdisk(id).Flush(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.powerLoss()
+	if got := mustRead(t, e.vdisk(id), 16<<20, len(c)); !bytes.Equal(got, c) {
+		t.Fatal("flushed write lost by power loss")
+	}
+	if got := mustRead(t, e.vdisk(id), 8<<20, len(b)); !bytes.Equal(got, b) {
+		t.Fatal("write flushed by a later flush lost by power loss")
+	}
+	vd := e.vdisk(id)
+	if err := vd.SealForTesting(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vd.WaitUploaded(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.wipeFlash()
+	got := mustRead(t, e.vdisk(id), 0, 17<<20)
+	want := make([]byte, 17<<20)
+	copy(want, a)
+	copy(want[8<<20:], b)
+	copy(want[16<<20:], c)
+	if !bytes.Equal(got, want) {
+		t.Fatal("after restart from the backend alone")
+	}
+	if e.vdisk(id).Size() != 64<<20 {
+		t.Fatalf("size after rebuild %d", e.vdisk(id).Size())
+	}
+}
+
+func TestDeleteFreesEverything(t *testing.T) {
+	e := newEnv(t)
+	v, _ := e.pool.Create(bg, 16<<20)
+	v.WriteAt(bg, pattern(5<<20, 1), 0)
+	v.SealForTesting()
+	v.WaitUploaded(bg)
+	if err := e.pool.Delete(bg, v.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := e.backend.List(bg, ""); len(names) != 0 {
+		t.Fatalf("backend keeps %v", names)
+	}
+	if n := e.meta.Len(); n != 0 {
+		t.Fatalf("metadata keeps %d keys", n)
+	}
+	e.restart()
+	if len(e.pool.List()) != 0 {
+		t.Fatal("deleted vDisk came back")
+	}
+}
