@@ -13,6 +13,11 @@
 // active owners) is blocked first, so one busy vDisk cannot starve the
 // others.
 //
+// An uploaded SCO may stay on flash as a cache of recent writes: MarkClean
+// moves its bytes from dirty to clean, which throttling ignores; each owner
+// keeps at most its share of a quarter of the limit (CleanExcess), so the
+// flash holds at most 1.25 times the limit.
+//
 // SCO files live at <dir>/sco/<owner:016x>/<seq:010d>.sco and are
 // preallocated at creation, so that a full disk is reported when an SCO is
 // opened, not halfway through a write.

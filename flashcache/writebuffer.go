@@ -35,7 +35,8 @@ type WriteBuffer struct {
 
 	mu struct {
 		sync.Mutex
-		used   int64
+		used   int64 // dirty bytes: what throttling looks at
+		clean  int64
 		owners map[uint64]*ownerState
 		freed  chan struct{} // closed and replaced on every Release
 	}
@@ -44,13 +45,15 @@ type WriteBuffer struct {
 }
 
 type ownerState struct {
-	used int64
-	debt time.Duration
+	used  int64 // dirty: in SCOs not yet on the backend
+	clean int64 // uploaded SCOs kept as a cache of recent writes
+	debt  time.Duration
 }
 
 // Stats is what the write buffer is doing, for status and metrics.
 type Stats struct {
 	UsedBytes, LimitBytes int64
+	CleanBytes            int64 // uploaded SCOs kept as a cache
 	ThrottledNanos        int64 // total time writers were delayed
 	BlockedWaits          int64 // times a writer waited for space
 }
@@ -83,6 +86,7 @@ func (w *WriteBuffer) Unregister(owner uint64) {
 	w.mu.Lock()
 	if o := w.mu.owners[owner]; o != nil {
 		w.mu.used -= o.used
+		w.mu.clean -= o.clean
 		delete(w.mu.owners, owner)
 		w.wakeLocked()
 	}
@@ -170,7 +174,47 @@ func (w *WriteBuffer) Release(owner uint64, n int64) {
 	w.mu.Unlock()
 }
 
-// OwnerUsed returns the bytes owner holds in the buffer.
+// MarkClean moves n of owner's bytes from dirty (not on the backend) to
+// clean (uploaded, kept on flash as a cache of recent writes). Clean bytes
+// do not count for throttling; the owner drops them when CleanExcess says.
+func (w *WriteBuffer) MarkClean(owner uint64, n int64) {
+	w.mu.Lock()
+	if o := w.mu.owners[owner]; o != nil {
+		n = min(n, o.used)
+		o.used -= n
+		w.mu.used -= n
+		o.clean += n
+		w.mu.clean += n
+	}
+	w.wakeLocked()
+	w.mu.Unlock()
+}
+
+// DropClean forgets n clean bytes of owner (the SCO left flash).
+func (w *WriteBuffer) DropClean(owner uint64, n int64) {
+	w.mu.Lock()
+	if o := w.mu.owners[owner]; o != nil {
+		n = min(n, o.clean)
+		o.clean -= n
+		w.mu.clean -= n
+	}
+	w.mu.Unlock()
+}
+
+// CleanExcess is how many clean bytes owner holds beyond its share of a
+// quarter of the buffer.
+func (w *WriteBuffer) CleanExcess(owner uint64) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	o := w.mu.owners[owner]
+	if o == nil {
+		return 0
+	}
+	allowance := w.limit / 4 / int64(max(1, len(w.mu.owners)))
+	return max(0, o.clean-allowance)
+}
+
+// OwnerUsed returns the dirty bytes owner holds in the buffer.
 func (w *WriteBuffer) OwnerUsed(owner uint64) int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -191,7 +235,7 @@ func (w *WriteBuffer) Throttling() bool {
 func (w *WriteBuffer) Stats() Stats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return Stats{UsedBytes: w.mu.used, LimitBytes: w.limit,
+	return Stats{UsedBytes: w.mu.used, LimitBytes: w.limit, CleanBytes: w.mu.clean,
 		ThrottledNanos: w.throttledNanos.Load(), BlockedWaits: w.blockedWaits.Load()}
 }
 
@@ -214,10 +258,18 @@ func (w *WriteBuffer) CreateSCO(owner uint64, seq uint32, sizeBytes int64) (vfs.
 	if err != nil {
 		return nil, wrapFull(fmt.Errorf("flashcache: create SCO %d: %w", seq, err))
 	}
+	// Preallocated and at full size from the start: writes then never
+	// extend the file, so they need no journal update of its size (which
+	// would wait for every concurrent fsync's journal commit).
 	if err := f.Allocate(0, sizeBytes); err != nil {
 		f.Close()
 		w.fs.Remove(w.SCOPath(owner, seq))
 		return nil, wrapFull(fmt.Errorf("flashcache: preallocate SCO %d (%d bytes): %w", seq, sizeBytes, err))
+	}
+	if err := f.Truncate(sizeBytes); err != nil {
+		f.Close()
+		w.fs.Remove(w.SCOPath(owner, seq))
+		return nil, wrapFull(fmt.Errorf("flashcache: size SCO %d (%d bytes): %w", seq, sizeBytes, err))
 	}
 	if err := w.fs.SyncDir(dir); err != nil {
 		f.Close()

@@ -39,7 +39,7 @@ func OpenBadger(dir string, log *slog.Logger) (*Badger, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLog{log}).
 		WithSyncWrites(false).
-		WithMemTableSize(32 << 20).
+		WithMemTableSize(64 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).

@@ -32,6 +32,7 @@ type Mem struct {
 
 type memInode struct {
 	mu      sync.Mutex
+	mapped  int64 // bytes mapped: data's array must not move under them
 	data    []byte
 	synced  []byte
 	reserve int64
@@ -258,6 +259,9 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	f.ino.mu.Lock()
 	defer f.ino.mu.Unlock()
 	if end := off + int64(len(p)); end > int64(len(f.ino.data)) {
+		if f.ino.mapped > 0 && end > int64(cap(f.ino.data)) {
+			return 0, &fs.PathError{Op: "write", Path: f.name, Err: errors.New("vfs: mem: cannot grow a mapped file")}
+		}
 		if end <= int64(cap(f.ino.data)) {
 			f.ino.data = f.ino.data[:end]
 		} else {
@@ -289,12 +293,55 @@ func (f *memFile) Truncate(size int64) error {
 	}
 	f.ino.mu.Lock()
 	defer f.ino.mu.Unlock()
-	if size <= int64(len(f.ino.data)) {
+	switch {
+	case f.ino.mapped > 0 && size < f.ino.mapped:
+		return &fs.PathError{Op: "truncate", Path: f.name, Err: errors.New("vfs: mem: cannot shrink a mapped file")}
+	case size <= int64(len(f.ino.data)):
+		clear(f.ino.data[size:])
 		f.ino.data = f.ino.data[:size]
-	} else {
+	case size <= int64(cap(f.ino.data)):
+		f.ino.data = f.ino.data[:size]
+	case f.ino.mapped > 0:
+		return &fs.PathError{Op: "truncate", Path: f.name, Err: errors.New("vfs: mem: cannot grow a mapped file")}
+	default:
 		f.ino.data = append(f.ino.data, make([]byte, size-int64(len(f.ino.data)))...)
 	}
 	return nil
+}
+
+// Map writes into the file's own bytes: unsynced until Sync, lost by Crash
+// like any other write.
+func (f *memFile) Map(size int64) (Mapping, error) {
+	if err := f.live("mmap"); err != nil {
+		return nil, err
+	}
+	f.ino.mu.Lock()
+	defer f.ino.mu.Unlock()
+	if size > int64(len(f.ino.data)) {
+		return nil, &fs.PathError{Op: "mmap", Path: f.name, Err: errors.New("vfs: mem: mapping past the end")}
+	}
+	f.ino.mapped = max(f.ino.mapped, size)
+	return &memMapping{f: f, size: size}, nil
+}
+
+type memMapping struct {
+	f    *memFile
+	size int64
+}
+
+func (m *memMapping) WriteAt(p []byte, off int64) (int, error) {
+	if err := m.f.live("write"); err != nil {
+		return 0, err
+	}
+	if off < 0 || off+int64(len(p)) > m.size {
+		return 0, errors.New("vfs: write past the end of a mapping")
+	}
+	if err := m.f.fs.check("write", m.f.name); err != nil {
+		return 0, &fs.PathError{Op: "write", Path: m.f.name, Err: err}
+	}
+	m.f.ino.mu.Lock()
+	defer m.f.ino.mu.Unlock()
+	return copy(m.f.ino.data[off:], p), nil
 }
 
 func (f *memFile) Allocate(off, n int64) error {

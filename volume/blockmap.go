@@ -29,14 +29,17 @@ type loc struct {
 }
 
 const (
-	pageEntries   = 64
-	pageShift     = 6
-	locSize       = 16
-	pageBytes     = pageEntries * locSize
-	metaKeyVDisk  = 'v' // v<id> -> vdiskRecord (JSON)
-	metaKeyMarker = 'w' // w<id> -> marker
-	metaKeyPage   = 'm' // m<id><page> -> page
-	metaKeyUpload = 'u' // u<id> -> upload state
+	pageEntries    = 64
+	pageShift      = 6
+	locSize        = 16
+	pageBytes      = pageEntries * locSize
+	metaKeyVDisk   = 'v' // v<id> -> vdiskRecord (JSON)
+	metaKeyMarker  = 'w' // w<id> -> marker
+	metaKeyPage    = 'm' // m<id><page> -> page
+	metaKeyUpload  = 'u' // u<id> -> upload state
+	metaKeyRecount = 'r' // r<id> present: recount allocated clusters at recovery
+
+	maxCommitPages = 4096 // pages per metadata commit (one badger transaction)
 )
 
 // page is 64 consecutive entries of a vDisk's block map.

@@ -36,6 +36,9 @@ type WriteBuffer interface {
 	Account(owner uint64, n int64)
 	Reserve(ctx context.Context, owner uint64, n int64) error
 	Release(owner uint64, n int64)
+	MarkClean(owner uint64, n int64)
+	DropClean(owner uint64, n int64)
+	CleanExcess(owner uint64) int64
 	OwnerUsed(owner uint64) int64
 	Throttling() bool
 	CreateSCO(owner uint64, seq uint32, sizeBytes int64) (vfs.File, error)
@@ -235,6 +238,7 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) *VDisk {
 		v.shift++
 	}
 	v.mu.pages = newPageCache(p.cfg.MapCachePages)
+	v.mu.segCond = sync.NewCond(&v.mu.Mutex)
 	v.mu.segs = map[uint32]*segment{}
 	v.lastWrite.Store(time.Now().UnixNano())
 	p.wb.Register(id)
@@ -281,7 +285,6 @@ func (p *Pool) Create(ctx context.Context, size int64) (*VDisk, error) {
 	}
 	v.mu.cur = seg
 	v.mu.segs[1] = seg
-	v.mu.watermark = marker{1, 0}
 	v.size.Store(size)
 	finish, err := v.logRecords([]record{{Type: recResize, Cluster: uint64(size)}})
 	if err == nil {

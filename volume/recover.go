@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -50,8 +51,13 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 	} else {
 		man, err := p.latestManifest(ctx, id)
 		if errors.Is(err, ErrNotFound) {
-			p.log.Warn("volume: removing local files of a vDisk that was never completed", "vdisk", FormatID(id))
-			return nil, p.finishDelete(ctx, id)
+			// Not on the backend yet: its first TLog on local flash says
+			// what it is; without that, it never got past creation.
+			man, err = p.manifestFromLocalTLog(id)
+			if errors.Is(err, ErrNotFound) {
+				p.log.Warn("volume: removing local files of a vDisk that was never completed", "vdisk", FormatID(id))
+				return nil, p.finishDelete(ctx, id)
+			}
 		}
 		if err != nil {
 			return nil, err
@@ -80,6 +86,11 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 	v.mu.allocated = alloc
 	v.mu.committed, v.mu.watermark = m, m
 	v.mu.uploadedThrough, v.mu.syncedThrough, v.mu.manifestGen = up.UploadedThrough, up.SyncedThrough, up.ManifestGen
+	if _, ok, err := p.meta.Get(metaKey(metaKeyRecount, id)); err != nil {
+		return nil, err
+	} else if ok {
+		v.mu.recountPending = true
+	}
 	if err := v.replayAll(ctx, m); err != nil {
 		v.closeFiles()
 		p.wb.Unregister(id)
@@ -224,6 +235,11 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 		segs = append(segs, seg)
 	}
 	v.mu.Unlock()
+	if v.mu.recountPending {
+		if err := v.recountAllocated(); err != nil {
+			return err
+		}
+	}
 	// What a killed process left in the page cache is replayed now, so it
 	// must be durable before the block map that shows it is stored.
 	for _, seg := range segs {
@@ -235,6 +251,24 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 		}
 	}
 	return v.writeBack(ctx)
+}
+
+// recountAllocated counts mapped clusters over the whole block map, after
+// a crash in the middle of a chunked write-back.
+func (v *VDisk) recountAllocated() error {
+	var n int64
+	err := v.forEachPage(0, func(_ uint64, p *page) bool {
+		n += int64(p.mapped)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	v.log.Info("volume: recounted allocated clusters", "vdisk", FormatID(v.id), "clusters", n)
+	v.mu.Lock()
+	v.mu.allocated = n
+	v.mu.Unlock()
+	return nil
 }
 
 // readTLog returns the records of TLog s, from local flash or the backend.
@@ -265,7 +299,7 @@ func (v *VDisk) readTLog(ctx context.Context, s uint32, local bool) ([]record, e
 		// holds nothing acknowledged: an empty TLog.
 		v.log.Warn("volume: empty TLog with a torn header after a crash", "vdisk", FormatID(v.id), "tlog", s)
 		var hdr [tlogHeaderSize]byte
-		h := tlogHeader{VDisk: v.id, Seq: s, ClusterSize: uint32(v.cs)}
+		h := tlogHeader{VDisk: v.id, Seq: s, ClusterSize: uint32(v.cs), SCOSize: v.slots * uint32(v.cs)}
 		h.encode(hdr[:])
 		if seg := v.mu.segs[s]; seg != nil {
 			if _, err := seg.tlog.WriteAt(hdr[:], 0); err != nil {
@@ -347,6 +381,29 @@ func (v *VDisk) replay(ctx context.Context, r record) error {
 		v.size.Store(int64(r.Cluster))
 	}
 	return nil
+}
+
+// manifestFromLocalTLog rebuilds a vDisk's settings from its local TLog 1,
+// for a vDisk whose metadata was lost before its first manifest reached
+// the backend. Generation 0 makes the uploader write the first manifest.
+func (p *Pool) manifestFromLocalTLog(id uint64) (*Manifest, error) {
+	path := filepath.Join(p.cfg.Dir, "tlogs", FormatID(id), fmt.Sprintf("%010d.tlog", 1))
+	b, err := vfs.ReadFile(p.fs, path)
+	if errors.Is(err, vfs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no manifest and no TLog 1 for %s", ErrNotFound, FormatID(id))
+	}
+	if err != nil {
+		return nil, err
+	}
+	h, err := decodeTLogHeader(b)
+	if err != nil || h.VDisk != id || h.Seq != 1 {
+		return nil, fmt.Errorf("%w: no manifest, and TLog 1 of %s is unreadable: %v", ErrNotFound, FormatID(id), err)
+	}
+	if err := checkGeometry(int64(h.ClusterSize), int64(h.SCOSize)); err != nil {
+		return nil, errCorruptf("TLog 1 of %s: %v", FormatID(id), err)
+	}
+	p.log.Warn("volume: rebuilding a vDisk from its local TLogs (metadata lost before its first upload)", "vdisk", FormatID(id))
+	return &Manifest{VDisk: FormatID(id), ClusterSize: int64(h.ClusterSize), SCOSize: int64(h.SCOSize), Created: time.Now().UTC()}, nil
 }
 
 // latestManifest returns the newest readable manifest of a vDisk.

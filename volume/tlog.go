@@ -70,6 +70,7 @@ type tlogHeader struct {
 	VDisk       uint64
 	Seq         uint32
 	ClusterSize uint32
+	SCOSize     uint32 // so that a vDisk can be rebuilt from its TLogs alone
 }
 
 func (h *tlogHeader) encode(b []byte) {
@@ -78,7 +79,8 @@ func (h *tlogHeader) encode(b []byte) {
 	binary.LittleEndian.PutUint64(b[8:], h.VDisk)
 	binary.LittleEndian.PutUint32(b[16:], h.Seq)
 	binary.LittleEndian.PutUint32(b[20:], h.ClusterSize)
-	clear(b[24:60])
+	binary.LittleEndian.PutUint32(b[24:], h.SCOSize)
+	clear(b[28:60])
 	binary.LittleEndian.PutUint32(b[60:], checksum(b[:60]))
 }
 
@@ -93,6 +95,7 @@ func decodeTLogHeader(b []byte) (tlogHeader, error) {
 	h.VDisk = binary.LittleEndian.Uint64(b[8:])
 	h.Seq = binary.LittleEndian.Uint32(b[16:])
 	h.ClusterSize = binary.LittleEndian.Uint32(b[20:])
+	h.SCOSize = binary.LittleEndian.Uint32(b[24:])
 	return h, nil
 }
 

@@ -47,9 +47,21 @@ func (v *VDisk) createSegment(seq uint32) (*segment, error) {
 		return nil, v.ioErr("create TLog", seq, err)
 	}
 	var hdr [tlogHeaderSize]byte
-	h := tlogHeader{VDisk: v.id, Seq: seq, ClusterSize: uint32(v.cs)}
+	h := tlogHeader{VDisk: v.id, Seq: seq, ClusterSize: uint32(v.cs), SCOSize: v.slots * uint32(v.cs)}
 	h.encode(hdr[:])
-	if _, err := tl.WriteAt(hdr[:], 0); err != nil {
+	seg := &segment{seq: seq, sco: sco, tlog: tl, tlogCap: v.slots + tlogSpareRecords}
+	size := tlogHeaderSize + int64(seg.tlogCap+1)*recordSize // records and the seal
+	err = tl.Allocate(0, size)
+	if err == nil {
+		err = tl.Truncate(size)
+	}
+	if err == nil {
+		_, err = tl.WriteAt(hdr[:], 0)
+	}
+	if err == nil {
+		seg.tlogMap, err = tl.Map(size)
+	}
+	if err != nil {
 		sco.Close()
 		tl.Close()
 		return nil, v.ioErr("create TLog", seq, err)
@@ -66,17 +78,46 @@ func (v *VDisk) createSegment(seq uint32) (*segment, error) {
 		tl.Close()
 		return nil, v.ioErr("create TLog", seq, err)
 	}
-	return &segment{seq: seq, sco: sco, tlog: tl}, nil
+	return seg, nil
 }
 
-// sealLocked closes the current SCO for writing and opens the next one.
+// tlogSpareRecords is the room a TLog has for records beyond one per SCO
+// slot (Unmap and Resize records). Its file is sized once and mapped; when
+// it fills up, the segment is sealed early.
+const tlogSpareRecords = 1024
+
+// reserveRecsLocked hands out n record positions in the current TLog,
+// sealing it first when they would not fit.
+func (v *VDisk) reserveRecsLocked(n uint32) (*segment, uint32, error) {
+	if n > tlogSpareRecords {
+		return nil, 0, fmt.Errorf("volume: %d records do not fit a TLog", n)
+	}
+	for v.mu.cur.recs+n > v.mu.cur.tlogCap {
+		if err := v.sealLocked(); err != nil {
+			return nil, 0, err
+		}
+	}
+	seg := v.mu.cur
+	first := seg.recs
+	seg.recs += n
+	return seg, first, nil
+}
+
+// sealLocked closes the current SCO for writing and makes the next one
+// current. Only one goroutine creates a segment at a time (v.mu.creating):
+// while the background creates the spare, sealLocked waits for it, which
+// releases v.mu; if another writer sealed meanwhile, it returns without
+// sealing again, so callers re-check for room after it.
 func (v *VDisk) sealLocked() error {
 	cur := v.mu.cur
+	for v.mu.spare == nil && v.mu.creating {
+		v.mu.segCond.Wait()
+	}
+	if v.mu.cur != cur {
+		return nil
+	}
 	next := v.mu.spare
-	if next == nil || next.seq != cur.seq+1 {
-		if next != nil { // a stale spare: cannot happen while only we seal
-			panic("volume: spare segment out of sequence")
-		}
+	if next == nil { // no spare ready: create it here, with v.mu held
 		var err error
 		if next, err = v.createSegment(cur.seq + 1); err != nil {
 			return err
@@ -101,7 +142,12 @@ func (v *VDisk) SealForTesting() error {
 	if v.mu.cur.slots == 0 && v.mu.cur.recs == 0 {
 		return nil
 	}
-	return v.sealLocked()
+	for cur := v.mu.cur; v.mu.cur == cur; {
+		if err := v.sealLocked(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeBack stores the dirty block-map pages with the watermark in one
@@ -127,7 +173,7 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 		}
 	}
 	v.mu.pages.dirty = 0
-	m := v.mu.watermark
+	m := v.watermarkLocked()
 	mark := encodeMarker(m, v.size.Load(), v.mu.allocated)
 	v.mu.Unlock()
 	unpin := func(failed bool) {
@@ -144,10 +190,36 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 		unpin(true)
 		return err
 	}
+	// One commit when it fits a transaction. A larger write-back goes in
+	// chunks with the marker in the last; a crash between chunks leaves
+	// pages newer than the marker (harmless: replay is idempotent) but the
+	// stored allocated count off, so the first chunk sets a recount flag
+	// that recovery obeys and the last chunk clears.
+	recountKey := metaKey(metaKeyRecount, v.id)
+	v.mu.Lock()
+	clearFlag := v.mu.recountPending
+	v.mu.Unlock()
+	for len(ops) > maxCommitPages {
+		chunk := append([]MetaOp{{Key: recountKey, Value: []byte{1}}}, ops[:maxCommitPages]...)
+		if err := v.pool.meta.Commit(chunk); err != nil {
+			unpin(true)
+			return fmt.Errorf("volume: vDisk %s: store block map: %w", FormatID(v.id), err)
+		}
+		ops = ops[maxCommitPages:]
+		clearFlag = true
+	}
 	ops = append(ops, MetaOp{Key: metaKey(metaKeyMarker, v.id), Value: mark})
+	if clearFlag {
+		ops = append(ops, MetaOp{Key: recountKey})
+	}
 	if err := v.pool.meta.Commit(ops); err != nil {
 		unpin(true)
 		return fmt.Errorf("volume: vDisk %s: store block map: %w", FormatID(v.id), err)
+	}
+	if clearFlag {
+		v.mu.Lock()
+		v.mu.recountPending = false
+		v.mu.Unlock()
 	}
 	unpin(false)
 	v.mu.Lock()
@@ -240,6 +312,9 @@ func (v *VDisk) background() {
 		}
 		v.prepareSpare()
 		v.sealIfIdle()
+		if err := v.trimClean(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("volume: trim uploaded SCOs", "vdisk", FormatID(v.id), "err", err)
+		}
 		for {
 			err := v.uploadNext(ctx)
 			if errors.Is(err, errNothingToUpload) || ctx.Err() != nil {
@@ -267,26 +342,29 @@ func (v *VDisk) setUploadErr(err error) {
 	v.mu.Unlock()
 }
 
+// prepareSpare creates the next segment ahead of time, outside v.mu.
 func (v *VDisk) prepareSpare() {
 	v.mu.Lock()
-	need := v.mu.spare == nil && !v.mu.closed
+	if v.mu.spare != nil || v.mu.creating || v.mu.closed {
+		v.mu.Unlock()
+		return
+	}
+	v.mu.creating = true
 	seq := v.mu.cur.seq + 1
 	v.mu.Unlock()
-	if !need {
-		return
-	}
 	s, err := v.createSegment(seq)
-	if err != nil {
-		v.log.Warn("volume: cannot prepare next SCO", "vdisk", FormatID(v.id), "err", err)
-		return
-	}
 	v.mu.Lock()
-	if v.mu.spare == nil && v.mu.cur.seq+1 == seq && !v.mu.closed {
+	v.mu.creating = false
+	if err == nil && v.mu.cur.seq+1 == seq && !v.mu.closed {
 		v.mu.spare = s
 		s = nil
 	}
+	v.mu.segCond.Broadcast()
 	v.mu.Unlock()
-	if s != nil {
+	if err != nil {
+		v.log.Warn("volume: cannot prepare next SCO", "vdisk", FormatID(v.id), "err", err)
+	}
+	if s != nil { // cannot happen: nobody else creates while creating is set
 		s.sco.Close()
 		s.tlog.Close()
 	}
@@ -356,7 +434,7 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 		var b [recordSize]byte
 		r := record{Type: recSeal, SCO: seg.seq, Count: seg.slots}
 		r.encode(b[:])
-		if _, err := seg.tlog.WriteAt(b[:], tlogHeaderSize+int64(seg.recs)*recordSize); err != nil {
+		if _, err := seg.tlogWriter().WriteAt(b[:], tlogHeaderSize+int64(seg.recs)*recordSize); err != nil {
 			return v.ioErr("seal TLog", seg.seq, err)
 		}
 		if err := seg.sco.Sync(); err != nil {
@@ -379,16 +457,14 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 	if err := be.Put(ctx, scoName(name, v.id, seg.seq), seg.sco, int64(seg.slots)*v.cs); err != nil {
 		return fmt.Errorf("volume: upload SCO %d: %w", seg.seq, err)
 	}
-	tsize, err := seg.tlog.Size()
-	if err != nil {
-		return v.ioErr("stat TLog", seg.seq, err)
-	}
+	tsize := tlogHeaderSize + int64(seg.recs+1)*recordSize // records and the seal
 	if err := be.Put(ctx, tlogName(name, v.id, seg.seq), seg.tlog, tsize); err != nil {
 		return fmt.Errorf("volume: upload TLog %d: %w", seg.seq, err)
 	}
 	if err := v.writeManifest(ctx, seg.seq, false); err != nil {
 		return err
 	}
+	var err error
 	v.mu.Lock()
 	v.mu.uploadedThrough = seg.seq
 	err = v.saveUploadStateLocked()
@@ -396,7 +472,31 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return v.dispose(ctx, seg)
+	// Disposable now; it stays on flash while the clean budget allows,
+	// so that recent writes still read locally.
+	v.pool.wb.MarkClean(v.id, seg.reserved)
+	return v.trimClean(ctx)
+}
+
+// trimClean disposes of the oldest uploaded SCOs beyond the clean budget.
+func (v *VDisk) trimClean(ctx context.Context) error {
+	for v.pool.wb.CleanExcess(v.id) > 0 {
+		v.mu.Lock()
+		var oldest *segment
+		for s, seg := range v.mu.segs {
+			if s <= v.mu.uploadedThrough && (oldest == nil || s < oldest.seq) {
+				oldest = seg
+			}
+		}
+		v.mu.Unlock()
+		if oldest == nil {
+			return nil
+		}
+		if err := v.dispose(ctx, oldest); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeManifest writes generation gen+1 naming uploadedThrough, then
@@ -449,7 +549,7 @@ func (v *VDisk) dispose(ctx context.Context, seg *segment) error {
 	if err := v.pool.wb.RemoveSCO(v.id, seg.seq); err != nil {
 		v.log.Warn("volume: remove uploaded SCO", "vdisk", FormatID(v.id), "sco", seg.seq, "err", err)
 	}
-	v.pool.wb.Release(v.id, seg.reserved)
+	v.pool.wb.DropClean(v.id, seg.reserved)
 	v.mu.Lock()
 	v.mu.tlogTrash = append(v.mu.tlogTrash, seg.seq)
 	trash := v.trashTLogsLocked()

@@ -45,14 +45,17 @@ type VDisk struct {
 		pages           pageCache
 		cur             *segment // open SCO and its TLog
 		spare           *segment // the next one, made ahead of time
+		creating        bool     // a goroutine is creating the next segment
+		segCond         *sync.Cond
 		segs            map[uint32]*segment
 		tickets         []*ticket
-		watermark       marker // every record before it is applied
+		watermark       marker // during recovery: every record before it is applied
 		committed       marker // the marker in the meta store
 		uploadedThrough uint32
 		syncedThrough   uint32
 		manifestGen     uint64
 		tlogTrash       []uint32 // uploaded TLogs whose local files wait for the marker
+		recountPending  bool     // the stored allocated count may be off (see writeBack)
 		closed          bool
 		uploadErr       error
 	}
@@ -63,10 +66,12 @@ type segment struct {
 	seq      uint32
 	sco      vfs.File
 	tlog     vfs.File
-	slots    uint32 // SCO slots handed out
-	recs     uint32 // TLog record positions handed out
-	writers  int32  // writes between reservation and apply
-	refs     int32  // reads and flushes in flight: the files stay open
+	slots    uint32      // SCO slots handed out
+	recs     uint32      // TLog record positions handed out
+	tlogCap  uint32      // record positions the TLog file has room for
+	tlogMap  vfs.Mapping // the TLog file, mapped (nil for recovered segments)
+	writers  int32       // writes between reservation and apply
+	refs     int32       // reads and flushes in flight: the files stay open
 	sealed   bool
 	synced   bool // sealed, and SCO + TLog fsynced
 	reserved int64
@@ -77,9 +82,11 @@ type marker struct{ Seq, Rec uint32 }
 
 func (m marker) less(o marker) bool { return m.Seq < o.Seq || m.Seq == o.Seq && m.Rec < o.Rec }
 
+// ticket is one write's claim on TLog positions, queued in the order of
+// its first reservation: start is a position at or before all of them.
 type ticket struct {
-	end  marker
-	done bool
+	start marker
+	done  bool
 }
 
 type ioStats struct {
@@ -89,10 +96,11 @@ type ioStats struct {
 	cacheHits, cacheMiss, backendR atomic.Int64
 }
 
-const (
-	dirtySoft = 512  // pages: start a background write-back
-	dirtyHard = 2048 // pages: writers write back before going on
-)
+// Dirty block-map pages: at dirtySoft a background write-back starts; at
+// dirtyHard writers write back before going on. Each write-back costs a
+// flush, so random writes want it rare; both stay well inside the cache.
+func (v *VDisk) dirtySoft() int { return min(4096, v.pool.cfg.MapCachePages/2) }
+func (v *VDisk) dirtyHard() int { return min(6144, v.pool.cfg.MapCachePages*3/4) }
 
 // ID returns the vDisk's id.
 func (v *VDisk) ID() uint64 { return v.id }
@@ -198,8 +206,17 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 		buf = buf[maxStepClusters*int(cs):]
 	}
 	n := len(buf) / int(cs)
-	crcs := make([]uint32, n)
-	zero := make([]bool, n)
+	// Small writes (the common case) plan on the stack.
+	var crcArr [16]uint32
+	var zeroArr [16]bool
+	var dataArr [2]dataWrite
+	var recwArr [2]tlogWrite
+	var recArr [16]record
+	crcs, zero := crcArr[:0], zeroArr[:0]
+	if n > len(crcArr) {
+		crcs, zero = make([]uint32, 0, n), make([]bool, 0, n)
+	}
+	crcs, zero = crcs[:n], zero[:n]
 	dataCount := 0
 	for i := 0; i < n; i++ {
 		cl := buf[i*int(cs) : (i+1)*int(cs)]
@@ -221,24 +238,31 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 		}
 		return err
 	}
-	var datas []dataWrite
-	var recw []tlogWrite
+	datas, recw := dataArr[:0], recwArr[:0]
 	v.mu.Lock()
 	if v.mu.closed {
 		v.unpinLocked(c0, c0+uint64(n))
 		v.mu.Unlock()
 		return ErrClosed
 	}
+	t := v.newTicketLocked()
+	var err error
 	addRec := func(r record) {
-		seg := v.mu.cur
+		seg, pos, rerr := v.reserveRecsLocked(1)
+		if rerr != nil {
+			err = rerr
+			return
+		}
 		if len(recw) == 0 || recw[len(recw)-1].seg != seg {
-			recw = append(recw, tlogWrite{seg: seg, rec0: seg.recs})
+			w := tlogWrite{seg: seg, rec0: pos}
+			if len(recw) == 0 {
+				w.recs = recArr[:0]
+			}
+			recw = append(recw, w)
 			seg.writers++
 		}
-		seg.recs++
 		recw[len(recw)-1].recs = append(recw[len(recw)-1].recs, r)
 	}
-	var err error
 	for i := 0; i < n && err == nil; {
 		j := i + 1
 		if zero[i] {
@@ -249,25 +273,25 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 			i = j
 			continue
 		}
-		if v.mu.cur.slots == v.slots {
-			if err = v.sealLocked(); err != nil {
-				break
-			}
+		// The SCO and its TLog need room for at least one more cluster.
+		for err == nil && (v.mu.cur.slots == v.slots || v.mu.cur.recs+1 > v.mu.cur.tlogCap) {
+			err = v.sealLocked()
+		}
+		if err != nil {
+			break
 		}
 		seg := v.mu.cur
-		for j < n && !zero[j] && j-i < int(v.slots-seg.slots) {
+		for j < n && !zero[j] && j-i < int(v.slots-seg.slots) && j-i < int(seg.tlogCap-seg.recs) {
 			j++
 		}
 		datas = append(datas, dataWrite{seg: seg, slot0: seg.slots, data: buf[i*int(cs) : j*int(cs)]})
-		for k := i; k < j; k++ {
+		for k := i; k < j && err == nil; k++ {
 			addRec(record{Type: recWrite, SCO: seg.seq, Cluster: c0 + uint64(k), Count: seg.slots, DataCRC: crcs[k]})
 			seg.slots++
 		}
 		seg.reserved += int64(j-i) * cs
 		i = j
 	}
-	t := &ticket{end: marker{v.mu.cur.seq, v.mu.cur.recs}}
-	v.mu.tickets = append(v.mu.tickets, t)
 	v.mu.Unlock()
 
 	if err == nil {
@@ -304,16 +328,29 @@ func (v *VDisk) doWrites(datas []dataWrite, recw []tlogWrite) error {
 			return v.ioErr("write SCO", d.seg.seq, err)
 		}
 	}
+	var one [recordSize]byte
 	for _, rw := range recw {
-		b := make([]byte, len(rw.recs)*recordSize)
+		b := one[:]
+		if len(rw.recs) > 1 {
+			b = make([]byte, len(rw.recs)*recordSize)
+		}
 		for i := range rw.recs {
 			rw.recs[i].encode(b[i*recordSize:])
 		}
-		if _, err := rw.seg.tlog.WriteAt(b, tlogHeaderSize+int64(rw.rec0)*recordSize); err != nil {
+		if _, err := rw.seg.tlogWriter().WriteAt(b, tlogHeaderSize+int64(rw.rec0)*recordSize); err != nil {
 			return v.ioErr("write TLog", rw.seg.seq, err)
 		}
 	}
 	return nil
+}
+
+// tlogWriter is where the segment's TLog is written: its mapping when it
+// has one, the file otherwise.
+func (s *segment) tlogWriter() io.WriterAt {
+	if s.tlogMap != nil {
+		return s.tlogMap
+	}
+	return s.tlog
 }
 
 func (v *VDisk) ioErr(what string, seq uint32, err error) error {
@@ -326,9 +363,9 @@ func (v *VDisk) ioErr(what string, seq uint32, err error) error {
 // afterApply keeps the dirty part of the block map bounded.
 func (v *VDisk) afterApply(ctx context.Context, dirty int) error {
 	switch {
-	case dirty >= dirtyHard:
+	case dirty >= v.dirtyHard():
 		return v.writeBack(ctx)
-	case dirty >= dirtySoft:
+	case dirty >= v.dirtySoft():
 		select {
 		case v.wbKick <- struct{}{}:
 		default:
@@ -354,17 +391,35 @@ func (v *VDisk) applyLocked(r record) {
 	}
 }
 
-// advanceLocked moves the watermark past every finished write at the head
-// of the queue.
+// newTicketLocked queues a ticket for a write about to reserve positions.
+func (v *VDisk) newTicketLocked() *ticket {
+	t := &ticket{start: marker{v.mu.cur.seq, v.mu.cur.recs}}
+	v.mu.tickets = append(v.mu.tickets, t)
+	return t
+}
+
+// advanceLocked drops the finished tickets at the head of the queue.
 func (v *VDisk) advanceLocked() {
 	i := 0
 	for i < len(v.mu.tickets) && v.mu.tickets[i].done {
-		v.mu.watermark = v.mu.tickets[i].end
 		i++
 	}
 	if i > 0 {
 		v.mu.tickets = append(v.mu.tickets[:0], v.mu.tickets[i:]...)
 	}
+}
+
+// watermarkLocked is a position such that every record before it is in
+// the block map: the start of the oldest unfinished write, or the next
+// free position when none is in flight.
+func (v *VDisk) watermarkLocked() marker {
+	switch {
+	case v.mu.cur == nil: // recovering
+		return v.mu.watermark
+	case len(v.mu.tickets) > 0:
+		return v.mu.tickets[0].start
+	}
+	return marker{v.mu.cur.seq, v.mu.cur.recs}
 }
 
 // withPages loads the block-map pages of clusters [c0, c1) and calls fn
@@ -738,12 +793,16 @@ func (v *VDisk) logRecords(recs []record) (finish func(), err error) {
 		v.mu.Unlock()
 		return nil, ErrClosed
 	}
-	seg := v.mu.cur
-	rw := tlogWrite{seg: seg, rec0: seg.recs, recs: recs}
-	seg.recs += uint32(len(recs))
+	t := v.newTicketLocked()
+	seg, pos, err := v.reserveRecsLocked(uint32(len(recs)))
+	if err != nil {
+		t.done = true
+		v.advanceLocked()
+		v.mu.Unlock()
+		return nil, err
+	}
+	rw := tlogWrite{seg: seg, rec0: pos, recs: recs}
 	seg.writers++
-	t := &ticket{end: marker{seg.seq, seg.recs}}
-	v.mu.tickets = append(v.mu.tickets, t)
 	v.mu.Unlock()
 	err = v.doWrites(nil, []tlogWrite{rw})
 	done := func() {

@@ -7,6 +7,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
+
+	"vpool/metastore"
 )
 
 var bg = context.Background()
@@ -184,5 +187,28 @@ func TestDeleteFreesEverything(t *testing.T) {
 	e.restart()
 	if len(e.pool.List()) != 0 {
 		t.Fatal("deleted vDisk came back")
+	}
+}
+
+// Metadata lost before the first manifest reached the backend: the vDisk
+// is rebuilt from its local TLogs, not deleted as half-created.
+func TestMetadataLostBeforeFirstUpload(t *testing.T) {
+	e := newEnv(t)
+	e.backend.SetDelayForTesting(time.Hour) // no upload finishes
+	v, _ := e.pool.Create(bg, 8<<20)
+	id := v.ID()
+	data := pattern(1<<20, 3)
+	if err := v.WriteAt(bg, data, 4096); err != nil {
+		t.Fatal(err)
+	}
+	e.pool.AbandonForTesting()
+	e.meta = metastore.NewMem()
+	e.backend.SetDelayForTesting(0)
+	e.open()
+	if got := mustRead(t, e.vdisk(id), 4096, len(data)); !bytes.Equal(got, data) {
+		t.Fatal("data lost")
+	}
+	if s := e.vdisk(id).Size(); s != 8<<20 {
+		t.Fatalf("size %d", s)
 	}
 }

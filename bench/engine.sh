@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Engine benchmarks (issue: vDisk engine), each against its baseline in the
+# same run, repeated; prints every run and the median of each figure.
+#   bench/engine.sh [iops|upload|memory|all] [repeats]
+# Scratch space: /var/tmp/vpool-bench (on the disk under test); the "ASDs
+# on another device" iops run puts the ASDs in /dev/shm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+what=${1:-all}
+n=${2:-5}
+bin=$(mktemp -d)/bench-engine
+trap 'rm -rf "$(dirname "$bin")" /var/tmp/vpool-bench /dev/shm/vpool-bench-asd' EXIT
+go build -o "$bin" ./bench/engine
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# field NAME KEY FILE: the KEY=value numbers of lines starting with NAME
+field() { grep "^$1" "$3" | sed -E "s/.*$2=([0-9.]+).*/\1/"; }
+
+iops() {
+	local label=$1; shift
+	local out; out=$(mktemp)
+	for i in $(seq "$n"); do "$bin" -mode iops -seconds 4 "$@" | tee -a "$out" | sed "s/^/  [$label $i] /"; done
+	for op in randwrite-4k randread-4k; do
+		printf '%-26s %-13s median vpool=%.0f ops/s  baseline=%.0f ops/s  ratio=%.2f\n' "$label" "$op" \
+			"$(field $op vpool "$out" | median)" "$(field $op plain-file "$out" | median)" "$(field $op ratio "$out" | median)"
+	done
+	rm -f "$out"
+}
+
+if [[ $what == iops || $what == all ]]; then
+	iops "backend-down" -backend-down
+	iops "asds-on-/dev/shm" -asd-dir /dev/shm
+	iops "asds-on-same-disk"
+fi
+if [[ $what == upload || $what == all ]]; then
+	out=$(mktemp)
+	for i in $(seq "$n"); do "$bin" -mode upload -objects 6 | tee -a "$out" | sed "s/^/  [upload $i] /"; done
+	printf 'upload 64MiB SCOs 16+4     median ec=%.0f MiB/s  plain-seq-write=%.0f MiB/s  ratio=%.2f\n' \
+		"$(field upload-MiB/s ec "$out" | median)" "$(field upload-MiB/s plain-seq-write "$out" | median)" "$(field upload-MiB/s ratio "$out" | median)"
+	rm -f "$out"
+fi
+if [[ $what == memory || $what == all ]]; then
+	"$bin" -mode memory -big-gib "${VPOOL_BENCH_BIG_GIB:-32}"
+fi

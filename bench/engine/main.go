@@ -1,0 +1,351 @@
+// Command engine measures the vDisk engine in-process, each figure next to
+// its baseline on the same disk in the same run:
+//
+//	iops    4 KiB random writes then reads through volume with N
+//	        goroutines, vs pwrite/pread of a plain file (page cache).
+//	upload  EC put of 64 MiB SCOs (16+4 over 20 directories) vs a
+//	        sequential write+fsync of the same bytes to one file.
+//	memory  RSS after writing 1 GiB and then 32 GiB of random 4 KiB writes
+//	        to a 64 GiB vDisk.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"runtime/trace"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"vpool/flashcache"
+	"vpool/metastore"
+	"vpool/objstore"
+	"vpool/vfs"
+	"vpool/volume"
+)
+
+var (
+	mode        = flag.String("mode", "iops", "iops, upload or memory")
+	dir         = flag.String("dir", "/var/tmp/vpool-bench", "scratch directory on the disk under test")
+	workers     = flag.Int("workers", 2, "goroutines")
+	seconds     = flag.Float64("seconds", 5, "seconds per phase (iops)")
+	vdiskMiB    = flag.Int64("vdisk-mib", 1024, "vDisk size (iops)")
+	objects     = flag.Int("objects", 8, "64 MiB objects to upload (upload)")
+	bigGiB      = flag.Int64("big-gib", 32, "GiB written in the second memory phase")
+	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of the vpool phases here")
+	traceFile   = flag.String("trace", "", "write an execution trace of 1 s of the write phase here")
+	blockProf   = flag.String("blockprofile", "", "write a block profile of the vpool phases here")
+	asdDir      = flag.String("asd-dir", "", "put the ASDs here (another device) instead of under -dir")
+	backendDown = flag.Bool("backend-down", false, "iops: an unreachable backend, so no uploads compete: the front-end path alone")
+)
+
+func main() {
+	flag.Parse()
+	os.RemoveAll(*dir)
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(*dir)
+	switch *mode {
+	case "iops":
+		iops()
+	case "upload":
+		upload()
+	case "memory":
+		memory()
+	default:
+		fail(fmt.Errorf("unknown mode %q", *mode))
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+// nullBackend keeps manifests and TLogs but drops SCO data: the memory
+// benchmark measures the engine's own memory and never reads data back.
+type nullBackend struct{ *objstore.Mem }
+
+func (n nullBackend) Put(ctx context.Context, name string, src io.ReaderAt, size int64) error {
+	if strings.Contains(name, "/sco/") {
+		return nil
+	}
+	return n.Mem.Put(ctx, name, src, size)
+}
+
+var useNullBackend bool
+
+func openPool(name string, wbBytes int64, mapPages int) (*volume.Pool, func()) {
+	base := filepath.Join(*dir, name)
+	asdBase := base
+	if *asdDir != "" {
+		asdBase = filepath.Join(*asdDir, "vpool-bench-asd")
+		os.RemoveAll(asdBase)
+	}
+	var asds []string
+	for i := 0; i < 3; i++ {
+		asds = append(asds, filepath.Join(asdBase, fmt.Sprintf("asd%d", i)))
+	}
+	ec, err := objstore.OpenEC(asds, objstore.Preset{Data: 2, Parity: 1, FragmentSize: 4 << 20}, quiet)
+	if err != nil {
+		fail(err)
+	}
+	flash := filepath.Join(base, "flash")
+	meta, err := metastore.OpenBadger(filepath.Join(base, "meta"), quiet)
+	if err != nil {
+		fail(err)
+	}
+	fs := vfs.OS{}
+	wb, err := flashcache.NewWriteBuffer(fs, flash, wbBytes)
+	if err != nil {
+		fail(err)
+	}
+	rc, err := flashcache.OpenReadCache(fs, filepath.Join(flash, "readcache"), 256<<20, 4096)
+	if err != nil {
+		fail(err)
+	}
+	var be volume.Backend = ec
+	down := objstore.NewMem()
+	if *backendDown {
+		be = down
+	}
+	if useNullBackend {
+		be = nullBackend{objstore.NewMem()}
+	}
+	p, err := volume.Open(context.Background(), volume.Config{Name: "bench", Dir: flash, MapCachePages: mapPages, Log: quiet},
+		volume.Deps{FS: fs, Backend: be, Meta: meta, WriteBuffer: wb, ReadCache: rc})
+	if err != nil {
+		fail(err)
+	}
+	down.SetFailForTesting(fmt.Errorf("backend down for the benchmark"))
+	return p, func() {
+		p.Close(context.Background())
+		rc.Close()
+		meta.Close()
+		if *asdDir != "" {
+			os.RemoveAll(asdBase)
+		}
+	}
+}
+
+// run calls op from each worker until the time is up; it returns ops/s.
+func run(op func(r *rand.Rand, buf []byte) error) float64 {
+	var total atomic.Int64
+	deadline := time.Now().Add(time.Duration(*seconds * float64(time.Second)))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < *workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			buf := make([]byte, 4096)
+			for i := range buf {
+				buf[i] = byte(r.Uint32()) | 1
+			}
+			n := int64(0)
+			for ; n%256 != 0 || time.Now().Before(deadline); n++ {
+				if err := op(r, buf); err != nil {
+					fail(err)
+				}
+			}
+			total.Add(n)
+		}()
+	}
+	wg.Wait()
+	return float64(total.Load()) / time.Since(start).Seconds()
+}
+
+func iops() {
+	ctx := context.Background()
+	size := *vdiskMiB << 20
+	clusters := size / 4096
+	// baseline: a plain file on the same disk
+	f, err := os.OpenFile(filepath.Join(*dir, "plain"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		fail(err)
+	}
+	f.Truncate(size)
+	baseW := run(func(r *rand.Rand, buf []byte) error {
+		_, err := f.WriteAt(buf, r.Int64N(clusters)*4096)
+		return err
+	})
+	baseR := run(func(r *rand.Rand, buf []byte) error {
+		_, err := f.ReadAt(buf, r.Int64N(clusters)*4096)
+		return err
+	})
+	f.Close()
+	p, closeP := openPool("pool", 16<<30, int(clusters/64)+64)
+	defer closeP()
+	v, err := p.Create(ctx, size)
+	if err != nil {
+		fail(err)
+	}
+	if *cpuProf != "" {
+		pf, err := os.Create(*cpuProf)
+		if err != nil {
+			fail(err)
+		}
+		pprof.StartCPUProfile(pf)
+		defer pprof.StopCPUProfile()
+	}
+	if *blockProf != "" {
+		runtime.SetBlockProfileRate(1000)
+		runtime.SetMutexProfileFraction(10)
+	}
+	if *traceFile != "" {
+		tf, err := os.Create(*traceFile)
+		if err != nil {
+			fail(err)
+		}
+		go func() {
+			time.Sleep(2 * time.Second)
+			trace.Start(tf)
+			time.Sleep(time.Second)
+			trace.Stop()
+			tf.Close()
+		}()
+	}
+	vW := run(func(r *rand.Rand, buf []byte) error { return v.WriteAt(ctx, buf, r.Int64N(clusters)*4096) })
+	pprof.StopCPUProfile()
+	if *blockProf != "" {
+		for _, prof := range []string{"block", "mutex"} {
+			pf, err := os.Create(*blockProf + "." + prof)
+			if err != nil {
+				fail(err)
+			}
+			pprof.Lookup(prof).WriteTo(pf, 0)
+			pf.Close()
+		}
+	}
+	vR := run(func(r *rand.Rand, buf []byte) error {
+		_, err := v.ReadAt(ctx, buf, r.Int64N(clusters)*4096)
+		return err
+	})
+	where := "ASDs on the same disk"
+	if *backendDown {
+		where = "backend unreachable: no uploads"
+	}
+	if *asdDir != "" && !*backendDown {
+		where = "ASDs in " + *asdDir
+	}
+	fmt.Printf("iops workers=%d vdisk=%dMiB %s\n", *workers, *vdiskMiB, where)
+	fmt.Printf("randwrite-4k vpool=%.0f plain-file=%.0f ratio=%.2f\n", vW, baseW, vW/baseW)
+	fmt.Printf("randread-4k  vpool=%.0f plain-file=%.0f ratio=%.2f\n", vR, baseR, vR/baseR)
+}
+
+func upload() {
+	ctx := context.Background()
+	obj := make([]byte, 64<<20)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range obj {
+		obj[i] = byte(r.Uint32())
+	}
+	var asds []string
+	for i := 0; i < 20; i++ {
+		asds = append(asds, filepath.Join(*dir, "ec", fmt.Sprintf("asd%02d", i)))
+	}
+	ec, err := objstore.OpenEC(asds, objstore.Preset{Data: 16, Parity: 4, FragmentSize: 4 << 20}, quiet)
+	if err != nil {
+		fail(err)
+	}
+	plainDir := filepath.Join(*dir, "plain")
+	os.MkdirAll(plainDir, 0o700)
+	t0 := time.Now()
+	for i := 0; i < *objects; i++ {
+		p := filepath.Join(plainDir, fmt.Sprint(i))
+		f, err := os.Create(p)
+		if err != nil {
+			fail(err)
+		}
+		if _, err := f.Write(obj); err != nil {
+			fail(err)
+		}
+		f.Sync()
+		f.Close()
+	}
+	plain := float64(*objects*64) / time.Since(t0).Seconds()
+	t0 = time.Now()
+	for i := 0; i < *objects; i++ {
+		if err := ec.Put(ctx, fmt.Sprintf("bench/sco/%d", i), bytes.NewReader(obj), int64(len(obj))); err != nil {
+			fail(err)
+		}
+	}
+	ecRate := float64(*objects*64) / time.Since(t0).Seconds()
+	fmt.Printf("upload 64MiB SCOs x%d, 16+4 over 20 dirs (writes 1.25x the bytes)\n", *objects)
+	fmt.Printf("upload-MiB/s ec=%.0f plain-seq-write=%.0f ratio=%.2f\n", ecRate, plain, ecRate/plain)
+}
+
+func rssMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			var kb float64
+			fmt.Sscanf(strings.TrimPrefix(l, "VmRSS:"), "%f", &kb)
+			return kb / 1024
+		}
+	}
+	return -1
+}
+
+func memory() {
+	ctx := context.Background()
+	useNullBackend = true
+	p, closeP := openPool("pool", 2<<30, volume.DefaultMapCachePages)
+	defer closeP()
+	v, err := p.Create(ctx, 64<<30)
+	if err != nil {
+		fail(err)
+	}
+	clusters := int64(64<<30) / 4096
+	write := func(gib int64) {
+		var wg sync.WaitGroup
+		per := gib << 30 / 4096 / int64(*workers)
+		for w := 0; w < *workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(uint64(w), 7))
+				buf := make([]byte, 4096)
+				for i := int64(0); i < per; i++ {
+					buf[0], buf[1] = byte(i), byte(i>>8)|1
+					if err := v.WriteAt(ctx, buf, r.Int64N(clusters)*4096); err != nil {
+						fail(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	settle := func() float64 {
+		runtime.GC()
+		debug.FreeOSMemory()
+		return rssMiB()
+	}
+	t0 := time.Now()
+	write(1)
+	small := settle()
+	fmt.Printf("memory: after 1 GiB random 4k writes to a 64 GiB vDisk: RSS %.0f MiB (%.0fs)\n", small, time.Since(t0).Seconds())
+	write(*bigGiB - 1)
+	big := settle()
+	fmt.Printf("memory: SCO data uploaded to a null backend (manifests and TLogs kept); map cache %d pages\n", volume.DefaultMapCachePages)
+	fmt.Printf("memory: after %d GiB: RSS %.0f MiB (%.0fs); difference %.0f MiB (goal < 64)\n",
+		*bigGiB, big, time.Since(t0).Seconds(), big-small)
+}
