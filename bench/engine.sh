@@ -21,7 +21,7 @@ field() { grep "^$1" "$3" | sed -E "s/.*$2=([0-9.]+).*/\1/"; }
 iops() {
 	local label=$1; shift
 	local out; out=$(mktemp)
-	for i in $(seq "$n"); do "$bin" -mode iops -seconds 4 "$@" | tee -a "$out" | sed "s/^/  [$label $i] /"; done
+	for i in $(seq "$n"); do "$bin" -mode iops -seconds 4 "$@" | tee -a "$out" | sed "s|^|  [$label $i] |"; done
 	for op in randwrite-4k randread-4k; do
 		printf '%-26s %-13s median vpool=%.0f ops/s  baseline=%.0f ops/s  ratio=%.2f\n' "$label" "$op" \
 			"$(field $op vpool "$out" | median)" "$(field $op plain-file "$out" | median)" "$(field $op ratio "$out" | median)"

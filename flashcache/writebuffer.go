@@ -28,25 +28,31 @@ const (
 )
 
 // WriteBuffer is the accounting and file store of SCOs on local flash.
+// Below the soft mark a reservation is two atomic adds and takes no lock;
+// above it, reservations go through the mutex (delays, waits, fair share).
 type WriteBuffer struct {
 	fs    vfs.FS
 	dir   string
 	limit int64
+	soft  int64
+
+	used    atomic.Int64 // dirty bytes: what throttling looks at
+	waiters atomic.Int64 // reservations waiting for space
+	lookup  sync.Map     // owner -> *ownerState, read without the mutex
 
 	mu struct {
 		sync.Mutex
-		used   int64 // dirty bytes: what throttling looks at
 		clean  int64
 		owners map[uint64]*ownerState
-		freed  chan struct{} // closed and replaced on every Release
+		freed  chan struct{} // closed and replaced when space is released
 	}
 	throttledNanos atomic.Int64
 	blockedWaits   atomic.Int64
 }
 
 type ownerState struct {
-	used  int64 // dirty: in SCOs not yet on the backend
-	clean int64 // uploaded SCOs kept as a cache of recent writes
+	used  atomic.Int64 // dirty: in SCOs not yet on the backend
+	clean int64        // uploaded SCOs kept as a cache of recent writes; guarded by mu
 	debt  time.Duration
 }
 
@@ -66,28 +72,43 @@ func NewWriteBuffer(fsys vfs.FS, dir string, limitBytes int64) (*WriteBuffer, er
 	if err := fsys.MkdirAll(filepath.Join(dir, "sco"), 0o700); err != nil {
 		return nil, fmt.Errorf("flashcache: write buffer dir: %w", err)
 	}
-	w := &WriteBuffer{fs: fsys, dir: dir, limit: limitBytes}
+	w := &WriteBuffer{fs: fsys, dir: dir, limit: limitBytes, soft: int64(float64(limitBytes) * SoftFraction)}
 	w.mu.owners = map[uint64]*ownerState{}
 	w.mu.freed = make(chan struct{})
 	return w, nil
 }
 
-// Register adds an owner (a vDisk) to the fair-share count.
-func (w *WriteBuffer) Register(owner uint64) {
-	w.mu.Lock()
-	if w.mu.owners[owner] == nil {
-		w.mu.owners[owner] = &ownerState{}
+// owner returns owner's state, adding it if new.
+func (w *WriteBuffer) owner(owner uint64) *ownerState {
+	if o, ok := w.lookup.Load(owner); ok {
+		return o.(*ownerState)
 	}
-	w.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ownerLocked(owner)
 }
 
-// Unregister removes an owner; its reservations must be released first.
+func (w *WriteBuffer) ownerLocked(owner uint64) *ownerState {
+	o := w.mu.owners[owner]
+	if o == nil {
+		o = &ownerState{}
+		w.mu.owners[owner] = o
+		w.lookup.Store(owner, o)
+	}
+	return o
+}
+
+// Register adds an owner (a vDisk) to the fair-share count.
+func (w *WriteBuffer) Register(owner uint64) { w.owner(owner) }
+
+// Unregister removes an owner and what it holds.
 func (w *WriteBuffer) Unregister(owner uint64) {
 	w.mu.Lock()
 	if o := w.mu.owners[owner]; o != nil {
-		w.mu.used -= o.used
+		w.used.Add(-o.used.Load())
 		w.mu.clean -= o.clean
 		delete(w.mu.owners, owner)
+		w.lookup.Delete(owner)
 		w.wakeLocked()
 	}
 	w.mu.Unlock()
@@ -101,37 +122,37 @@ func (w *WriteBuffer) wakeLocked() {
 // Account adds n bytes found on disk at open (SCOs not yet uploaded);
 // it never blocks.
 func (w *WriteBuffer) Account(owner uint64, n int64) {
-	w.mu.Lock()
-	o := w.mu.owners[owner]
-	if o == nil {
-		o = &ownerState{}
-		w.mu.owners[owner] = o
-	}
-	o.used += n
-	w.mu.used += n
-	w.mu.Unlock()
+	w.owner(owner).used.Add(n)
+	w.used.Add(n)
 }
 
 // Reserve accounts n bytes to owner, delaying or blocking as the buffer
 // fills. It returns only ctx's error.
 func (w *WriteBuffer) Reserve(ctx context.Context, owner uint64, n int64) error {
+	o := w.owner(owner)
+	if w.used.Add(n) <= w.soft {
+		o.used.Add(n)
+		return nil
+	}
+	w.used.Add(-n)
+	return w.reserveSlow(ctx, o, n)
+}
+
+func (w *WriteBuffer) reserveSlow(ctx context.Context, o *ownerState, n int64) error {
 	for {
 		w.mu.Lock()
-		o := w.mu.owners[owner]
-		if o == nil {
-			o = &ownerState{}
-			w.mu.owners[owner] = o
-		}
+		w.waiters.Add(1) // before looking, so that a Release after the look wakes us
+		used, mine := w.used.Load(), o.used.Load()
 		share := max(w.limit/int64(max(1, len(w.mu.owners))), fairShareMinima)
-		soft := int64(float64(w.limit) * SoftFraction)
-		full := w.mu.used+n > w.limit && w.mu.used > 0
-		unfair := w.mu.used+n > soft && o.used+n > share && o.used > 0
+		full := used+n > w.limit && used > 0
+		unfair := used+n > w.soft && mine+n > share && mine > 0
 		if !full && !unfair {
-			o.used += n
-			w.mu.used += n
+			w.waiters.Add(-1)
+			o.used.Add(n)
+			used = w.used.Add(n)
 			var sleep time.Duration
-			if w.mu.used > soft {
-				f := float64(w.mu.used-soft) / float64(w.limit-soft)
+			if used > w.soft {
+				f := float64(used-w.soft) / float64(w.limit-w.soft)
 				o.debt += time.Duration(f * f * float64(maxDelayPerMiB) * float64(n) / (1 << 20))
 				if o.debt >= minSleep {
 					sleep, o.debt = o.debt, 0
@@ -156,38 +177,44 @@ func (w *WriteBuffer) Reserve(ctx context.Context, owner uint64, n int64) error 
 		select {
 		case <-freed:
 		case <-ctx.Done():
+			w.waiters.Add(-1)
 			return ctx.Err()
 		}
+		w.waiters.Add(-1)
 		w.throttledNanos.Add(int64(time.Since(start)))
 	}
 }
 
 // Release gives back n bytes of owner's reservations.
 func (w *WriteBuffer) Release(owner uint64, n int64) {
-	w.mu.Lock()
-	if o := w.mu.owners[owner]; o != nil {
-		n = min(n, o.used)
-		o.used -= n
-		w.mu.used -= n
+	o := w.owner(owner)
+	n = min(n, o.used.Load())
+	o.used.Add(-n)
+	w.used.Add(-n)
+	w.wakeWaiters()
+}
+
+func (w *WriteBuffer) wakeWaiters() {
+	if w.waiters.Load() > 0 {
+		w.mu.Lock()
+		w.wakeLocked()
+		w.mu.Unlock()
 	}
-	w.wakeLocked()
-	w.mu.Unlock()
 }
 
 // MarkClean moves n of owner's bytes from dirty (not on the backend) to
 // clean (uploaded, kept on flash as a cache of recent writes). Clean bytes
 // do not count for throttling; the owner drops them when CleanExcess says.
 func (w *WriteBuffer) MarkClean(owner uint64, n int64) {
+	o := w.owner(owner)
+	n = min(n, o.used.Load())
+	o.used.Add(-n)
+	w.used.Add(-n)
 	w.mu.Lock()
-	if o := w.mu.owners[owner]; o != nil {
-		n = min(n, o.used)
-		o.used -= n
-		w.mu.used -= n
-		o.clean += n
-		w.mu.clean += n
-	}
-	w.wakeLocked()
+	o.clean += n
+	w.mu.clean += n
 	w.mu.Unlock()
+	w.wakeWaiters()
 }
 
 // DropClean forgets n clean bytes of owner (the SCO left flash).
@@ -216,26 +243,20 @@ func (w *WriteBuffer) CleanExcess(owner uint64) int64 {
 
 // OwnerUsed returns the dirty bytes owner holds in the buffer.
 func (w *WriteBuffer) OwnerUsed(owner uint64) int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if o := w.mu.owners[owner]; o != nil {
-		return o.used
+	if o, ok := w.lookup.Load(owner); ok {
+		return o.(*ownerState).used.Load()
 	}
 	return 0
 }
 
 // Throttling reports whether writers are being slowed right now.
-func (w *WriteBuffer) Throttling() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return float64(w.mu.used) > float64(w.limit)*SoftFraction
-}
+func (w *WriteBuffer) Throttling() bool { return w.used.Load() > w.soft }
 
 // Stats returns the buffer's counters.
 func (w *WriteBuffer) Stats() Stats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return Stats{UsedBytes: w.mu.used, LimitBytes: w.limit, CleanBytes: w.mu.clean,
+	return Stats{UsedBytes: w.used.Load(), LimitBytes: w.limit, CleanBytes: w.mu.clean,
 		ThrottledNanos: w.throttledNanos.Load(), BlockedWaits: w.blockedWaits.Load()}
 }
 

@@ -4,9 +4,12 @@
 // only on that interface, so a cluster store (etcd) can replace badger
 // when a vPool spans hosts.
 //
-// Badger is tuned for bounded memory: small memtables, a small block
-// cache and a bounded index cache, so that memory does not grow with the
-// amount of metadata. Writes are not synced: the engine's durability comes
+// Badger is tuned for bounded memory: small memtables and tables (its
+// table builders keep a pool of buffers as large as the largest table), no
+// compression, a small block cache and a bounded index cache, so that
+// memory does not grow with the amount of metadata. A transaction holds at
+// most 15% of a memtable (about 2.4 MB): the engine commits block-map
+// pages in chunks below that. Writes are not synced: the engine's durability comes
 // from TLogs, and the store is a replayable cache of them (see the volume
 // package's doc).
 //
@@ -23,6 +26,7 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 // Op is one change of a Commit; a nil Value deletes Key. It has the shape
@@ -39,7 +43,9 @@ func OpenBadger(dir string, log *slog.Logger) (*Badger, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLog{log}).
 		WithSyncWrites(false).
-		WithMemTableSize(64 << 20).
+		WithMemTableSize(16 << 20).
+		WithBaseTableSize(2 << 20).
+		WithCompression(options.None).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).

@@ -147,6 +147,7 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 		files[i] = make([]byte, fileSize(fl0))
 	}
 	shards := make([][]byte, k+m)
+	var written []string
 	for s := 0; s < g.stripes; s++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -178,21 +179,33 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 					Nonce: g.nonce, Stripe: uint32(s), Stripes: uint32(g.stripes), K: uint8(k), M: uint8(m), Index: uint8(i)}
 				out := files[i][:fileSize(fl)]
 				encodeFragment(out, &h, shards[i])
-				errs[i] = writeFileSync(e.fragPath(name, s, i), out)
+				errs[i] = os.WriteFile(e.fragPath(name, s, i)+".tmp", out, 0o600)
 			}()
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("%w: put %s stripe %d: %v", ErrNoASD, name, s, err)
 		}
+		for i := 0; i < k+m; i++ {
+			written = append(written, e.fragPath(name, s, i))
+		}
 	}
+	// Every fragment is synced (concurrently, so that the filesystems can
+	// share journal commits) before any is renamed into place.
+	if err := forEach(written, func(p string) error { return syncFile(p + ".tmp") }); err != nil {
+		return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
+	}
+	for _, p := range written {
+		if err := os.Rename(p+".tmp", p); err != nil {
+			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
+		}
+	}
+	var dirs []string
 	for a := range used {
-		if err := syncDir(e.objDir(a, name)); err != nil {
-			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
-		}
-		if err := syncDir(filepath.Join(e.dirs[a], "objects")); err != nil {
-			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
-		}
+		dirs = append(dirs, e.objDir(a, name), filepath.Join(e.dirs[a], "objects"))
+	}
+	if err := forEach(dirs, syncDir); err != nil {
+		return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
 	}
 	e.geo.Lock()
 	if len(e.geo.m) >= geometryCacheMax {
@@ -203,24 +216,34 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	return nil
 }
 
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
 		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
+	return f.Close()
+}
+
+// forEach runs fn on every item, 32 at a time, and joins the errors.
+func forEach(items []string, fn func(string) error) error {
+	errs := make([]error, len(items))
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i, it := range items {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(it)
+			<-sem
+		}()
 	}
-	return os.Rename(tmp, path)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func syncDir(dir string) error {

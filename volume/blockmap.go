@@ -39,7 +39,7 @@ const (
 	metaKeyUpload  = 'u' // u<id> -> upload state
 	metaKeyRecount = 'r' // r<id> present: recount allocated clusters at recovery
 
-	maxCommitPages = 4096 // pages per metadata commit (one badger transaction)
+	maxCommitPages = 1536 // pages per metadata commit: one badger transaction (see metastore)
 )
 
 // page is 64 consecutive entries of a vDisk's block map.

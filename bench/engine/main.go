@@ -47,6 +47,7 @@ var (
 	traceFile   = flag.String("trace", "", "write an execution trace of 1 s of the write phase here")
 	blockProf   = flag.String("blockprofile", "", "write a block profile of the vpool phases here")
 	asdDir      = flag.String("asd-dir", "", "put the ASDs here (another device) instead of under -dir")
+	memProf     = flag.String("memprofile", "", "memory mode: write a heap profile at the end")
 	backendDown = flag.Bool("backend-down", false, "iops: an unreachable backend, so no uploads compete: the front-end path alone")
 )
 
@@ -74,14 +75,14 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
-// nullBackend keeps manifests and TLogs but drops SCO data: the memory
-// benchmark measures the engine's own memory and never reads data back.
+// nullBackend keeps manifests but drops SCOs and TLogs: the memory
+// benchmark measures the engine's own memory and never reads back.
 type nullBackend struct{ *objstore.Mem }
 
 func (n nullBackend) Put(ctx context.Context, name string, src io.ReaderAt, size int64) error {
-	if strings.Contains(name, "/sco/") {
+	if strings.Contains(name, "/sco/") || strings.Contains(name, "/tlog/") {
 		return nil
 	}
 	return n.Mem.Put(ctx, name, src, size)
@@ -279,6 +280,13 @@ func upload() {
 		f.Close()
 	}
 	plain := float64(*objects*64) / time.Since(t0).Seconds()
+	if *cpuProf != "" {
+		pf, err := os.Create(*cpuProf)
+		if err != nil {
+			fail(err)
+		}
+		pprof.StartCPUProfile(pf)
+	}
 	t0 = time.Now()
 	for i := 0; i < *objects; i++ {
 		if err := ec.Put(ctx, fmt.Sprintf("bench/sco/%d", i), bytes.NewReader(obj), int64(len(obj))); err != nil {
@@ -286,23 +294,31 @@ func upload() {
 		}
 	}
 	ecRate := float64(*objects*64) / time.Since(t0).Seconds()
+	if *cpuProf != "" {
+		pprof.StopCPUProfile()
+	}
 	fmt.Printf("upload 64MiB SCOs x%d, 16+4 over 20 dirs (writes 1.25x the bytes)\n", *objects)
 	fmt.Printf("upload-MiB/s ec=%.0f plain-seq-write=%.0f ratio=%.2f\n", ecRate, plain, ecRate/plain)
 }
 
-func rssMiB() float64 {
+// rss returns the process's resident memory in MiB: all, anonymous (heap)
+// and file-backed (mapped files: badger's tables and memtables, TLogs;
+// page cache the kernel can drop).
+func rss() (all, anon, file float64) {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return -1
+		return -1, -1, -1
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			var kb float64
-			fmt.Sscanf(strings.TrimPrefix(l, "VmRSS:"), "%f", &kb)
-			return kb / 1024
+		var kb float64
+		for key, dst := range map[string]*float64{"VmRSS:": &all, "RssAnon:": &anon, "RssFile:": &file} {
+			if strings.HasPrefix(l, key) {
+				fmt.Sscanf(strings.TrimPrefix(l, key), "%f", &kb)
+				*dst = kb / 1024
+			}
 		}
 	}
-	return -1
+	return
 }
 
 func memory() {
@@ -334,18 +350,29 @@ func memory() {
 		}
 		wg.Wait()
 	}
-	settle := func() float64 {
+	settle := func() (float64, float64, float64) {
 		runtime.GC()
 		debug.FreeOSMemory()
-		return rssMiB()
+		return rss()
 	}
 	t0 := time.Now()
 	write(1)
-	small := settle()
-	fmt.Printf("memory: after 1 GiB random 4k writes to a 64 GiB vDisk: RSS %.0f MiB (%.0fs)\n", small, time.Since(t0).Seconds())
+	small, smallAnon, smallFile := settle()
+	fmt.Printf("memory: after 1 GiB random 4k writes to a 64 GiB vDisk: RSS %.0f MiB (anon %.0f, file %.0f) (%.0fs)\n",
+		small, smallAnon, smallFile, time.Since(t0).Seconds())
 	write(*bigGiB - 1)
-	big := settle()
+	big, bigAnon, bigFile := settle()
+	if *memProf != "" {
+		pf, err := os.Create(*memProf)
+		if err != nil {
+			fail(err)
+		}
+		pprof.Lookup("heap").WriteTo(pf, 0)
+		pf.Close()
+	}
 	fmt.Printf("memory: SCO data uploaded to a null backend (manifests and TLogs kept); map cache %d pages\n", volume.DefaultMapCachePages)
-	fmt.Printf("memory: after %d GiB: RSS %.0f MiB (%.0fs); difference %.0f MiB (goal < 64)\n",
-		*bigGiB, big, time.Since(t0).Seconds(), big-small)
+	fmt.Printf("memory: after %d GiB: RSS %.0f MiB (anon %.0f, file %.0f) (%.0fs)\n",
+		*bigGiB, big, bigAnon, bigFile, time.Since(t0).Seconds())
+	fmt.Printf("memory: difference RSS %.0f MiB, anon %.0f MiB, file %.0f MiB (goal < 64)\n",
+		big-small, bigAnon-smallAnon, bigFile-smallFile)
 }
