@@ -4,6 +4,10 @@
 // only on that interface, so a cluster store (etcd) can replace badger
 // when a vPool spans hosts.
 //
+// Badger maps its tables into memory; the pages it reads would stay in the
+// resident set, so a background loop drops them every few seconds (see
+// trimMappedTables).
+//
 // Badger is tuned for bounded memory: small memtables and tables (its
 // table builders keep a pool of buffers as large as the largest table), no
 // compression, a small block cache and a bounded index cache, so that
@@ -22,8 +26,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -35,7 +41,8 @@ type Op = struct{ Key, Value []byte }
 
 // Badger is the production store.
 type Badger struct {
-	db *badger.DB
+	db   *badger.DB
+	done chan struct{}
 }
 
 // OpenBadger opens (creating) the store in dir.
@@ -59,7 +66,11 @@ func OpenBadger(dir string, log *slog.Logger) (*Badger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metastore: open %s: %w", dir, err)
 	}
-	return &Badger{db: db}, nil
+	b := &Badger{db: db, done: make(chan struct{})}
+	if abs, err := filepath.Abs(dir); err == nil {
+		go trimLoop(abs, 5*time.Second, b.done)
+	}
+	return b, nil
 }
 
 func (b *Badger) Get(key []byte) ([]byte, bool, error) {
@@ -131,7 +142,10 @@ func (b *Badger) Scan(prefix, start []byte, fn func(k, v []byte) bool) error {
 	})
 }
 
-func (b *Badger) Close() error { return b.db.Close() }
+func (b *Badger) Close() error {
+	close(b.done)
+	return b.db.Close()
+}
 
 type badgerLog struct{ l *slog.Logger }
 

@@ -246,8 +246,9 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) *VDisk {
 }
 
 func (v *VDisk) start() {
-	v.bg.Add(1)
+	v.bg.Add(2)
 	go v.background()
+	go v.mapWriter()
 }
 
 // Create makes a new thin vDisk of size bytes.

@@ -274,7 +274,7 @@ func (v *VDisk) saveUploadStateLocked() error {
 	return v.pool.meta.Commit([]MetaOp{{Key: metaKey(metaKeyUpload, v.id), Value: u.encode()}})
 }
 
-// background runs the vDisk's uploader and block-map writer until close.
+// background runs the vDisk's uploader until close.
 func (v *VDisk) background() {
 	defer v.bg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -285,30 +285,12 @@ func (v *VDisk) background() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	backoff := time.Duration(0)
-	lastWB := time.Now()
 	for {
 		select {
 		case <-v.done:
 			return
 		case <-v.kick:
-		case <-v.wbKick:
-			if err := v.writeBack(ctx); err != nil && ctx.Err() == nil {
-				v.log.Error("volume: block map write-back failed", "vdisk", FormatID(v.id), "err", err)
-			}
-			lastWB = time.Now()
-			continue
 		case <-tick.C:
-		}
-		if time.Since(lastWB) > 5*time.Second {
-			v.mu.Lock()
-			dirty := v.mu.pages.dirty
-			v.mu.Unlock()
-			if dirty > 0 {
-				if err := v.writeBack(ctx); err != nil && ctx.Err() == nil {
-					v.log.Error("volume: block map write-back failed", "vdisk", FormatID(v.id), "err", err)
-				}
-			}
-			lastWB = time.Now()
 		}
 		v.prepareSpare()
 		v.sealIfIdle()
@@ -332,6 +314,37 @@ func (v *VDisk) background() {
 					return
 				}
 			}
+		}
+	}
+}
+
+// mapWriter writes the block map back when writers say it is dirty enough
+// (and every few seconds), apart from the uploader so that a slow or
+// absent backend never delays it.
+func (v *VDisk) mapWriter() {
+	defer v.bg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-v.done
+		cancel()
+	}()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-v.done:
+			return
+		case <-v.wbKick:
+		case <-tick.C:
+			v.mu.Lock()
+			dirty := v.mu.pages.dirty
+			v.mu.Unlock()
+			if dirty == 0 {
+				continue
+			}
+		}
+		if err := v.writeBack(ctx); err != nil && ctx.Err() == nil {
+			v.log.Error("volume: block map write-back failed", "vdisk", FormatID(v.id), "err", err)
 		}
 	}
 }

@@ -370,7 +370,7 @@ func memory() {
 		pprof.Lookup("heap").WriteTo(pf, 0)
 		pf.Close()
 	}
-	fmt.Printf("memory: SCO data uploaded to a null backend (manifests and TLogs kept); map cache %d pages\n", volume.DefaultMapCachePages)
+	fmt.Printf("memory: SCO data uploaded to a null backend (manifests kept); map cache %d pages\n", volume.DefaultMapCachePages)
 	fmt.Printf("memory: after %d GiB: RSS %.0f MiB (anon %.0f, file %.0f) (%.0fs)\n",
 		*bigGiB, big, bigAnon, bigFile, time.Since(t0).Seconds())
 	fmt.Printf("memory: difference RSS %.0f MiB, anon %.0f MiB, file %.0f MiB (goal < 64)\n",
