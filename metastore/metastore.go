@@ -4,9 +4,10 @@
 // only on that interface, so a cluster store (etcd) can replace badger
 // when a vPool spans hosts.
 //
-// Badger maps its tables into memory; the pages it reads would stay in the
-// resident set, so a background loop drops them every few seconds (see
-// trimMappedTables).
+// Badger maps its tables into memory (v4 has no other mode): the table
+// pages it reads count in the process's resident set as file-backed pages
+// (page cache the kernel can reclaim), so RSS grows with the amount of
+// metadata even though the heap does not.
 //
 // Badger is tuned for bounded memory: small memtables and tables (its
 // table builders keep a pool of buffers as large as the largest table), no
@@ -26,10 +27,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -41,8 +40,7 @@ type Op = struct{ Key, Value []byte }
 
 // Badger is the production store.
 type Badger struct {
-	db   *badger.DB
-	done chan struct{}
+	db *badger.DB
 }
 
 // OpenBadger opens (creating) the store in dir.
@@ -66,11 +64,7 @@ func OpenBadger(dir string, log *slog.Logger) (*Badger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metastore: open %s: %w", dir, err)
 	}
-	b := &Badger{db: db, done: make(chan struct{})}
-	if abs, err := filepath.Abs(dir); err == nil {
-		go trimLoop(abs, 5*time.Second, b.done)
-	}
-	return b, nil
+	return &Badger{db: db}, nil
 }
 
 func (b *Badger) Get(key []byte) ([]byte, bool, error) {
@@ -142,10 +136,7 @@ func (b *Badger) Scan(prefix, start []byte, fn func(k, v []byte) bool) error {
 	})
 }
 
-func (b *Badger) Close() error {
-	close(b.done)
-	return b.db.Close()
-}
+func (b *Badger) Close() error { return b.db.Close() }
 
 type badgerLog struct{ l *slog.Logger }
 

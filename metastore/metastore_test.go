@@ -60,34 +60,3 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
-
-// TestTrimMappedTables: after a scan has paged in badger's tables, the
-// trim drops them from the resident set and the data still reads back.
-func TestTrimMappedTables(t *testing.T) {
-	dir := t.TempDir()
-	b, err := OpenBadger(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	val := make([]byte, 1024)
-	for batch := 0; batch < 40; batch++ {
-		var ops []Op
-		for i := 0; i < 1000; i++ {
-			ops = append(ops, Op{Key: []byte(fmt.Sprintf("m%06d", batch*1000+i)), Value: val})
-		}
-		if err := b.Commit(ops); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n := 0
-	b.Scan([]byte("m"), nil, func(k, v []byte) bool { n++; return true })
-	if trimmed := trimMappedTables(dir); trimmed == 0 {
-		t.Fatal("no table mapping trimmed after 40 MB of writes")
-	}
-	m := 0
-	b.Scan([]byte("m"), nil, func(k, v []byte) bool { m++; return len(v) == 1024 })
-	if n != 40000 || m != 40000 {
-		t.Fatalf("scanned %d then %d keys", n, m)
-	}
-}
