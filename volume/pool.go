@@ -495,25 +495,26 @@ func (v *VDisk) closeFiles() {
 
 // Stats is what one vDisk is doing, for status and metrics.
 type Stats struct {
-	ID               string
-	SizeBytes        int64
-	AllocatedBytes   int64
-	WriteBufferBytes int64 // in SCOs not yet on the backend
-	SCOsNotUploaded  int
-	UploadedThrough  uint32
-	Throttling       bool
-	UploadError      string
-	Reads, Writes    int64
-	Flushes          int64
-	ReadBytes        int64
-	WrittenBytes     int64
-	ReadNanos        int64 // total latency
-	WriteNanos       int64
-	CacheHits        int64
-	CacheMisses      int64
-	BackendReads     int64
-	MapPagesCached   int
-	MapPagesDirty    int
+	ID               string `json:"id"`
+	SizeBytes        int64  `json:"size_bytes"`
+	AllocatedBytes   int64  `json:"allocated_bytes"`
+	WriteBufferBytes int64  `json:"write_buffer_bytes"` // in SCOs not yet on the backend
+	SCOsNotUploaded  int    `json:"scos_not_uploaded"`
+	UploadedThrough  uint32 `json:"uploaded_through"`
+	Throttling       bool   `json:"throttling"`
+	UploadError      string `json:"upload_error,omitempty"`
+	Reads            int64  `json:"reads"`
+	Writes           int64  `json:"writes"`
+	Flushes          int64  `json:"flushes"`
+	ReadBytes        int64  `json:"read_bytes"`
+	WrittenBytes     int64  `json:"written_bytes"`
+	ReadNanos        int64  `json:"read_nanos"` // total latency
+	WriteNanos       int64  `json:"write_nanos"`
+	CacheHits        int64  `json:"cache_hits"`
+	CacheMisses      int64  `json:"cache_misses"`
+	BackendReads     int64  `json:"backend_reads"`
+	MapPagesCached   int    `json:"map_pages_cached"`
+	MapPagesDirty    int    `json:"map_pages_dirty"`
 }
 
 // Stats returns the vDisk's counters.

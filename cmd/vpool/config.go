@@ -25,6 +25,11 @@ type Config struct {
 	ReadCache   ReadCacheConfig   `mapstructure:"read_cache"`
 	Backend     BackendConfig     `mapstructure:"backend"`
 	Log         LogConfig         `mapstructure:"log"`
+	Metrics     MetricsConfig     `mapstructure:"metrics"`
+}
+
+type MetricsConfig struct {
+	Listen string `mapstructure:"listen"`
 }
 
 type EngineConfig struct {

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +46,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.config, "config", "", "YAML configuration file (see etc/vpool.yaml)")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envDataDir(), "data directory (default "+DefaultDataDir+", env VPOOL_DATA_DIR)")
-	root.AddCommand(serveCmd(g), versionCmd())
+	root.AddCommand(serveCmd(g), statusCmd(g), versionCmd())
 	return root
 }
 
@@ -69,6 +71,7 @@ type engine struct {
 	pool  *volume.Pool
 	meta  *metastore.Badger
 	cache *flashcache.ReadCache
+	wb    *flashcache.WriteBuffer
 	ec    *objstore.EC
 }
 
@@ -112,7 +115,7 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 		meta.Close()
 		return nil, err
 	}
-	return &engine{pool: pool, meta: meta, cache: cache, ec: ec}, nil
+	return &engine{pool: pool, meta: meta, cache: cache, wb: wb, ec: ec}, nil
 }
 
 func (e *engine) close(ctx context.Context) error {
@@ -129,7 +132,8 @@ func serveCmd(g *globalFlags) *cobra.Command {
 		Use:   "serve",
 		Short: "run the vPool daemon in the foreground",
 		Long: "serve opens (or creates) the vPool in the data directory and runs until SIGINT or SIGTERM.\n" +
-			"The FUSE mount and the NFS export are added by the FUSE and NFS issues; today serve runs the engine.",
+			"The FUSE mount and the NFS export are added by the FUSE and NFS issues; today serve runs the engine\n" +
+			"and its control socket (vpool status, /metrics).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(g.config, g.dataDir)
@@ -142,15 +146,70 @@ func serveCmd(g *globalFlags) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			e, err := openEngine(ctx, c, log)
+			return runDaemon(ctx, c, log, nil)
+		},
+	}
+}
+
+// runDaemon runs the daemon until ctx ends; ready (if not nil) is closed
+// once it serves.
+func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- struct{}) error {
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w", c.DataDir, err)
+	}
+	l, err := listenControl(c.DataDir)
+	if err != nil {
+		return err
+	}
+	e, err := openEngine(ctx, c, log)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	cs := &controlServer{c: c, e: e, started: time.Now(), log: log}
+	if err := cs.serve(srvCtx, l, c.Metrics.Listen); err != nil {
+		stopSrv()
+		l.Close()
+		e.close(context.Background())
+		return err
+	}
+	log.Info("vpool: serving", "vpool", c.Name, "data_dir", c.DataDir, "vdisks", len(e.pool.List()),
+		"asds", len(c.Backend.ASDs), "preset", fmt.Sprintf("%d+%d", c.Backend.Preset.Data, c.Backend.Preset.Parity),
+		"control", socketPath(c.DataDir), "metrics", c.Metrics.Listen)
+	if ready != nil {
+		close(ready)
+	}
+	<-ctx.Done()
+	log.Info("vpool: stopping: flushing and closing")
+	stopSrv()
+	return e.close(context.Background())
+}
+
+func statusCmd(g *globalFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "show what the running daemon is doing, per vDisk",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir := g.dataDir
+			if dir == "" {
+				dir = DefaultDataDir
+			}
+			st, err := getStatus(dir)
 			if err != nil {
 				return err
 			}
-			log.Info("vpool: engine open", "vpool", c.Name, "data_dir", c.DataDir, "vdisks", len(e.pool.List()),
-				"asds", len(c.Backend.ASDs), "preset", fmt.Sprintf("%d+%d", c.Backend.Preset.Data, c.Backend.Preset.Parity))
-			<-ctx.Done()
-			log.Info("vpool: stopping: flushing and closing")
-			return e.close(context.Background())
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"vpool/volume"
+)
+
+// The control socket, <data_dir>/vpool.sock (mode 0600: root only), serves
+// HTTP: GET /status (JSON) for `vpool status` and the other subcommands,
+// GET /metrics (Prometheus text). /metrics can also be served on a TCP
+// address (metrics.listen).
+
+func socketPath(dataDir string) string { return filepath.Join(dataDir, "vpool.sock") }
+
+// VDiskStatus is one vDisk in /status.
+type VDiskStatus struct {
+	volume.Stats
+	ReadIOPS        float64 `json:"read_iops"`
+	WriteIOPS       float64 `json:"write_iops"`
+	ReadLatencyUs   float64 `json:"read_latency_us"`
+	WriteLatencyUs  float64 `json:"write_latency_us"`
+	CacheHitPercent float64 `json:"cache_hit_percent"`
+}
+
+// Status is the daemon's answer to GET /status.
+type Status struct {
+	VPool            string        `json:"vpool"`
+	DataDir          string        `json:"data_dir"`
+	Uptime           string        `json:"uptime"`
+	WriteBufferBytes int64         `json:"write_buffer_bytes"`
+	WriteBufferLimit int64         `json:"write_buffer_limit"`
+	Throttling       bool          `json:"throttling"`
+	BackendTotal     uint64        `json:"backend_total_bytes"`
+	BackendFree      uint64        `json:"backend_free_bytes"`
+	RepairedReads    int64         `json:"backend_repaired_reads"`
+	VDisks           []VDiskStatus `json:"vdisks"`
+}
+
+// rates turns the engine's counters into per-second figures, sampled
+// once a second.
+type rates struct {
+	mu   sync.Mutex
+	prev map[string]volume.Stats
+	at   time.Time
+	last map[string]VDiskStatus
+}
+
+func (r *rates) sample(pool *volume.Pool) {
+	now := time.Now()
+	cur := map[string]volume.Stats{}
+	for _, id := range pool.List() {
+		if v, err := pool.VDisk(id); err == nil {
+			st := v.Stats()
+			cur[st.ID] = st
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dt := now.Sub(r.at).Seconds()
+	last := map[string]VDiskStatus{}
+	for id, st := range cur {
+		s := VDiskStatus{Stats: st}
+		if p, ok := r.prev[id]; ok && dt > 0 {
+			dr, dw := st.Reads-p.Reads, st.Writes-p.Writes
+			s.ReadIOPS, s.WriteIOPS = float64(dr)/dt, float64(dw)/dt
+			if dr > 0 {
+				s.ReadLatencyUs = float64(st.ReadNanos-p.ReadNanos) / float64(dr) / 1e3
+			}
+			if dw > 0 {
+				s.WriteLatencyUs = float64(st.WriteNanos-p.WriteNanos) / float64(dw) / 1e3
+			}
+		}
+		if n := st.CacheHits + st.CacheMisses; n > 0 {
+			s.CacheHitPercent = 100 * float64(st.CacheHits) / float64(n)
+		}
+		last[id] = s
+	}
+	r.prev, r.at, r.last = cur, now, last
+}
+
+func (r *rates) snapshot() []VDiskStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]VDiskStatus, 0, len(r.last))
+	for _, s := range r.last {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+type controlServer struct {
+	c       *Config
+	e       *engine
+	started time.Time
+	rates   rates
+	log     *slog.Logger
+}
+
+func (s *controlServer) status(ctx context.Context) Status {
+	st := Status{VPool: s.c.Name, DataDir: s.c.DataDir, Uptime: time.Since(s.started).Round(time.Second).String(),
+		VDisks: s.rates.snapshot(), RepairedReads: s.e.ec.RepairedReads()}
+	wb := s.e.wb.Stats()
+	st.WriteBufferBytes, st.WriteBufferLimit, st.Throttling = wb.UsedBytes, wb.LimitBytes, s.e.wb.Throttling()
+	if u, err := s.e.ec.Usage(ctx); err == nil {
+		st.BackendTotal, st.BackendFree = u.TotalBytes, u.FreeBytes
+	}
+	return st
+}
+
+func (s *controlServer) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.status(r.Context()))
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		writeMetrics(w, s.status(r.Context()))
+	})
+	return mux
+}
+
+// listenControl opens the control socket; a live daemon on it is an
+// error, a stale socket file is replaced.
+func listenControl(dataDir string) (net.Listener, error) {
+	path := socketPath(dataDir)
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("another vpool daemon is running with data dir %s (%s answers)", dataDir, path)
+	}
+	os.Remove(path)
+	old := syscall.Umask(0o077)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// serveControl runs the control server until ctx ends.
+func (s *controlServer) serve(ctx context.Context, l net.Listener, metricsListen string) error {
+	srv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 5 * time.Second}
+	var ml net.Listener
+	if metricsListen != "" {
+		var err error
+		if ml, err = net.Listen("tcp", metricsListen); err != nil {
+			return fmt.Errorf("metrics.listen %s: %w", metricsListen, err)
+		}
+	}
+	s.rates.sample(s.e.pool)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.rates.sample(s.e.pool)
+			}
+		}
+	}()
+	go srv.Serve(l)
+	if ml != nil {
+		go srv.Serve(ml)
+	}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+		os.Remove(socketPath(s.c.DataDir))
+	}()
+	return nil
+}
+
+// getStatus asks the daemon of dataDir for its status.
+func getStatus(dataDir string) (*Status, error) {
+	path := socketPath(dataDir)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}
+	resp, err := client.Get("http://vpool/status")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("no vpool daemon running with data dir %s (%s)", dataDir, path)
+		}
+		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("%s: permission denied (the control socket is root's)", path)
+		}
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("control socket %s: bad answer: %w", path, err)
+	}
+	return &st, nil
+}
+
+func printStatus(w io.Writer, st *Status) {
+	fmt.Fprintf(w, "vPool %s (data dir %s), up %s\n", st.VPool, st.DataDir, st.Uptime)
+	throttle := "no"
+	if st.Throttling {
+		throttle = "yes: writes are slowed, the backend is behind"
+	}
+	fmt.Fprintf(w, "write buffer: %s of %s not yet on the backend; throttling: %s\n",
+		human(st.WriteBufferBytes), human(st.WriteBufferLimit), throttle)
+	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VDISK\tSIZE\tALLOCATED\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
+	for _, v := range st.VDisks {
+		upload := "ok"
+		if v.UploadError != "" {
+			upload = "retrying: " + v.UploadError
+		} else if v.SCOsNotUploaded > 0 {
+			upload = fmt.Sprintf("%d SCOs queued", v.SCOsNotUploaded)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
+			human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs, upload)
+	}
+	tw.Flush()
+	if len(st.VDisks) == 0 {
+		fmt.Fprintln(w, "(no vDisks)")
+	}
+}
+
+func writeMetrics(w io.Writer, st Status) {
+	g := func(name, help string, v any, labels string) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s%s %v\n", name, help, name, name, labels, v)
+	}
+	g("vpool_write_buffer_bytes", "Bytes in SCOs not yet on the backend.", st.WriteBufferBytes, "")
+	g("vpool_write_buffer_limit_bytes", "Write buffer size.", st.WriteBufferLimit, "")
+	g("vpool_throttling", "1 while writers are slowed because the backend is behind.", b2i(st.Throttling), "")
+	g("vpool_backend_free_bytes", "Raw free bytes under the backend.", st.BackendFree, "")
+	g("vpool_backend_repaired_reads_total", "Fragment reads rebuilt from parity.", st.RepairedReads, "")
+	series := []struct {
+		name, help string
+		val        func(VDiskStatus) any
+	}{
+		{"vpool_vdisk_size_bytes", "vDisk size.", func(v VDiskStatus) any { return v.SizeBytes }},
+		{"vpool_vdisk_allocated_bytes", "Bytes of mapped clusters.", func(v VDiskStatus) any { return v.AllocatedBytes }},
+		{"vpool_vdisk_write_buffer_bytes", "vDisk bytes not yet on the backend.", func(v VDiskStatus) any { return v.WriteBufferBytes }},
+		{"vpool_vdisk_reads_total", "Reads.", func(v VDiskStatus) any { return v.Reads }},
+		{"vpool_vdisk_writes_total", "Writes.", func(v VDiskStatus) any { return v.Writes }},
+		{"vpool_vdisk_read_bytes_total", "Bytes read.", func(v VDiskStatus) any { return v.ReadBytes }},
+		{"vpool_vdisk_written_bytes_total", "Bytes written.", func(v VDiskStatus) any { return v.WrittenBytes }},
+		{"vpool_vdisk_flushes_total", "Flushes that synced.", func(v VDiskStatus) any { return v.Flushes }},
+		{"vpool_vdisk_cache_hits_total", "Read-cache hits.", func(v VDiskStatus) any { return v.CacheHits }},
+		{"vpool_vdisk_cache_misses_total", "Read-cache misses.", func(v VDiskStatus) any { return v.CacheMisses }},
+		{"vpool_vdisk_scos_not_uploaded", "Sealed SCOs waiting for upload.", func(v VDiskStatus) any { return v.SCOsNotUploaded }},
+	}
+	for _, s := range series {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", s.name, s.help, s.name)
+		for _, v := range st.VDisks {
+			fmt.Fprintf(w, "%s{vdisk=%q} %v\n", s.name, v.ID, s.val(v))
+		}
+	}
+}
+
+// human prints a byte count for people: 0, 812KiB, 3.4GiB.
+func human(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%dB", n)
+	}
+	f, i := float64(n)/1024, 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	if f < 10 {
+		return fmt.Sprintf("%.1f%ciB", f, units[i])
+	}
+	return fmt.Sprintf("%.0f%ciB", f, units[i])
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
