@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -322,25 +320,7 @@ func (w *WriteBuffer) RemoveOwner(owner uint64) error {
 
 // ListSCOs returns the sequence numbers of owner's SCO files, ascending.
 func (w *WriteBuffer) ListSCOs(owner uint64) ([]uint32, error) {
-	names, err := w.fs.ReadDir(w.ownerDir(owner))
-	if errors.Is(err, vfs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var seqs []uint32
-	for _, n := range names {
-		s, ok := strings.CutSuffix(n, ".sco")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseUint(s, 10, 32)
-		if err == nil {
-			seqs = append(seqs, uint32(v))
-		}
-	}
-	return seqs, nil
+	return vfs.ListSeq(w.fs, w.ownerDir(owner), ".sco")
 }
 
 func wrapFull(err error) error {

@@ -20,6 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -189,4 +191,25 @@ func ReadFile(fsys FS, name string) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// ListSeq returns the numbers n of the files "<n><suffix>" in dir,
+// ascending (SCOs, TLogs). A missing dir holds none.
+func ListSeq(fsys FS, dir, suffix string) ([]uint32, error) {
+	names, err := fsys.ReadDir(dir)
+	if errors.Is(err, ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint32
+	for _, n := range names {
+		if s, ok := strings.CutSuffix(n, suffix); ok {
+			if x, err := strconv.ParseUint(s, 10, 32); err == nil {
+				seqs = append(seqs, uint32(x))
+			}
+		}
+	}
+	return seqs, nil
 }

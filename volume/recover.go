@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"vpool/vfs"
@@ -100,22 +98,7 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 }
 
 func (v *VDisk) localTLogs() ([]uint32, error) {
-	names, err := v.pool.fs.ReadDir(v.tlogDir())
-	if errors.Is(err, vfs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var seqs []uint32
-	for _, n := range names {
-		if s, ok := strings.CutSuffix(n, ".tlog"); ok {
-			if x, err := strconv.ParseUint(s, 10, 32); err == nil {
-				seqs = append(seqs, uint32(x))
-			}
-		}
-	}
-	return seqs, nil
+	return vfs.ListSeq(v.pool.fs, v.tlogDir(), ".tlog")
 }
 
 func (v *VDisk) replayAll(ctx context.Context, m marker) error {
