@@ -2,15 +2,15 @@
 # Engine benchmarks (issue: vDisk engine), each against its baseline in the
 # same run, repeated; prints every run and the median of each figure.
 #   bench/engine.sh [iops|upload|memory|all] [repeats]
-# Scratch space: /var/tmp/vpool-bench (on the disk under test); the "ASDs
-# on another device" iops run puts the ASDs in /dev/shm.
+# Scratch space: /var/tmp/vpool-bench-<pid> (on the disk under test); the
+# "ASDs on another device" iops run puts the ASDs in /dev/shm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 what=${1:-all}
 n=${2:-5}
 bin=$(mktemp -d)/bench-engine
-trap 'rm -rf "$(dirname "$bin")" /var/tmp/vpool-bench /dev/shm/vpool-bench-asd' EXIT
+trap 'rm -rf "$(dirname "$bin")"' EXIT # each run removes its own scratch dirs
 go build -o "$bin" ./bench/engine
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }

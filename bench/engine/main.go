@@ -37,7 +37,7 @@ import (
 
 var (
 	mode        = flag.String("mode", "iops", "iops, upload or memory")
-	dir         = flag.String("dir", "/var/tmp/vpool-bench", "scratch directory on the disk under test")
+	dir         = flag.String("dir", "", "scratch directory on the disk under test (default /var/tmp/vpool-bench-<pid>)")
 	workers     = flag.Int("workers", 2, "goroutines")
 	seconds     = flag.Float64("seconds", 5, "seconds per phase (iops)")
 	vdiskMiB    = flag.Int64("vdisk-mib", 1024, "vDisk size (iops)")
@@ -53,6 +53,9 @@ var (
 
 func main() {
 	flag.Parse()
+	if *dir == "" {
+		*dir = fmt.Sprintf("/var/tmp/vpool-bench-%d", os.Getpid())
+	}
 	os.RemoveAll(*dir)
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		fail(err)
@@ -94,7 +97,7 @@ func openPool(name string, wbBytes int64, mapPages int) (*volume.Pool, func()) {
 	base := filepath.Join(*dir, name)
 	asdBase := base
 	if *asdDir != "" {
-		asdBase = filepath.Join(*asdDir, "vpool-bench-asd")
+		asdBase = filepath.Join(*asdDir, fmt.Sprintf("vpool-bench-asd-%d", os.Getpid()))
 		os.RemoveAll(asdBase)
 	}
 	var asds []string
