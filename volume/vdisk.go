@@ -247,6 +247,7 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 	}
 	t := v.newTicketLocked()
 	var err error
+	var attached int64 // write-buffer bytes now accounted to segments
 	addRec := func(r record) {
 		seg, pos, rerr := v.reserveRecsLocked(1)
 		if rerr != nil {
@@ -290,7 +291,13 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 			seg.slots++
 		}
 		seg.reserved += int64(j-i) * cs
+		attached += int64(j-i) * cs
 		i = j
+	}
+	if unattached := int64(dataCount)*cs - attached; unattached > 0 {
+		// reserved up front, but the write stopped before its slots: give
+		// back what no segment accounts for
+		defer v.pool.wb.Release(v.id, unattached)
 	}
 	v.mu.Unlock()
 
