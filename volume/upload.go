@@ -274,14 +274,24 @@ func (v *VDisk) saveUploadStateLocked() error {
 	return v.pool.meta.Commit([]MetaOp{{Key: metaKey(metaKeyUpload, v.id), Value: u.encode()}})
 }
 
+// doneContext is a context that ends when the vDisk closes.
+func (v *VDisk) doneContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-v.done:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
+}
+
 // background runs the vDisk's uploader until close.
 func (v *VDisk) background() {
 	defer v.bg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-v.done
-		cancel()
-	}()
+	ctx, cancel := v.doneContext()
+	defer cancel()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	backoff := time.Duration(0)
@@ -323,11 +333,8 @@ func (v *VDisk) background() {
 // absent backend never delays it.
 func (v *VDisk) mapWriter() {
 	defer v.bg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-v.done
-		cancel()
-	}()
+	ctx, cancel := v.doneContext()
+	defer cancel()
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
