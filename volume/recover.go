@@ -308,11 +308,10 @@ func (v *VDisk) checkUnsynced(seg *segment, recs []record) error {
 		if r.Type != recWrite || r.Owner != 0 {
 			continue
 		}
-		n, err := seg.sco.ReadAt(buf, int64(r.Count)*v.cs)
-		if n == len(buf) && checksum(buf) == r.DataCRC {
+		if n, _ := seg.sco.ReadAt(buf, int64(r.Count)*v.cs); n == len(buf) && checksum(buf) == r.DataCRC {
 			continue
 		}
-		_ = err
+		// short read or wrong data: the write never reached the SCO
 		if _, err := seg.tlog.WriteAt(zero[:], tlogHeaderSize+int64(i)*recordSize); err != nil {
 			return v.ioErr("erase unflushed TLog record", seg.seq, err)
 		}

@@ -628,11 +628,12 @@ func (v *VDisk) readRemote(ctx context.Context, locs []loc, dst []byte) error {
 	for k, l := range locs {
 		b := dst[k*cs : (k+1)*cs]
 		key := flashcache.Key{Owner: owner, Object: l.SCO, Index: l.Slot}
-		if cache != nil && cache.Get(key, b) && checksum(b) == l.CRC {
-			v.stats.cacheHits.Add(1)
-			continue
-		} else if cache != nil {
-			cache.Forget(key)
+		if cache != nil && cache.Get(key, b) {
+			if checksum(b) == l.CRC {
+				v.stats.cacheHits.Add(1)
+				continue
+			}
+			cache.Forget(key) // overwritten while read, or bad: a miss
 		}
 		miss[k] = true
 		v.stats.cacheMiss.Add(1)
