@@ -136,6 +136,15 @@ func (b *Badger) Scan(prefix, start []byte, fn func(k, v []byte) bool) error {
 	})
 }
 
+// Sync makes every committed change durable (Commit alone survives a
+// process crash, not a power loss).
+func (b *Badger) Sync() error {
+	if err := b.db.Sync(); err != nil {
+		return fmt.Errorf("metastore: sync: %w", err)
+	}
+	return nil
+}
+
 func (b *Badger) Close() error { return b.db.Close() }
 
 type badgerLog struct{ l *slog.Logger }
@@ -203,6 +212,9 @@ func (s *Mem) Scan(prefix, start []byte, fn func(k, v []byte) bool) error {
 }
 
 func (s *Mem) Close() error { return nil }
+
+// Sync does nothing: the in-memory store has no durability to give.
+func (s *Mem) Sync() error { return nil }
 
 // Len returns the number of keys (tests).
 func (s *Mem) Len() int {

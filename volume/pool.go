@@ -563,3 +563,6 @@ func (v *VDisk) WaitUploaded(ctx context.Context) error {
 		}
 	}
 }
+
+// MaxVDiskSize is the largest size a vDisk of this pool may have.
+func (p *Pool) MaxVDiskSize() int64 { return p.cfg.MaxVDiskSize }

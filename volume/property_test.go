@@ -201,7 +201,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			d.m.flush()
 		case op < 85:
 			trace = append(trace, "upload")
-			if err := v.SealForTesting(); err != nil {
+			if err := v.Seal(); err != nil {
 				t.Fatal(err)
 			}
 			if err := v.WaitUploaded(ctx); err != nil {
@@ -240,7 +240,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			trace = append(trace, "flash wiped")
 			for _, d := range disks {
 				v := e.vdisk(d.id)
-				if err := v.SealForTesting(); err != nil {
+				if err := v.Seal(); err != nil {
 					t.Fatal(err)
 				}
 				if err := v.WaitUploaded(ctx); err != nil {

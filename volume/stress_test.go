@@ -182,7 +182,7 @@ func TestBackendCorruptionDetected(t *testing.T) {
 	v, _ := e.pool.Create(bg, 16<<20)
 	id := v.ID()
 	v.WriteAt(bg, pattern(5<<20, 1), 0)
-	v.SealForTesting()
+	v.Seal()
 	v.WaitUploaded(bg)
 	e.backend.CorruptForTesting(scoName("vp", id, 1), 4096*3+5)
 	e.wipeFlash() // no local copy, no cache
@@ -223,7 +223,7 @@ func TestECBackendLoseASDsAndFlash(t *testing.T) {
 	v, _ := p.Create(bg, 32<<20)
 	data := pattern(9<<20, 2)
 	v.WriteAt(bg, data, 1<<20)
-	v.SealForTesting()
+	v.Seal()
 	if err := v.WaitUploaded(bg); err != nil {
 		t.Fatal(err)
 	}

@@ -134,9 +134,9 @@ func (v *VDisk) sealLocked() error {
 	return nil
 }
 
-// SealForTesting seals the open SCO now (as a full one would be), so that
-// it is uploaded.
-func (v *VDisk) SealForTesting() error {
+// Seal seals the open SCO now (as a full one would be), so that it is
+// uploaded; an empty one is left open.
+func (v *VDisk) Seal() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.mu.cur.slots == 0 && v.mu.cur.recs == 0 {

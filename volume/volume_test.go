@@ -149,7 +149,7 @@ func TestRestartKillPowerLossAndWipe(t *testing.T) {
 		t.Fatal("write flushed by a later flush lost by power loss")
 	}
 	vd := e.vdisk(id)
-	if err := vd.SealForTesting(); err != nil {
+	if err := vd.Seal(); err != nil {
 		t.Fatal(err)
 	}
 	if err := vd.WaitUploaded(bg); err != nil {
@@ -173,7 +173,7 @@ func TestDeleteFreesEverything(t *testing.T) {
 	e := newEnv(t)
 	v, _ := e.pool.Create(bg, 16<<20)
 	v.WriteAt(bg, pattern(5<<20, 1), 0)
-	v.SealForTesting()
+	v.Seal()
 	v.WaitUploaded(bg)
 	if err := e.pool.Delete(bg, v.ID()); err != nil {
 		t.Fatal(err)

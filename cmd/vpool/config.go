@@ -20,12 +20,19 @@ import (
 type Config struct {
 	Name        string            `mapstructure:"name"`
 	DataDir     string            `mapstructure:"data_dir"`
+	Mountpoint  string            `mapstructure:"mountpoint"`
+	FS          FSConfig          `mapstructure:"fs"`
 	Engine      EngineConfig      `mapstructure:"engine"`
 	WriteBuffer WriteBufferConfig `mapstructure:"write_buffer"`
 	ReadCache   ReadCacheConfig   `mapstructure:"read_cache"`
 	Backend     BackendConfig     `mapstructure:"backend"`
 	Log         LogConfig         `mapstructure:"log"`
 	Metrics     MetricsConfig     `mapstructure:"metrics"`
+}
+
+type FSConfig struct {
+	VDiskSuffixes  []string      `mapstructure:"vdisk_suffixes"`
+	BackupInterval time.Duration `mapstructure:"backup_interval"`
 }
 
 type MetricsConfig struct {
@@ -127,6 +134,9 @@ func defaults(dataDir string) map[string]any {
 	return map[string]any{
 		"name":                         "vpool",
 		"data_dir":                     dataDir,
+		"mountpoint":                   "",
+		"fs.vdisk_suffixes":            []string{".raw", "-flat.vmdk"},
+		"fs.backup_interval":           "5s",
 		"engine.cluster_size":          "4KiB",
 		"engine.sco_size":              "64MiB",
 		"engine.max_vdisk_size":        "64TiB",
@@ -145,6 +155,9 @@ func defaults(dataDir string) map[string]any {
 
 // DefaultDataDir is where serve keeps its state when nothing says otherwise.
 const DefaultDataDir = "/var/lib/vpool"
+
+// DefaultMountRoot holds the mountpoints of vPools (/mnt/ovs/<name>).
+const DefaultMountRoot = "/mnt/ovs"
 
 var unknownKeyRE = regexp.MustCompile(`'([^']*)' has invalid keys: ([^\s]*)`)
 
@@ -191,6 +204,17 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 			return nil, err
 		}
 		c.DataDir = abs
+	}
+	if c.Mountpoint == "" {
+		c.Mountpoint = filepath.Join(DefaultMountRoot, c.Name)
+	}
+	for _, suf := range c.FS.VDiskSuffixes {
+		if suf == "" || strings.Contains(suf, "/") {
+			return nil, fmt.Errorf("config: fs.vdisk_suffixes: bad suffix %q", suf)
+		}
+	}
+	if c.FS.BackupInterval < 100*time.Millisecond {
+		return nil, fmt.Errorf("config: fs.backup_interval %s is below 100ms", c.FS.BackupInterval)
 	}
 	if len(c.Backend.ASDs) == 0 {
 		for i := 0; i < c.Backend.Preset.Data+c.Backend.Preset.Parity; i++ {

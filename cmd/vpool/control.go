@@ -29,6 +29,7 @@ func socketPath(dataDir string) string { return filepath.Join(dataDir, "vpool.so
 
 // VDiskStatus is one vDisk in /status.
 type VDiskStatus struct {
+	Path string `json:"path"` // in the vPool's tree; "(file store)" for the store of regular files
 	volume.Stats
 	ReadIOPS        float64 `json:"read_iops"`
 	WriteIOPS       float64 `json:"write_iops"`
@@ -115,6 +116,19 @@ type controlServer struct {
 func (s *controlServer) status(ctx context.Context) Status {
 	st := Status{VPool: s.c.Name, DataDir: s.c.DataDir, Uptime: time.Since(s.started).Round(time.Second).String(),
 		VDisks: s.rates.snapshot(), RepairedReads: s.e.ec.RepairedReads()}
+	if s.e.ns != nil {
+		names := s.e.ns.VDiskNames(ctx)
+		fsid := volume.FormatID(s.e.ns.FileStoreID())
+		for i := range st.VDisks {
+			v := &st.VDisks[i]
+			if id, err := volume.ParseID(v.ID); err == nil {
+				v.Path = names[id]
+			}
+			if v.ID == fsid {
+				v.Path = "(file store)"
+			}
+		}
+	}
 	wb := s.e.wb.Stats()
 	st.WriteBufferBytes, st.WriteBufferLimit, st.Throttling = wb.UsedBytes, wb.LimitBytes, s.e.wb.Throttling()
 	if u, err := s.e.ec.Usage(ctx); err == nil {
@@ -228,7 +242,7 @@ func printStatus(w io.Writer, st *Status) {
 		human(st.WriteBufferBytes), human(st.WriteBufferLimit), throttle)
 	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VDISK\tSIZE\tALLOCATED\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
+	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
 	for _, v := range st.VDisks {
 		upload := "ok"
 		if v.UploadError != "" {
@@ -236,7 +250,7 @@ func printStatus(w io.Writer, st *Status) {
 		} else if v.SCOsNotUploaded > 0 {
 			upload = fmt.Sprintf("%d SCOs queued", v.SCOsNotUploaded)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", v.Path, v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
 			human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs, upload)
 	}
 	tw.Flush()
@@ -273,7 +287,7 @@ func writeMetrics(w io.Writer, st Status) {
 	for _, s := range series {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", s.name, s.help, s.name)
 		for _, v := range st.VDisks {
-			fmt.Fprintf(w, "%s{vdisk=%q} %v\n", s.name, v.ID, s.val(v))
+			fmt.Fprintf(w, "%s{vdisk=%q,path=%q} %v\n", s.name, v.ID, v.Path, s.val(v))
 		}
 	}
 }

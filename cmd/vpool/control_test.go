@@ -23,6 +23,7 @@ func testConfig(t *testing.T) *Config {
 	c.WriteBuffer.Size = 256 << 20
 	c.ReadCache.Size = 16 << 20
 	c.Engine.SCOSize = 4 << 20
+	c.Mountpoint = filepath.Join(t.TempDir(), "mnt")
 	return c
 }
 
@@ -80,7 +81,7 @@ func TestControlSocketStatusAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := `vpool_vdisk_writes_total{vdisk="` + volume.FormatID(v.ID()) + `"} 500`; !strings.Contains(string(body), want) {
+	if want := `vpool_vdisk_writes_total{vdisk="` + volume.FormatID(v.ID()) + `",path=""} 500`; !strings.Contains(string(body), want) {
 		t.Fatalf("metrics lack %q:\n%s", want, body)
 	}
 	if _, err := listenControl(c.DataDir); err == nil || !strings.Contains(err.Error(), "another vpool daemon is running") {

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"vpool/flashcache"
+	"vpool/fs"
 	"vpool/metastore"
 	"vpool/objstore"
 	"vpool/vfs"
@@ -68,6 +69,7 @@ func newLogger(level string) (*slog.Logger, error) {
 
 // engine is an open vPool engine with everything under it.
 type engine struct {
+	ns    *fs.Namespace // nil until the namespace is open
 	pool  *volume.Pool
 	meta  *metastore.Badger
 	cache *flashcache.ReadCache
@@ -118,8 +120,26 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 	return &engine{pool: pool, meta: meta, cache: cache, wb: wb, ec: ec}, nil
 }
 
+// capacity is what files can use on the backend: its raw space scaled by
+// the preset's k/(k+m).
+func (e *engine) capacity(ctx context.Context) (total, free int64, err error) {
+	u, err := e.ec.Usage(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	return int64(float64(u.TotalBytes) * u.DataFraction), int64(float64(u.FreeBytes) * u.DataFraction), nil
+}
+
 func (e *engine) close(ctx context.Context) error {
-	err := e.pool.Close(ctx)
+	var err error
+	if e.ns != nil {
+		nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = e.ns.Close(nctx)
+		cancel()
+	}
+	if perr := e.pool.Close(ctx); err == nil {
+		err = perr
+	}
 	e.cache.Close()
 	if merr := e.meta.Close(); err == nil {
 		err = merr
@@ -128,17 +148,21 @@ func (e *engine) close(ctx context.Context) error {
 }
 
 func serveCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+	var mountpoint string
+	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "run the vPool daemon in the foreground",
-		Long: "serve opens (or creates) the vPool in the data directory and runs until SIGINT or SIGTERM.\n" +
-			"The FUSE mount and the NFS export are added by the FUSE and NFS issues; today serve runs the engine\n" +
-			"and its control socket (vpool status, /metrics).",
+		Long: "serve opens (or creates) the vPool in the data directory, mounts its tree (default /mnt/ovs/<name>),\n" +
+			"serves the control socket (vpool status, /metrics), and runs until SIGINT or SIGTERM, when it\n" +
+			"flushes, unmounts and exits.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(g.config, g.dataDir)
 			if err != nil {
 				return err
+			}
+			if mountpoint != "" {
+				c.Mountpoint = mountpoint
 			}
 			log, err := newLogger(c.Log.Level)
 			if err != nil {
@@ -149,6 +173,8 @@ func serveCmd(g *globalFlags) *cobra.Command {
 			return runDaemon(ctx, c, log, nil)
 		},
 	}
+	cmd.Flags().StringVar(&mountpoint, "mountpoint", "", "where to mount the vPool (default /mnt/ovs/<name>)")
+	return cmd
 }
 
 // runDaemon runs the daemon until ctx ends; ready (if not nil) is closed
@@ -161,9 +187,27 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 	if err != nil {
 		return err
 	}
+	if err := fs.PrepareMountpoint(c.Mountpoint, log); err != nil {
+		l.Close()
+		return err
+	}
 	e, err := openEngine(ctx, c, log)
 	if err != nil {
 		l.Close()
+		return err
+	}
+	ns, err := fs.Open(ctx, fs.Config{Name: c.Name, VDiskSuffixes: c.FS.VDiskSuffixes, BackupInterval: c.FS.BackupInterval,
+		Log: log, Capacity: e.capacity}, e.pool, e.meta, e.ec)
+	if err != nil {
+		l.Close()
+		e.close(context.Background())
+		return err
+	}
+	e.ns = ns
+	mnt, err := fs.MountNamespace(ns, c.Mountpoint, fs.MountOptions{})
+	if err != nil {
+		l.Close()
+		e.close(context.Background())
 		return err
 	}
 	srvCtx, stopSrv := context.WithCancel(ctx)
@@ -171,19 +215,28 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 	if err := cs.serve(srvCtx, l, c.Metrics.Listen); err != nil {
 		stopSrv()
 		l.Close()
+		mnt.Unmount()
 		e.close(context.Background())
 		return err
 	}
-	log.Info("vpool: serving", "vpool", c.Name, "data_dir", c.DataDir, "vdisks", len(e.pool.List()),
+	log.Info("vpool: serving", "vpool", c.Name, "mountpoint", mnt.Dir(), "data_dir", c.DataDir, "vdisks", len(e.pool.List())-1,
 		"asds", len(c.Backend.ASDs), "preset", fmt.Sprintf("%d+%d", c.Backend.Preset.Data, c.Backend.Preset.Parity),
 		"control", socketPath(c.DataDir), "metrics", c.Metrics.Listen)
 	if ready != nil {
 		close(ready)
 	}
 	<-ctx.Done()
-	log.Info("vpool: stopping: flushing and closing")
+	log.Info("vpool: stopping: unmounting, flushing and closing")
 	stopSrv()
-	return e.close(context.Background())
+	uerr := mnt.Unmount()
+	if err := e.close(context.Background()); err != nil {
+		return err
+	}
+	if uerr != nil {
+		return uerr
+	}
+	log.Info("vpool: stopped")
+	return nil
 }
 
 func statusCmd(g *globalFlags) *cobra.Command {

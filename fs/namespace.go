@@ -1,0 +1,887 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"vpool/volume"
+)
+
+// MetaStore is the embedded metadata store the namespace keeps its records
+// in (metastore.Badger implements it).
+type MetaStore interface {
+	Get(key []byte) (value []byte, found bool, err error)
+	Commit(ops []volume.MetaOp) error
+	Scan(prefix, start []byte, fn func(key, value []byte) bool) error
+	Sync() error
+}
+
+// Backend is where namespace backups go (objstore implements it).
+type Backend interface {
+	Put(ctx context.Context, name string, src io.ReaderAt, size int64) error
+	GetRange(ctx context.Context, name string, p []byte, off int64) error
+	Size(ctx context.Context, name string) (int64, error)
+	Delete(ctx context.Context, name string) error
+	List(ctx context.Context, prefix string) ([]string, error)
+}
+
+// Config is the namespace's part of a vPool's settings.
+type Config struct {
+	Name           string        // vPool name: prefix of its backend objects
+	VDiskSuffixes  []string      // regular files with one of these name suffixes are vDisks
+	BackupInterval time.Duration // how often a changed namespace is backed up; 0: 5 s
+	// Capacity reports the backend's usable bytes (df); nil: unknown.
+	Capacity func(ctx context.Context) (totalBytes, freeBytes int64, err error)
+	Log      *slog.Logger
+}
+
+// DefaultVDiskSuffixes are the file names that become vDisks.
+var DefaultVDiskSuffixes = []string{".raw", "-flat.vmdk"}
+
+// Namespace is one vPool's tree: directories, files, and vDisk files,
+// stored in the metadata store and backed up to the backend.
+type Namespace struct {
+	cfg       Config
+	pool      *volume.Pool
+	meta      MetaStore
+	backend   Backend
+	log       *slog.Logger
+	files     *volume.VDisk // the file store: regular files' data in 1 MiB chunks
+	chunks    uint64        // chunks the file store holds
+	dataLocks [64]sync.RWMutex
+
+	changes  atomic.Uint64 // namespace commits so far
+	synced   atomic.Uint64 // changes known durable (meta Sync)
+	backedUp atomic.Uint64 // changes in the newest backup
+
+	mu struct {
+		sync.Mutex
+		sb   superblock
+		open map[uint64]*openInode
+	}
+	backupMu sync.Mutex // one backup at a time
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// openInode is the state of an inode with open handles.
+type openInode struct {
+	refs  int          // guarded by Namespace.mu
+	mtime atomic.Int64 // vDisks: newest write, not yet stored (0: none)
+}
+
+// Caller is who asks: new inodes belong to them.
+type Caller struct{ Uid, Gid uint32 }
+
+// Open opens the namespace of a vPool whose engine is open: from the
+// metadata store; from the newest backup when the store has none (local
+// flash lost); or a new empty tree. vDisks that no entry names are put in
+// /lost+found, never dropped.
+func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta MetaStore, backend Backend) (*Namespace, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.BackupInterval == 0 {
+		cfg.BackupInterval = 5 * time.Second
+	}
+	if len(cfg.VDiskSuffixes) == 0 {
+		cfg.VDiskSuffixes = DefaultVDiskSuffixes
+	}
+	n := &Namespace{cfg: cfg, pool: pool, meta: meta, backend: backend, log: cfg.Log, stop: make(chan struct{})}
+	n.mu.open = map[uint64]*openInode{}
+	b, ok, err := meta.Get(key(kindSuper))
+	if err != nil {
+		return nil, fmt.Errorf("fs: read superblock: %w", err)
+	}
+	restored := false
+	if ok {
+		if n.mu.sb, err = decodeSuperblock(b); err != nil {
+			return nil, err
+		}
+	} else if restored, err = n.restore(ctx); err != nil {
+		return nil, err
+	} else if !restored {
+		if err := n.format(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if n.files, err = pool.VDisk(n.mu.sb.FileStore); err != nil {
+		return nil, fmt.Errorf("fs: the file store vDisk %s: %w", volume.FormatID(n.mu.sb.FileStore), err)
+	}
+	n.chunks = uint64(n.files.Size()) >> chunkShift
+	if restored {
+		if err := n.afterRestore(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.freeOrphans(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.adoptLost(ctx); err != nil {
+		return nil, err
+	}
+	if restored {
+		n.changes.Add(1) // back up the restored tree under the new epoch
+	}
+	n.wg.Add(1)
+	go n.backupLoop()
+	return n, nil
+}
+
+// format creates an empty tree and its file store.
+func (n *Namespace) format(ctx context.Context) error {
+	fsd, err := n.pool.Create(ctx, n.pool.MaxVDiskSize())
+	if err != nil {
+		return fmt.Errorf("fs: create the file store: %w", err)
+	}
+	now := nowNanos()
+	root := Attr{Ino: RootIno, Gen: 1, Parent: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2,
+		Atime: now, Mtime: now, Ctime: now}
+	n.mu.sb = superblock{NextIno: RootIno + 1, Epoch: 1, FileStore: fsd.ID()}
+	n.log.Info("fs: new namespace", "vpool", n.cfg.Name, "file_store", volume.FormatID(fsd.ID()))
+	return n.commit([]volume.MetaOp{{Key: key(kindInode, RootIno), Value: root.encode()},
+		{Key: key(kindSuper), Value: n.mu.sb.encode()}})
+}
+
+// Close stores pending attributes and backs the namespace up one last
+// time (bounded by ctx). The engine stays open: the caller closes it.
+func (n *Namespace) Close(ctx context.Context) error {
+	close(n.stop)
+	n.wg.Wait()
+	n.mu.Lock()
+	var inos []uint64
+	for ino := range n.mu.open {
+		inos = append(inos, ino)
+	}
+	n.mu.Unlock()
+	for _, ino := range inos {
+		n.storeMtime(ino)
+	}
+	var err error
+	if n.changes.Load() != n.backedUp.Load() {
+		err = n.Backup(ctx)
+	}
+	if serr := n.meta.Sync(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// commit applies ops atomically and counts the change.
+func (n *Namespace) commit(ops []volume.MetaOp) error {
+	if err := n.meta.Commit(ops); err != nil {
+		return fmt.Errorf("fs: %w", err)
+	}
+	n.changes.Add(1)
+	return nil
+}
+
+// SyncMeta makes every namespace change so far durable.
+func (n *Namespace) SyncMeta() error {
+	c := n.changes.Load()
+	if n.synced.Load() >= c {
+		return nil
+	}
+	if err := n.meta.Sync(); err != nil {
+		return err
+	}
+	for {
+		s := n.synced.Load()
+		if s >= c || n.synced.CompareAndSwap(s, c) {
+			return nil
+		}
+	}
+}
+
+func (n *Namespace) isVDiskName(name string) bool {
+	for _, s := range n.cfg.VDiskSuffixes {
+		if strings.HasSuffix(name, s) && len(name) > len(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func checkName(name string) error {
+	switch {
+	case name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("%w: name %q", ErrInvalid, name)
+	case len(name) > 255:
+		return fmt.Errorf("%w: %.40q... (%d bytes)", ErrNameTooLong, name, len(name))
+	}
+	return nil
+}
+
+// attrLocked reads an inode record.
+func (n *Namespace) attrLocked(ino uint64) (Attr, error) {
+	b, ok, err := n.meta.Get(key(kindInode, ino))
+	if err != nil {
+		return Attr{}, fmt.Errorf("fs: read inode %d: %w", ino, err)
+	}
+	if !ok {
+		return Attr{}, fmt.Errorf("%w: inode %d", ErrStale, ino)
+	}
+	return decodeAttr(b)
+}
+
+func (n *Namespace) dirLocked(ino uint64) (Attr, error) {
+	a, err := n.attrLocked(ino)
+	if err == nil && !a.IsDir() {
+		err = fmt.Errorf("%w: inode %d", ErrNotDir, ino)
+	}
+	return a, err
+}
+
+// entryLocked looks a name up in a directory.
+func (n *Namespace) entryLocked(parent uint64, name string) (ino uint64, mode uint32, err error) {
+	b, ok, err := n.meta.Get(entryKey(parent, name))
+	if err != nil {
+		return 0, 0, fmt.Errorf("fs: read entry %q: %w", name, err)
+	}
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return decodeEntry(b)
+}
+
+// fill completes an attribute set with what is not stored: a vDisk's size
+// and allocation, and an open vDisk's newest mtime.
+func (n *Namespace) fill(a *Attr) {
+	switch {
+	case a.IsVDisk():
+		if v, err := n.pool.VDisk(a.VDisk); err == nil {
+			a.Size = v.Size()
+			a.Blocks = v.Allocated() / 512
+		}
+		n.mu.Lock()
+		if oi := n.mu.open[a.Ino]; oi != nil {
+			if m := oi.mtime.Load(); m > a.Mtime {
+				a.Mtime, a.Ctime = m, max(a.Ctime, m)
+			}
+		}
+		n.mu.Unlock()
+	case a.IsRegular():
+		a.Blocks = (a.Size + 4095) / 4096 * 8 // chunks are thin: about the written size
+	case a.IsDir():
+		a.Size, a.Blocks = 4096, 8
+	default:
+		a.Size = int64(len(a.Target))
+	}
+}
+
+// GetAttr returns an inode's attributes.
+func (n *Namespace) GetAttr(ctx context.Context, ino uint64) (Attr, error) {
+	n.mu.Lock()
+	a, err := n.attrLocked(ino)
+	n.mu.Unlock()
+	if err != nil {
+		return Attr{}, err
+	}
+	n.fill(&a)
+	return a, nil
+}
+
+// Lookup finds name in directory parent.
+func (n *Namespace) Lookup(ctx context.Context, parent uint64, name string) (Attr, error) {
+	if name == "." {
+		return n.GetAttr(ctx, parent)
+	}
+	n.mu.Lock()
+	var ino uint64
+	d, err := n.dirLocked(parent)
+	if err == nil {
+		if name == ".." {
+			ino = d.Parent
+		} else if err = checkName(name); err == nil {
+			ino, _, err = n.entryLocked(parent, name)
+		}
+	}
+	var a Attr
+	if err == nil {
+		a, err = n.attrLocked(ino)
+	}
+	n.mu.Unlock()
+	if err != nil {
+		return Attr{}, err
+	}
+	n.fill(&a)
+	return a, nil
+}
+
+// NewNode describes an inode to create.
+type NewNode struct {
+	Mode      uint32 // type and permission bits (umask already applied)
+	Rdev      uint32
+	Target    string // symlinks
+	Exclusive bool   // regular files: fail with ErrExist if name exists
+	Caller
+}
+
+// Create makes name in parent: a file (a vDisk when the name has a vDisk
+// suffix), directory, symlink or special file. A regular file that exists
+// is returned as it is unless nn.Exclusive; created reports which.
+func (n *Namespace) Create(ctx context.Context, parent uint64, name string, nn NewNode) (a Attr, created bool, err error) {
+	if err := checkName(name); err != nil {
+		return Attr{}, false, err
+	}
+	typ := nn.Mode & syscall.S_IFMT
+	if typ == 0 {
+		typ = syscall.S_IFREG
+		nn.Mode |= typ
+	}
+	if typ == syscall.S_IFLNK && (nn.Target == "" || len(nn.Target) > 4095) {
+		return Attr{}, false, fmt.Errorf("%w: symlink target of %d bytes", ErrInvalid, len(nn.Target))
+	}
+	var vdisk *volume.VDisk
+	for {
+		n.mu.Lock()
+		a, created, err = n.createLocked(parent, name, nn, vdisk)
+		n.mu.Unlock()
+		if !errors.Is(err, errNeedVDisk) {
+			break
+		}
+		// Create the vDisk without the lock; if the name is taken by the
+		// time it is ready, it is deleted again.
+		if vdisk, err = n.pool.Create(ctx, 0); err != nil {
+			return Attr{}, false, err
+		}
+	}
+	if vdisk != nil && (err != nil || !created) {
+		if derr := n.pool.Delete(ctx, vdisk.ID()); derr != nil {
+			n.log.Warn("fs: drop unused vDisk", "vdisk", volume.FormatID(vdisk.ID()), "err", derr)
+		}
+	}
+	if err != nil {
+		return Attr{}, false, err
+	}
+	n.fill(&a)
+	return a, created, nil
+}
+
+var errNeedVDisk = errors.New("fs: need a vDisk")
+
+func (n *Namespace) createLocked(parent uint64, name string, nn NewNode, vdisk *volume.VDisk) (Attr, bool, error) {
+	d, err := n.dirLocked(parent)
+	if err != nil {
+		return Attr{}, false, err
+	}
+	if ino, _, err := n.entryLocked(parent, name); err == nil {
+		a, err := n.attrLocked(ino)
+		switch {
+		case err != nil:
+			return Attr{}, false, err
+		case nn.Exclusive || nn.Mode&syscall.S_IFMT != syscall.S_IFREG:
+			return Attr{}, false, fmt.Errorf("%w: %q", ErrExist, name)
+		case a.IsDir():
+			return Attr{}, false, fmt.Errorf("%w: %q", ErrIsDir, name)
+		}
+		return a, false, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return Attr{}, false, err
+	}
+	isDir := nn.Mode&syscall.S_IFMT == syscall.S_IFDIR
+	if nn.Mode&syscall.S_IFMT == syscall.S_IFREG && n.isVDiskName(name) && vdisk == nil {
+		return Attr{}, false, errNeedVDisk
+	}
+	now := nowNanos()
+	sb := n.mu.sb
+	a := Attr{Ino: sb.NextIno, Gen: sb.Epoch, Parent: parent, Mode: nn.Mode, Uid: nn.Uid, Gid: nn.Gid,
+		Nlink: 1, Rdev: nn.Rdev, Atime: now, Mtime: now, Ctime: now, Target: nn.Target}
+	if vdisk != nil {
+		a.VDisk = vdisk.ID()
+	}
+	if isDir {
+		a.Nlink = 2
+		d.Nlink++
+	}
+	if d.Mode&syscall.S_ISGID != 0 { // BSD group semantics, as local filesystems do
+		a.Gid = d.Gid
+		if isDir {
+			a.Mode |= syscall.S_ISGID
+		}
+	}
+	d.Mtime, d.Ctime = now, now
+	sb.NextIno++
+	if err := n.commit([]volume.MetaOp{
+		{Key: key(kindInode, a.Ino), Value: a.encode()},
+		{Key: entryKey(parent, name), Value: encodeEntry(a.Ino, a.Mode)},
+		{Key: key(kindInode, parent), Value: d.encode()},
+		{Key: key(kindSuper), Value: sb.encode()},
+	}); err != nil {
+		return Attr{}, false, err
+	}
+	n.mu.sb = sb
+	return a, true, nil
+}
+
+// Readlink returns a symlink's target.
+func (n *Namespace) Readlink(ctx context.Context, ino uint64) (string, error) {
+	a, err := n.GetAttr(ctx, ino)
+	if err != nil {
+		return "", err
+	}
+	if a.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		return "", fmt.Errorf("%w: inode %d", ErrNotLink, ino)
+	}
+	return a.Target, nil
+}
+
+// Link would make a hard link: vPools have none.
+func (n *Namespace) Link(ctx context.Context, ino, parent uint64, name string) error {
+	return fmt.Errorf("%w (link to inode %d as %q)", ErrNoHardLinks, ino, name)
+}
+
+// Unlink removes a non-directory. Its data is freed at once, or at the
+// last release when it is open.
+func (n *Namespace) Unlink(ctx context.Context, parent uint64, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	free, err := n.unlinkLocked(parent, name, nil)
+	n.mu.Unlock()
+	if err == nil && free != nil {
+		err = n.freeInode(ctx, *free)
+	}
+	return err
+}
+
+// unlinkLocked drops the entry of a non-directory, adding the changes to
+// ops when not nil (else committing them). Durability order: the entry
+// goes and the inode becomes an orphan in one commit; the data is freed
+// after it (free is returned when no handle holds the inode), and the
+// inode record last, so a crash in between leaves an orphan that the next
+// Open frees.
+func (n *Namespace) unlinkLocked(parent uint64, name string, ops *[]volume.MetaOp) (free *Attr, err error) {
+	d, err := n.dirLocked(parent)
+	if err != nil {
+		return nil, err
+	}
+	ino, _, err := n.entryLocked(parent, name)
+	if err != nil {
+		return nil, err
+	}
+	a, err := n.attrLocked(ino)
+	if err != nil {
+		return nil, err
+	}
+	if a.IsDir() {
+		return nil, fmt.Errorf("%w: %q", ErrIsDir, name)
+	}
+	now := nowNanos()
+	a.Nlink, a.Ctime = 0, now
+	d.Mtime, d.Ctime = now, now
+	mine := []volume.MetaOp{
+		{Key: entryKey(parent, name)},
+		{Key: key(kindInode, ino), Value: a.encode()},
+		{Key: key(kindOrphan, ino), Value: []byte{}},
+		{Key: key(kindInode, parent), Value: d.encode()},
+	}
+	if ops != nil {
+		*ops = append(*ops, mine...)
+	} else if err := n.commit(mine); err != nil {
+		return nil, err
+	}
+	if n.mu.open[ino] == nil {
+		return &a, nil
+	}
+	return nil, nil
+}
+
+// freeInode frees an orphan's data, then its record.
+func (n *Namespace) freeInode(ctx context.Context, a Attr) error {
+	if a.IsVDisk() {
+		if err := n.pool.Delete(ctx, a.VDisk); err != nil && !errors.Is(err, volume.ErrNotFound) {
+			return fmt.Errorf("fs: delete vDisk %s of inode %d: %w", volume.FormatID(a.VDisk), a.Ino, err)
+		}
+	} else if a.IsRegular() {
+		if err := n.truncateChunks(ctx, a.Ino, 0); err != nil {
+			return err
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.commit([]volume.MetaOp{{Key: key(kindInode, a.Ino)}, {Key: key(kindOrphan, a.Ino)}})
+}
+
+// freeOrphans finishes unlinks a crash interrupted.
+func (n *Namespace) freeOrphans(ctx context.Context) error {
+	var inos []uint64
+	if err := n.meta.Scan(key(kindOrphan), nil, func(k, _ []byte) bool {
+		inos = append(inos, beUint64(k[2:]))
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, ino := range inos {
+		n.mu.Lock()
+		a, err := n.attrLocked(ino)
+		n.mu.Unlock()
+		if errors.Is(err, ErrStale) {
+			err = n.commit([]volume.MetaOp{{Key: key(kindOrphan, ino)}})
+		} else if err == nil {
+			n.log.Info("fs: freeing a file unlinked before the restart", "inode", ino)
+			err = n.freeInode(ctx, a)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Rmdir removes an empty directory.
+func (n *Namespace) Rmdir(ctx context.Context, parent uint64, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d, err := n.dirLocked(parent)
+	if err != nil {
+		return err
+	}
+	ino, _, err := n.entryLocked(parent, name)
+	if err != nil {
+		return err
+	}
+	a, err := n.dirLocked(ino)
+	if err != nil {
+		return err
+	}
+	if err := n.emptyLocked(ino, name); err != nil {
+		return err
+	}
+	now := nowNanos()
+	d.Nlink--
+	d.Mtime, d.Ctime = now, now
+	return n.commit([]volume.MetaOp{{Key: entryKey(parent, name)}, {Key: key(kindInode, a.Ino)},
+		{Key: key(kindInode, parent), Value: d.encode()}})
+}
+
+func (n *Namespace) emptyLocked(ino uint64, name string) error {
+	empty := true
+	if err := n.meta.Scan(key(kindEntry, ino), nil, func(_, _ []byte) bool { empty = false; return false }); err != nil {
+		return err
+	}
+	if !empty {
+		return fmt.Errorf("%w: %q", ErrNotEmpty, name)
+	}
+	return nil
+}
+
+// Rename flags (as renameat2).
+const (
+	RenameNoReplace = 1 << 0
+	RenameExchange  = 1 << 1
+)
+
+// Rename moves an entry, atomically replacing a target of the same kind
+// (an empty directory for a directory). Only the namespace changes: a
+// vDisk keeps its id, data and open handles.
+func (n *Namespace) Rename(ctx context.Context, p1 uint64, n1 string, p2 uint64, n2 string, flags uint32) error {
+	if err := checkName(n1); err != nil {
+		return err
+	}
+	if err := checkName(n2); err != nil {
+		return err
+	}
+	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return fmt.Errorf("%w: rename flags %#x", ErrInvalid, flags)
+	}
+	n.mu.Lock()
+	free, err := n.renameLocked(p1, n1, p2, n2, flags)
+	n.mu.Unlock()
+	if err == nil && free != nil {
+		err = n.freeInode(ctx, *free)
+	}
+	return err
+}
+
+func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32) (*Attr, error) {
+	d1, err := n.dirLocked(p1)
+	if err != nil {
+		return nil, err
+	}
+	d2, err := n.dirLocked(p2)
+	if err != nil {
+		return nil, err
+	}
+	ino, _, err := n.entryLocked(p1, n1)
+	if err != nil {
+		return nil, err
+	}
+	src, err := n.attrLocked(ino)
+	if err != nil {
+		return nil, err
+	}
+	if src.IsDir() && p1 != p2 {
+		for up := p2; ; { // a directory cannot move under itself
+			if up == ino {
+				return nil, fmt.Errorf("%w: move %q under itself", ErrInvalid, n1)
+			}
+			if up == RootIno {
+				break
+			}
+			a, err := n.attrLocked(up)
+			if err != nil {
+				return nil, err
+			}
+			up = a.Parent
+		}
+	}
+	now := nowNanos()
+	var ops []volume.MetaOp
+	var free *Attr
+	tino, _, err := n.entryLocked(p2, n2)
+	switch {
+	case err == nil && tino == ino:
+		return nil, nil // the same file: nothing to do
+	case err == nil && flags&RenameNoReplace != 0:
+		return nil, fmt.Errorf("%w: %q", ErrExist, n2)
+	case err == nil && flags&RenameExchange != 0:
+		dst, err := n.attrLocked(tino)
+		if err != nil {
+			return nil, err
+		}
+		if src.IsDir() != dst.IsDir() && p1 != p2 {
+			nl := int32(1)
+			if dst.IsDir() {
+				nl = -1
+			}
+			d1.Nlink, d2.Nlink = uint32(int32(d1.Nlink)-nl), uint32(int32(d2.Nlink)+nl)
+		}
+		dst.Parent, dst.Ctime = p1, now
+		ops = append(ops, volume.MetaOp{Key: entryKey(p1, n1), Value: encodeEntry(dst.Ino, dst.Mode)},
+			volume.MetaOp{Key: key(kindInode, dst.Ino), Value: dst.encode()})
+	case err == nil:
+		dst, err := n.attrLocked(tino)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case src.IsDir() && !dst.IsDir():
+			return nil, fmt.Errorf("%w: %q", ErrNotDir, n2)
+		case !src.IsDir() && dst.IsDir():
+			return nil, fmt.Errorf("%w: %q", ErrIsDir, n2)
+		case dst.IsDir():
+			if err := n.emptyLocked(tino, n2); err != nil {
+				return nil, err
+			}
+			d2.Nlink--
+			ops = append(ops, volume.MetaOp{Key: key(kindInode, tino)})
+		default:
+			dst.Nlink, dst.Ctime = 0, now
+			ops = append(ops, volume.MetaOp{Key: key(kindInode, tino), Value: dst.encode()},
+				volume.MetaOp{Key: key(kindOrphan, tino), Value: []byte{}})
+			if n.mu.open[tino] == nil {
+				free = &dst
+			}
+		}
+		ops = append(ops, volume.MetaOp{Key: entryKey(p1, n1)})
+	case errors.Is(err, ErrNotFound):
+		if flags&RenameExchange != 0 {
+			return nil, err
+		}
+		ops = append(ops, volume.MetaOp{Key: entryKey(p1, n1)})
+	default:
+		return nil, err
+	}
+	if src.IsDir() && p1 != p2 && flags&RenameExchange == 0 {
+		d1.Nlink--
+		d2.Nlink++
+	}
+	src.Parent, src.Ctime = p2, now
+	d1.Mtime, d1.Ctime, d2.Mtime, d2.Ctime = now, now, now, now
+	ops = append(ops, volume.MetaOp{Key: entryKey(p2, n2), Value: encodeEntry(src.Ino, src.Mode)},
+		volume.MetaOp{Key: key(kindInode, src.Ino), Value: src.encode()})
+	if p1 == p2 {
+		ops = append(ops, volume.MetaOp{Key: key(kindInode, p1), Value: d2.encode()})
+	} else {
+		ops = append(ops, volume.MetaOp{Key: key(kindInode, p1), Value: d1.encode()},
+			volume.MetaOp{Key: key(kindInode, p2), Value: d2.encode()})
+	}
+	return free, n.commit(ops)
+}
+
+// SetAttrIn says what SetAttr changes: only the fields whose flag is set.
+type SetAttrIn struct {
+	SetMode, SetUid, SetGid, SetSize, SetAtime, SetMtime bool
+	Mode, Uid, Gid                                       uint32
+	Size                                                 int64
+	Atime, Mtime                                         int64 // ns; -1: now
+}
+
+// SetAttr changes attributes; a size change truncates or extends the file
+// (a vDisk is resized).
+func (n *Namespace) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (Attr, error) {
+	if in.SetSize {
+		if in.Size < 0 {
+			return Attr{}, fmt.Errorf("%w: size %d", ErrInvalid, in.Size)
+		}
+		a, err := n.GetAttr(ctx, ino)
+		if err != nil {
+			return Attr{}, err
+		}
+		if err := n.resize(ctx, a, in.Size); err != nil {
+			return Attr{}, err
+		}
+	}
+	n.mu.Lock()
+	a, err := n.attrLocked(ino)
+	if err != nil {
+		n.mu.Unlock()
+		return Attr{}, err
+	}
+	now := nowNanos()
+	if in.SetMode {
+		a.Mode = a.Mode&syscall.S_IFMT | in.Mode&^syscall.S_IFMT
+	}
+	if in.SetUid {
+		a.Uid = in.Uid
+	}
+	if in.SetGid {
+		a.Gid = in.Gid
+	}
+	if (in.SetUid || in.SetGid) && a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		a.Mode &^= syscall.S_ISUID | syscall.S_ISGID
+	}
+	if in.SetAtime {
+		a.Atime = nowIf(in.Atime, now)
+	}
+	if in.SetMtime {
+		a.Mtime = nowIf(in.Mtime, now)
+		n.dropPendingMtimeLocked(ino)
+	} else if in.SetSize {
+		a.Mtime = now
+	}
+	a.Ctime = now
+	err = n.commit([]volume.MetaOp{{Key: key(kindInode, ino), Value: a.encode()}})
+	n.mu.Unlock()
+	if err != nil {
+		return Attr{}, err
+	}
+	n.fill(&a)
+	return a, nil
+}
+
+func nowIf(t, now int64) int64 {
+	if t == -1 {
+		return now
+	}
+	return t
+}
+
+// resize changes a file's size.
+func (n *Namespace) resize(ctx context.Context, a Attr, size int64) error {
+	switch {
+	case a.IsDir():
+		return fmt.Errorf("%w: inode %d", ErrIsDir, a.Ino)
+	case a.IsVDisk():
+		v, err := n.pool.VDisk(a.VDisk)
+		if err != nil {
+			return err
+		}
+		return v.Resize(ctx, size)
+	case a.IsRegular():
+		return n.resizeFile(ctx, a.Ino, size)
+	}
+	return fmt.Errorf("%w: size of a special file", ErrInvalid)
+}
+
+// DirEntry is one name in a directory.
+type DirEntry struct {
+	Name string
+	Ino  uint64
+	Mode uint32 // type bits only
+}
+
+// ReadDir calls fn for each entry of a directory whose name sorts after
+// after ("" for the start), in name order, until fn returns false. The
+// order is stable, so a name is a resumable cookie.
+func (n *Namespace) ReadDir(ctx context.Context, ino uint64, after string, fn func(DirEntry) bool) error {
+	n.mu.Lock()
+	_, err := n.dirLocked(ino)
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	prefix := key(kindEntry, ino)
+	var start []byte
+	if after != "" {
+		start = append(append(append([]byte(nil), prefix...), after...), 0)
+	}
+	var derr error
+	err = n.meta.Scan(prefix, start, func(k, v []byte) bool {
+		cino, mode, err := decodeEntry(v)
+		if err != nil {
+			derr = err
+			return false
+		}
+		return fn(DirEntry{Name: string(k[len(prefix):]), Ino: cino, Mode: mode})
+	})
+	if err == nil {
+		err = derr
+	}
+	return err
+}
+
+// StatFS is the vPool's capacity and use, from the backend.
+type StatFS struct {
+	TotalBytes, FreeBytes int64
+	Inodes                uint64
+}
+
+// StatFS reports the backend's real capacity.
+func (n *Namespace) StatFS(ctx context.Context) (StatFS, error) {
+	st := StatFS{TotalBytes: 1 << 50, FreeBytes: 1 << 50}
+	if n.cfg.Capacity != nil {
+		t, f, err := n.cfg.Capacity(ctx)
+		if err != nil {
+			return StatFS{}, err
+		}
+		st.TotalBytes, st.FreeBytes = t, f
+	}
+	n.mu.Lock()
+	st.Inodes = n.mu.sb.NextIno
+	n.mu.Unlock()
+	return st, nil
+}
+
+// VDiskNames maps vDisk ids to their paths in the tree (status).
+func (n *Namespace) VDiskNames(ctx context.Context) map[uint64]string {
+	out := map[uint64]string{}
+	var walk func(dir uint64, path string, depth int)
+	walk = func(dir uint64, path string, depth int) {
+		if depth > 64 {
+			return
+		}
+		var subdirs []DirEntry
+		n.ReadDir(ctx, dir, "", func(e DirEntry) bool {
+			if e.Mode == syscall.S_IFDIR {
+				subdirs = append(subdirs, e)
+			} else if e.Mode == syscall.S_IFREG {
+				if a, err := n.GetAttr(ctx, e.Ino); err == nil && a.IsVDisk() {
+					out[a.VDisk] = path + e.Name
+				}
+			}
+			return true
+		})
+		for _, d := range subdirs {
+			walk(d.Ino, path+d.Name+"/", depth+1)
+		}
+	}
+	walk(RootIno, "/", 0)
+	return out
+}
+
+// FileStoreID is the id of the vDisk holding regular files' data.
+func (n *Namespace) FileStoreID() uint64 { return n.files.ID() }
