@@ -1,0 +1,259 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var vpoolBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "test: the end-to-end tests need root (FUSE mounts, loop devices); run ./scripts/test.sh as root")
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "vpool-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	vpoolBin = filepath.Join(dir, "vpool")
+	build := exec.Command("go", "build", "-o", vpoolBin, "../cmd/vpool")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "test: build vpool:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one `vpool serve` process with its own data dir and mountpoint.
+type daemon struct {
+	t       *testing.T
+	root    string // data dir, mountpoint and logs live under it
+	dataDir string
+	mnt     string
+	env     []string
+	cmd     *exec.Cmd
+	done    chan error
+	logPath string
+	starts  int
+}
+
+// startDaemon runs `vpool serve` and waits until the tree is mounted.
+// env adds VPOOL_* settings.
+func startDaemon(t *testing.T, env ...string) *daemon {
+	t.Helper()
+	root, err := os.MkdirTemp("/var/tmp", "vpool-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, root: root, dataDir: filepath.Join(root, "data"), mnt: filepath.Join(root, "mnt"),
+		env: append([]string{"VPOOL_WRITE_BUFFER_SIZE=2GiB", "VPOOL_READ_CACHE_SIZE=128MiB"}, env...)}
+	t.Cleanup(func() {
+		d.cleanup()
+		if !t.Failed() {
+			os.RemoveAll(root)
+		} else {
+			t.Logf("daemon state kept in %s", root)
+		}
+	})
+	d.start()
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	d.starts++
+	d.logPath = filepath.Join(d.root, fmt.Sprintf("daemon.%d.log", d.starts))
+	logf, err := os.Create(d.logPath)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.cmd = exec.Command(vpoolBin, "serve", "--data-dir", d.dataDir, "--mountpoint", d.mnt)
+	d.cmd.Env = append(os.Environ(), d.env...)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	logf.Close()
+	d.done = make(chan error, 1)
+	go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(d.cmd, d.done)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-d.done:
+			d.cmd = nil
+			d.t.Fatalf("vpool serve exited at start: %v\n%s", err, d.log())
+		default:
+		}
+		if isMounted(d.mnt) {
+			if _, err := os.ReadDir(d.mnt); err == nil {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.t.Fatalf("vpool serve did not mount %s in 60 s\n%s", d.mnt, d.log())
+}
+
+func (d *daemon) log() string {
+	b, _ := os.ReadFile(d.logPath)
+	return string(b)
+}
+
+// stop sends SIGTERM and expects a clean exit with the tree unmounted.
+func (d *daemon) stop() {
+	d.t.Helper()
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.cmd = nil
+		if err != nil {
+			d.t.Fatalf("vpool serve exited with %v on SIGTERM\n%s", err, d.log())
+		}
+	case <-time.After(90 * time.Second):
+		d.kill()
+		d.t.Fatalf("vpool serve did not stop within 90 s of SIGTERM\n%s", d.log())
+	}
+	if isMounted(d.mnt) {
+		d.t.Fatalf("%s still mounted after a clean stop", d.mnt)
+	}
+}
+
+// kill is kill -9: the mount is left stale, as a crash leaves it.
+func (d *daemon) kill() {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Kill()
+	<-d.done
+	d.cmd = nil
+}
+
+func (d *daemon) restart() {
+	d.t.Helper()
+	d.stop()
+	d.start()
+}
+
+func (d *daemon) cleanup() {
+	if d.cmd != nil {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(60 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+		d.cmd = nil
+	}
+	if isMounted(d.mnt) {
+		syscall.Unmount(d.mnt, syscall.MNT_DETACH)
+	}
+}
+
+func (d *daemon) path(name string) string { return filepath.Join(d.mnt, name) }
+
+// status runs `vpool status --json` against the daemon.
+func (d *daemon) status() map[string]any {
+	d.t.Helper()
+	out := run(d.t, 30*time.Second, vpoolBin, "status", "--json", "--data-dir", d.dataDir)
+	var st map[string]any
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		d.t.Fatalf("status: %v\n%s", err, out)
+	}
+	return st
+}
+
+func isMounted(dir string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if fields := strings.Fields(s.Text()); len(fields) > 4 && fields[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// run runs a command with a time limit and returns its combined output;
+// a failure or a timeout fails the test with the output.
+func run(t *testing.T, limit time.Duration, name string, args ...string) string {
+	t.Helper()
+	out, err := runErr(limit, "", name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func runIn(t *testing.T, dir string, limit time.Duration, name string, args ...string) string {
+	t.Helper()
+	out, err := runErr(limit, dir, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func runErr(limit time.Duration, dir, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("timed out after %s", limit)
+	}
+	return string(out), err
+}
+
+// loop attaches a loop device to file; it is detached when the test ends.
+func loop(t *testing.T, file string) string {
+	t.Helper()
+	dev := strings.TrimSpace(run(t, 30*time.Second, "losetup", "--direct-io=on", "-f", "--show", file))
+	t.Cleanup(func() { runErr(30*time.Second, "", "losetup", "-d", dev) })
+	return dev
+}
+
+// mount mounts dev at dir; it is unmounted when the test ends.
+func mount(t *testing.T, dev, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, 60*time.Second, "mount", dev, dir)
+	t.Cleanup(func() {
+		if isMounted(dir) {
+			runErr(60*time.Second, "", "umount", dir)
+		}
+	})
+}
+
+func inode(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
