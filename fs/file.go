@@ -231,9 +231,10 @@ func (f *File) growVDisk(ctx context.Context, size int64) error {
 	return f.vdisk.Resize(ctx, size)
 }
 
-// Sync makes the file's data and the namespace durable (fsync).
+// Sync makes the file's data and the namespace durable (fsync). A vDisk's
+// newest mtime is stored at close, not here: fsync is on the guest's hot
+// path and must not cost a metadata sync.
 func (f *File) Sync(ctx context.Context) error {
-	f.n.storeMtime(f.ino)
 	if f.vdisk != nil {
 		if err := f.vdisk.Flush(ctx); err != nil {
 			return err

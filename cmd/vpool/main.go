@@ -133,7 +133,7 @@ func (e *engine) capacity(ctx context.Context) (total, free int64, err error) {
 func (e *engine) close(ctx context.Context) error {
 	var err error
 	if e.ns != nil {
-		nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		nctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a last backup if it is quick; the next start resumes
 		err = e.ns.Close(nctx)
 		cancel()
 	}
