@@ -29,23 +29,24 @@ type MountOptions struct {
 	Debug bool
 }
 
-// mountOptions are the FUSE settings the data path depends on: without
+// FUSEOptions are the FUSE settings the data path depends on: without
 // CAP_ASYNC_DIO, libaio O_DIRECT runs at queue depth 1; without direct I/O
 // and parallel direct writes (set per vDisk at open), writes to one file
 // are serialised; with xattrs every write costs a GETXATTR round trip.
-func mountOptions(name string, debug bool, l *slog.Logger) *fuse.MountOptions {
+func FUSEOptions(name string, debug bool, l *slog.Logger) *fuse.MountOptions {
 	return &fuse.MountOptions{
-		AllowOther:        true,
-		Options:           []string{"default_permissions"},
-		MaxBackground:     256,
-		MaxWrite:          1 << 20,
-		DisableXAttrs:     true,
-		FsName:            "vpool:" + name,
-		Name:              "vpool",
-		DirectMount:       true,
-		Debug:             debug,
-		ExtraCapabilities: fuse.CAP_ASYNC_DIO,
-		Logger:            log.New(slogWriter{l}, "", 0),
+		AllowOther:           true,
+		Options:              []string{"default_permissions"},
+		MaxBackground:        256,
+		MaxWrite:             1 << 20,
+		DisableXAttrs:        true,
+		FsName:               "vpool:" + name,
+		Name:                 "vpool",
+		DirectMount:          true,
+		Debug:                debug,
+		ExtraCapabilities:    fuse.CAP_ASYNC_DIO,
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH, // every byte goes through the daemon
+		Logger:               log.New(slogWriter{l}, "", 0),
 	}
 }
 
@@ -60,7 +61,7 @@ func MountNamespace(ns *Namespace, dir string, o MountOptions) (*Mount, error) {
 	if err := PrepareMountpoint(dir, ns.log); err != nil {
 		return nil, err
 	}
-	server, err := fuse.NewServer(newFuseFS(ns), dir, mountOptions(ns.cfg.Name, o.Debug, ns.log))
+	server, err := fuse.NewServer(newFuseFS(ns), dir, FUSEOptions(ns.cfg.Name, o.Debug, ns.log))
 	if err != nil {
 		return nil, fmt.Errorf("fs: mount %s: %w", dir, err)
 	}

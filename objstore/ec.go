@@ -11,11 +11,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -118,7 +120,35 @@ func (e *EC) fragPath(name string, s, i int) string {
 }
 
 // Put stores size bytes of src as name, replacing any earlier object.
+//
+// Put is background work (uploads of sealed SCOs): it reads, encodes and
+// writes at a lower CPU priority (nice putNice), so that on a busy host
+// the front end's I/O goes first; a write buffer filling up throttles the
+// front end and so gives the uploads their CPU back.
 func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) error {
+	var err error
+	runNiced(putNice, func() { err = e.put(ctx, name, src, size) })
+	return err
+}
+
+// putNice is the nice value of the threads that run Put.
+const putNice = 10
+
+// runNiced runs fn on an OS thread of its own at the given nice value. The
+// thread is never unlocked, so it exits with the goroutine and its lower
+// priority never reaches other goroutines.
+func runNiced(nice int, fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), nice) // best effort
+		fn()
+	}()
+	<-done
+}
+
+func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) error {
 	k, m := e.preset.Data, e.preset.Parity
 	enc, err := e.encoder(k, m)
 	if err != nil {
@@ -144,7 +174,7 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	stripe := make([]byte, int64(k+m)*fl0)
 	files := make([][]byte, k+m)
 	for i := range files {
-		files[i] = make([]byte, fileSize(fl0))
+		files[i] = alignedBuffer(fileSize(fl0))
 	}
 	shards := make([][]byte, k+m)
 	var written []string
@@ -173,14 +203,14 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 		var wg sync.WaitGroup
 		for i := 0; i < k+m; i++ {
 			wg.Add(1)
-			go func() {
+			go runNiced(putNice, func() {
 				defer wg.Done()
 				h := fragHeader{ObjSize: uint64(size), FragmentSize: uint64(g.fragmentSize), FragLen: uint64(fl),
 					Nonce: g.nonce, Stripe: uint32(s), Stripes: uint32(g.stripes), K: uint8(k), M: uint8(m), Index: uint8(i)}
 				out := files[i][:fileSize(fl)]
 				encodeFragment(out, &h, shards[i])
-				errs[i] = os.WriteFile(e.fragPath(name, s, i)+".tmp", out, 0o600)
-			}()
+				errs[i] = writeFragmentFile(e.fragPath(name, s, i)+".tmp", out)
+			})
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
@@ -214,6 +244,51 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	e.geo.m[name] = g
 	e.geo.Unlock()
 	return nil
+}
+
+// directIO is the unit O_DIRECT writes are padded to.
+const directIO = 4096
+
+// alignedBuffer returns n bytes whose start is aligned and whose capacity
+// reaches the next multiple of directIO, for writeFragmentFile.
+func alignedBuffer(n int64) []byte {
+	b := make([]byte, n+2*directIO)
+	off := 0
+	if r := int(uintptr(unsafe.Pointer(&b[0])) % directIO); r != 0 {
+		off = directIO - r
+	}
+	return b[off : off+int(n) : off+int(n+directIO-1)/directIO*directIO]
+}
+
+// writeFragmentFile writes a new fragment file with O_DIRECT, so that
+// uploads do not copy every byte into the page cache (and write it back
+// later): the write is padded to directIO bytes and the file then cut to
+// its length. Filesystems without O_DIRECT (tmpfs) get a buffered write.
+func writeFragmentFile(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_DIRECT, 0o600)
+	if errors.Is(err, syscall.EINVAL) {
+		return os.WriteFile(path, b, 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	padded := b // not from alignedBuffer: an unaligned direct write fails below and falls back
+	if n := (len(b) + directIO - 1) / directIO * directIO; n <= cap(b) && len(b) > 0 &&
+		uintptr(unsafe.Pointer(&b[0]))%directIO == 0 {
+		padded = b[:n]
+	}
+	_, err = f.Write(padded)
+	if errors.Is(err, syscall.EINVAL) {
+		f.Close()
+		return os.WriteFile(path, b, 0o600)
+	}
+	if err == nil && len(padded) != len(b) {
+		err = f.Truncate(int64(len(b)))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func syncFile(path string) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -157,6 +158,33 @@ func TestPresetErrorsNameTheValue(t *testing.T) {
 		_, err := OpenEC(tempDirs(t, tc.asds), tc.p, nil)
 		if !errors.Is(err, ErrBadPreset) || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
 			t.Errorf("preset %+v over %d ASDs: %v, want %q", tc.p, tc.asds, err, tc.want)
+		}
+	}
+}
+
+// Fragment files are written with O_DIRECT, padded and cut back: every
+// length reads back exactly, from aligned and unaligned buffers.
+func TestWriteFragmentFileLengths(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int64{1, 64, 4095, 4096, 4097, 100003, 1 << 20} {
+		for _, aligned := range []bool{true, false} {
+			var b []byte
+			if aligned {
+				b = alignedBuffer(n)
+			} else {
+				b = make([]byte, n+1)[1:]
+			}
+			for i := range b {
+				b[i] = byte(i*7 + int(n))
+			}
+			p := filepath.Join(dir, fmt.Sprintf("f-%d-%v", n, aligned))
+			if err := writeFragmentFile(p, b); err != nil {
+				t.Fatalf("%d bytes (aligned %v): %v", n, aligned, err)
+			}
+			got, err := os.ReadFile(p)
+			if err != nil || !bytes.Equal(got, b) {
+				t.Fatalf("%d bytes (aligned %v): read back %d bytes, equal %v, %v", n, aligned, len(got), bytes.Equal(got, b), err)
+			}
 		}
 	}
 }

@@ -549,13 +549,7 @@ func (v *VDisk) dispose(ctx context.Context, seg *segment) error {
 	v.mu.Lock()
 	delete(v.mu.segs, seg.seq) // new reads go to the backend
 	v.mu.Unlock()
-	for {
-		v.mu.Lock()
-		refs := seg.refs
-		v.mu.Unlock()
-		if refs == 0 {
-			break
-		}
+	for seg.refs.Load() != 0 { // no new reference: the segment left v.mu.segs
 		select {
 		case <-time.After(time.Millisecond):
 		case <-ctx.Done():

@@ -66,12 +66,12 @@ type segment struct {
 	seq      uint32
 	sco      vfs.File
 	tlog     vfs.File
-	slots    uint32      // SCO slots handed out
-	recs     uint32      // TLog record positions handed out
-	tlogCap  uint32      // record positions the TLog file has room for
-	tlogMap  vfs.Mapping // the TLog file, mapped (nil for recovered segments)
-	writers  int32       // writes between reservation and apply
-	refs     int32       // reads and flushes in flight: the files stay open
+	slots    uint32       // SCO slots handed out
+	recs     uint32       // TLog record positions handed out
+	tlogCap  uint32       // record positions the TLog file has room for
+	tlogMap  vfs.Mapping  // the TLog file, mapped (nil for recovered segments)
+	writers  int32        // writes between reservation and apply
+	refs     atomic.Int32 // reads and flushes in flight: the files stay open; taken under VDisk.mu, given back without it
 	sealed   bool
 	synced   bool // sealed, and SCO + TLog fsynced
 	reserved int64
@@ -552,8 +552,14 @@ func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
 		dst = dst[maxStepClusters*cs:]
 	}
 	n := len(dst) / cs
-	locs := make([]loc, n)
-	segs := make([]*segment, n)
+	var locsBuf [8]loc
+	var segsBuf [8]*segment
+	locs, segs := locsBuf[:0], segsBuf[:0]
+	if n <= len(locsBuf) { // small reads, the common case, allocate nothing
+		locs, segs = locsBuf[:n], segsBuf[:n]
+	} else {
+		locs, segs = make([]loc, n), make([]*segment, n)
+	}
 	err := v.withPages(ctx, c0, c0+uint64(n), func() {
 		for i := 0; i < n; i++ {
 			c := c0 + uint64(i)
@@ -561,7 +567,7 @@ func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
 			locs[i] = l
 			if l.SCO != 0 && l.Owner == 0 {
 				if s := v.mu.segs[l.SCO]; s != nil {
-					s.refs++
+					s.refs.Add(1)
 					segs[i] = s
 				}
 			}
@@ -571,13 +577,11 @@ func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
 		return err
 	}
 	defer func() {
-		v.mu.Lock()
 		for _, s := range segs {
 			if s != nil {
-				s.refs--
+				s.refs.Add(-1)
 			}
 		}
-		v.mu.Unlock()
 	}()
 	for i := 0; i < n; {
 		l := locs[i]
@@ -688,17 +692,15 @@ func (v *VDisk) Flush(ctx context.Context) error {
 	var segs []*segment
 	for _, s := range v.mu.segs {
 		if !s.synced {
-			s.refs++ // held so that the uploader does not close it meanwhile
+			s.refs.Add(1) // held so that the uploader does not close it meanwhile
 			segs = append(segs, s)
 		}
 	}
 	v.mu.Unlock()
 	defer func() {
-		v.mu.Lock()
 		for _, s := range segs {
-			s.refs--
+			s.refs.Add(-1)
 		}
-		v.mu.Unlock()
 	}()
 	for _, s := range segs {
 		if err := s.sco.Sync(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sort"
@@ -147,6 +148,11 @@ func (s *controlServer) handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		writeMetrics(w, s.status(r.Context()))
 	})
+	// Profiles of the running daemon (root only, as the socket is):
+	// curl --unix-socket <data_dir>/vpool.sock http://vpool/debug/pprof/profile?seconds=10
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
