@@ -315,4 +315,3 @@ func runNamespaceModel(t *testing.T, seed uint64, steps int) {
 		t.Fatalf("handles left open: %d", len(e.ns.mu.open))
 	}
 }
-
