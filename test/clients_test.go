@@ -203,6 +203,9 @@ func TestCrashAcknowledgedWrites(t *testing.T) {
 	d.kill()
 	wg.Wait()
 	d.start()
+	if !strings.Contains(d.log(), "detaching a stale mount") {
+		t.Errorf("the restart did not report the stale mount the kill left:\n%s", d.log())
+	}
 	f, err := os.OpenFile(img, os.O_RDONLY|syscall.O_DIRECT, 0)
 	if err != nil {
 		t.Fatal(err)

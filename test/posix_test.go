@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,6 +104,32 @@ func TestPOSIXTree(t *testing.T) {
 	if st := stat(t, p("vm1/renamed.raw")); st.Size != 10<<30 || st.Blocks*512 != 4096 {
 		t.Fatalf("after shrinking: size %d, allocated %d", st.Size, st.Blocks*512)
 	}
+	// Permissions are enforced for other users (default_permissions).
+	must(os.WriteFile(p("secret"), []byte("x"), 0o600))
+	if out, err := runErr(time.Minute, "", "runuser", "-u", "nobody", "--", "cat", p("secret")); err == nil ||
+		!strings.Contains(out, "Permission denied") {
+		t.Errorf("another user read a 0600 file of root's: %v %s", err, out)
+	}
+	if out, err := runErr(time.Minute, "", "runuser", "-u", "nobody", "--", "touch", p("vm1/nobody")); err == nil {
+		t.Errorf("another user created a file in root's 0755 directory: %s", out)
+	}
+	// rm of a vDisk deletes its backend objects.
+	must(run1(t, "truncate", "-s", "1G", p("gone.raw")))
+	g, err := os.OpenFile(p("gone.raw"), os.O_RDWR, 0)
+	must(err)
+	_, err = g.WriteAt(bytes.Repeat([]byte{9}, 1<<20), 0)
+	must(err)
+	must(g.Close())
+	id := vdiskID(t, d, "/gone.raw")
+	for start := time.Now(); backendObjects(t, d, id) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("vDisk %s has no backend objects (manifest) 10 s after its creation", id)
+		}
+	}
+	must(os.Remove(p("gone.raw")))
+	if n := backendObjects(t, d, id); n != 0 {
+		t.Fatalf("vDisk %s still has %d backend objects after rm", id, n)
+	}
 	// Many small files stay cheap.
 	must(os.Mkdir(p("many"), 0o755))
 	start := time.Now()
@@ -191,6 +218,30 @@ func TestLargeRegularFile(t *testing.T) {
 	t2 := time.Now()
 	check("after a restart")
 	t.Logf("read %s, restart %s, read %s", t1.Sub(t0), t2.Sub(t1), time.Since(t2))
+}
+
+// vdiskID finds a vDisk's id in `vpool status` by its path.
+func vdiskID(t *testing.T, d *daemon, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, v := range d.status()["vdisks"].([]any) {
+			if m := v.(map[string]any); m["path"] == path {
+				return m["id"].(string)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // status samples once a second
+	}
+	t.Fatalf("no vDisk %s in vpool status", path)
+	return ""
+}
+
+// backendObjects counts the objects of a vDisk on the ASDs (their
+// directories are named by the escaped object name, which holds the id).
+func backendObjects(t *testing.T, d *daemon, id string) int {
+	t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join(d.dataDir, "asd", "*", "objects", "*"+id+"*"))
+	return len(dirs)
 }
 
 func run1(t *testing.T, name string, args ...string) error {
