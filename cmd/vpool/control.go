@@ -95,12 +95,20 @@ func (r *rates) sample(pool *volume.Pool) {
 	r.prev, r.at, r.last = cur, now, last
 }
 
-func (r *rates) snapshot() []VDiskStatus {
+// snapshot is the last sample, plus vDisks created since (without rates).
+func (r *rates) snapshot(pool *volume.Pool) []VDiskStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]VDiskStatus, 0, len(r.last))
 	for _, s := range r.last {
 		out = append(out, s)
+	}
+	for _, id := range pool.List() {
+		if _, ok := r.last[volume.FormatID(id)]; !ok {
+			if v, err := pool.VDisk(id); err == nil {
+				out = append(out, VDiskStatus{Stats: v.Stats()})
+			}
+		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
@@ -116,7 +124,7 @@ type controlServer struct {
 
 func (s *controlServer) status(ctx context.Context) Status {
 	st := Status{VPool: s.c.Name, DataDir: s.c.DataDir, Uptime: time.Since(s.started).Round(time.Second).String(),
-		VDisks: s.rates.snapshot(), RepairedReads: s.e.ec.RepairedReads()}
+		VDisks: s.rates.snapshot(s.e.pool), RepairedReads: s.e.ec.RepairedReads()}
 	if s.e.ns != nil {
 		names := s.e.ns.VDiskNames(ctx)
 		fsid := volume.FormatID(s.e.ns.FileStoreID())
