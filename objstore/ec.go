@@ -131,18 +131,28 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	return err
 }
 
-// putNice is the nice value of the threads that run Put.
+// putNice is the nice value of the threads that run Put; their disk I/O
+// is in the idle class (served when the disk has nothing else to do, with
+// the I/O scheduler's aging as the bound on waiting).
 const putNice = 10
 
-// runNiced runs fn on an OS thread of its own at the given nice value. The
-// thread is never unlocked, so it exits with the goroutine and its lower
-// priority never reaches other goroutines.
+const (
+	ioprioWhoProcess = 1
+	ioprioClassIdle  = 3
+	ioprioClassShift = 13
+)
+
+// runNiced runs fn on an OS thread of its own at the given nice value and
+// the idle I/O class. The thread is never unlocked, so it exits with the
+// goroutine and its lower priority never reaches other goroutines.
 func runNiced(nice int, fn func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		runtime.LockOSThread()
-		syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), nice) // best effort
+		tid := syscall.Gettid()
+		syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice) // best effort, as below
+		syscall.Syscall(syscall.SYS_IOPRIO_SET, ioprioWhoProcess, uintptr(tid), ioprioClassIdle<<ioprioClassShift)
 		fn()
 	}()
 	<-done

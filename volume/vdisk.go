@@ -160,8 +160,9 @@ func (v *VDisk) writeLocked(ctx context.Context, p []byte, off int64) error {
 	cs := v.cs
 	c0 := uint64(off >> v.shift)
 	c1 := uint64((off + int64(len(p)) + cs - 1) >> v.shift)
-	var heldBuf [8]int
-	held := v.stripes.lock(c0, c1, heldBuf[:0])
+	var heldBuf [24]int
+	end := off + int64(len(p))
+	held := v.stripes.lock(c0, c1, off%cs != 0, end%cs != 0, false, heldBuf[:0])
 	defer v.stripes.unlock(held)
 	buf := p
 	if off%cs != 0 || int64(len(p))%cs != 0 {
@@ -171,7 +172,7 @@ func (v *VDisk) writeLocked(ctx context.Context, p []byte, off int64) error {
 				return fmt.Errorf("volume: read-modify-write: %w", err)
 			}
 		}
-		if end := off + int64(len(p)); end%cs != 0 && (c1-1 != c0 || off%cs == 0) {
+		if end%cs != 0 && (c1-1 != c0 || off%cs == 0) {
 			if err := v.readClusters(ctx, c1-1, buf[len(buf)-int(cs):]); err != nil {
 				return fmt.Errorf("volume: read-modify-write: %w", err)
 			}
@@ -753,7 +754,7 @@ func (v *VDisk) unmapRange(ctx context.Context, c0, c1 uint64) error {
 	if c0 >= c1 {
 		return nil
 	}
-	held := v.stripes.lock(c0, c1, nil)
+	held := v.stripes.lock(c0, c1, false, false, true, nil)
 	defer v.stripes.unlock(held)
 	finish, err := v.logRecords(unmapRecords(c0, c1))
 	if err != nil {
