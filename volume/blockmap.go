@@ -3,6 +3,7 @@ package volume
 import (
 	"encoding/binary"
 	"sort"
+	"sync/atomic"
 )
 
 // MetaStore is the embedded key-value store that holds the block map on
@@ -47,8 +48,8 @@ type page struct {
 	e      [pageEntries]loc
 	mapped int32 // entries with SCO != 0
 	dirty  bool
-	ref    bool  // CLOCK reference bit
-	pins   int32 // writers between reservation and apply
+	ref    atomic.Bool // CLOCK reference bit: set by readers under VDisk.mu's read lock
+	pins   int32       // writers between reservation and apply
 }
 
 func (p *page) encode() []byte {
@@ -135,8 +136,8 @@ func newPageCache(limit int) pageCache {
 
 func (c *pageCache) get(idx uint64) *page {
 	p := c.pages[idx]
-	if p != nil {
-		p.ref = true
+	if p != nil && !p.ref.Load() {
+		p.ref.Store(true)
 	}
 	return p
 }
@@ -158,8 +159,8 @@ func (c *pageCache) insert(idx uint64, p *page) bool {
 		if victim.dirty || victim.pins > 0 {
 			continue
 		}
-		if victim.ref {
-			victim.ref = false
+		if victim.ref.Load() {
+			victim.ref.Store(false)
 			continue
 		}
 		delete(c.pages, c.ring[c.hand])

@@ -238,7 +238,7 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) *VDisk {
 		v.shift++
 	}
 	v.mu.pages = newPageCache(p.cfg.MapCachePages)
-	v.mu.segCond = sync.NewCond(&v.mu.Mutex)
+	v.mu.segCond = sync.NewCond(&v.mu.RWMutex)
 	v.mu.segs = map[uint32]*segment{}
 	v.lastWrite.Store(time.Now().UnixNano())
 	p.wb.Register(id)

@@ -344,7 +344,7 @@ func (v *VDisk) sizeSegment(seg *segment, recs []record) {
 func (v *VDisk) replay(ctx context.Context, r record) error {
 	switch r.Type {
 	case recWrite:
-		return v.withPages(ctx, r.Cluster, r.Cluster+1, func() { v.applyLocked(r) })
+		return v.withPages(ctx, r.Cluster, r.Cluster+1, false, func() { v.applyLocked(r) })
 	case recUnmap:
 		c0, c1 := r.Cluster, r.Cluster+uint64(r.Count)
 		idx, err := v.existingPages(c0>>pageShift, (c1-1)>>pageShift)
@@ -353,7 +353,7 @@ func (v *VDisk) replay(ctx context.Context, r record) error {
 		}
 		for _, pi := range idx {
 			lo, hi := max(c0, pi<<pageShift), min(c1, (pi+1)<<pageShift)
-			if err := v.withPages(ctx, lo, hi, func() {
+			if err := v.withPages(ctx, lo, hi, false, func() {
 				v.applyLocked(record{Type: recUnmap, Cluster: lo, Count: uint32(hi - lo)})
 			}); err != nil {
 				return err

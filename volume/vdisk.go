@@ -40,7 +40,7 @@ type VDisk struct {
 	stats     ioStats
 
 	mu struct {
-		sync.Mutex
+		sync.RWMutex          // readers of the block map share it (withPages)
 		allocated       int64 // mapped clusters
 		pages           pageCache
 		cur             *segment // open SCO and its TLog
@@ -432,10 +432,17 @@ func (v *VDisk) watermarkLocked() marker {
 
 // withPages loads the block-map pages of clusters [c0, c1) and calls fn
 // with v.mu held and all of them in the cache.
-func (v *VDisk) withPages(ctx context.Context, c0, c1 uint64, fn func()) error {
+//
+// With shared, fn runs under v.mu's read lock: it may only read the pages
+// and segments (and take segment references, which are atomic).
+func (v *VDisk) withPages(ctx context.Context, c0, c1 uint64, shared bool, fn func()) error {
 	p0, p1 := c0>>pageShift, (c1-1)>>pageShift
+	lock, unlock := v.mu.Lock, v.mu.Unlock
+	if shared {
+		lock, unlock = v.mu.RLock, v.mu.RUnlock
+	}
 	for {
-		v.mu.Lock()
+		lock()
 		var missing []uint64
 		for i := p0; i <= p1; i++ {
 			if v.mu.pages.get(i) == nil {
@@ -444,10 +451,10 @@ func (v *VDisk) withPages(ctx context.Context, c0, c1 uint64, fn func()) error {
 		}
 		if len(missing) == 0 {
 			fn()
-			v.mu.Unlock()
+			unlock()
 			return nil
 		}
-		v.mu.Unlock()
+		unlock()
 		loaded := make([]*page, len(missing))
 		for k, idx := range missing {
 			p, err := v.loadPage(idx)
@@ -485,7 +492,7 @@ func (v *VDisk) loadPage(idx uint64) (*page, error) {
 }
 
 func (v *VDisk) pinPages(ctx context.Context, c0, c1 uint64) error {
-	return v.withPages(ctx, c0, c1, func() {
+	return v.withPages(ctx, c0, c1, false, func() {
 		for i := c0 >> pageShift; i <= (c1-1)>>pageShift; i++ {
 			v.mu.pages.pages[i].pins++
 		}
@@ -561,7 +568,7 @@ func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
 	} else {
 		locs, segs = make([]loc, n), make([]*segment, n)
 	}
-	err := v.withPages(ctx, c0, c0+uint64(n), func() {
+	err := v.withPages(ctx, c0, c0+uint64(n), true, func() {
 		for i := 0; i < n; i++ {
 			c := c0 + uint64(i)
 			l := v.mu.pages.pages[c>>pageShift].e[c&(pageEntries-1)]
@@ -769,7 +776,7 @@ func (v *VDisk) unmapRange(ctx context.Context, c0, c1 uint64) error {
 	}
 	for _, pi := range idx {
 		lo, hi := max(c0, pi<<pageShift), min(c1, (pi+1)<<pageShift)
-		err := v.withPages(ctx, lo, hi, func() {
+		err := v.withPages(ctx, lo, hi, false, func() {
 			v.applyLocked(record{Type: recUnmap, Cluster: lo, Count: uint32(hi - lo)})
 		})
 		if err != nil {
@@ -968,25 +975,24 @@ func (v *VDisk) forEachPage(from uint64, fn func(idx uint64, p *page) bool) erro
 	visit := func(idx uint64, stored []byte) (bool, error) {
 		v.mu.Lock()
 		p := v.mu.pages.pages[idx]
-		var cp page
+		var cp *page
 		if p != nil {
-			cp = *p
+			cp = &page{e: p.e, mapped: p.mapped} // a copy: fn runs without the lock
 		}
 		v.mu.Unlock()
 		if p == nil {
 			if stored == nil {
 				return true, nil
 			}
-			sp, err := decodePage(stored)
-			if err != nil {
+			var err error
+			if cp, err = decodePage(stored); err != nil {
 				return false, err
 			}
-			cp = *sp
 		}
 		if cp.mapped == 0 {
 			return true, nil
 		}
-		return fn(idx, &cp), nil
+		return fn(idx, cp), nil
 	}
 	var ferr error
 	stop := false
