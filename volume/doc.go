@@ -15,9 +15,10 @@
 //
 // # Write path
 //
-// A write takes the stripe locks of its clusters (so that a read-modify-
-// write of a partial cluster cannot lose a concurrent write to the same
-// cluster), reserves write-buffer space (this is where backpressure
+// A write takes the stripe locks of its clusters: shared for whole
+// clusters, exclusive for a partial one, so that a read-modify-write
+// cannot lose a concurrent write to the same cluster (stripes.go). It
+// reserves write-buffer space (this is where backpressure
 // slows or blocks it), and under the vDisk's mutex reserves SCO slots and
 // TLog record positions and a ticket. The SCO data and TLog records are
 // then written outside the mutex; the block map is changed under it; the
