@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -145,19 +144,18 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if int64(len(p)) > a.Size-off {
 		p = p[:a.Size-off]
 	}
-	for done := 0; done < len(p); {
-		o := off + int64(done)
-		seg := p[done:min(len(p), done+int(chunkSize-o%chunkSize))]
-		c, ok, err := f.n.chunk(f.ino, uint64(o>>chunkShift))
-		if err != nil {
-			return done, err
-		}
-		if !ok {
+	err = forChunks(off, int64(len(p)), func(idx uint64, o, n, inner int64) error {
+		seg := p[o-off : o-off+n]
+		c, ok, err := f.n.chunk(f.ino, idx)
+		if err != nil || !ok {
 			clear(seg)
-		} else if _, err := f.n.files.ReadAt(ctx, seg, int64(c)<<chunkShift+o%chunkSize); err != nil {
-			return done, err
+			return err
 		}
-		done += len(seg)
+		_, err = f.n.files.ReadAt(ctx, seg, int64(c)<<chunkShift+inner)
+		return err
+	})
+	if err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
@@ -189,17 +187,14 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	l := f.n.dataLock(f.ino)
 	l.RLock()
 	defer l.RUnlock()
-	for done := 0; done < len(p); {
-		o := off + int64(done)
-		seg := p[done:min(len(p), done+int(chunkSize-o%chunkSize))]
-		c, err := f.n.chunkForWrite(f.ino, uint64(o>>chunkShift))
+	if err := forChunks(off, int64(len(p)), func(idx uint64, o, n, inner int64) error {
+		c, err := f.n.chunkForWrite(f.ino, idx)
 		if err != nil {
-			return done, err
+			return err
 		}
-		if err := f.n.files.WriteAt(ctx, seg, int64(c)<<chunkShift+o%chunkSize); err != nil {
-			return done, err
-		}
-		done += len(seg)
+		return f.n.files.WriteAt(ctx, p[o-off:o-off+n], int64(c)<<chunkShift+inner)
+	}); err != nil {
+		return 0, err
 	}
 	// Durability order: the data first, then the size that shows it.
 	n := f.n
@@ -296,16 +291,23 @@ func (f *File) discard(ctx context.Context, off, n int64) error {
 	l := f.n.dataLock(f.ino)
 	l.RLock()
 	defer l.RUnlock()
-	for o := off; o < off+n; {
-		e := min(off+n, (o>>chunkShift+1)<<chunkShift)
-		c, ok, err := f.n.chunk(f.ino, uint64(o>>chunkShift))
-		if err != nil {
+	return forChunks(off, n, func(idx uint64, _, n, inner int64) error {
+		c, ok, err := f.n.chunk(f.ino, idx)
+		if err != nil || !ok {
 			return err
 		}
-		if ok {
-			if err := f.n.files.Discard(ctx, int64(c)<<chunkShift+o%chunkSize, e-o); err != nil {
-				return err
-			}
+		return f.n.files.Discard(ctx, int64(c)<<chunkShift+inner, n)
+	})
+}
+
+// forChunks splits [off, off+n) at chunk boundaries and calls fn for each
+// piece: the file's chunk index, the piece's file offset and length, and
+// its offset inside the chunk.
+func forChunks(off, n int64, fn func(idx uint64, o, n, inner int64) error) error {
+	for o := off; o < off+n; {
+		e := min(off+n, (o>>chunkShift+1)<<chunkShift)
+		if err := fn(uint64(o>>chunkShift), o, e-o, o%chunkSize); err != nil {
+			return err
 		}
 		o = e
 	}
@@ -316,20 +318,13 @@ func (f *File) discard(ctx context.Context, off, n int64) error {
 // the block map, for other files treating all of the file as data.
 func (f *File) Seek(ctx context.Context, off int64, whence int) (int64, error) {
 	if f.vdisk != nil {
-		var r int64
-		var err error
-		switch whence {
+		switch whence { // past the data, volume.ErrOutOfRange: ENXIO
 		case 3:
-			r, err = f.vdisk.SeekData(ctx, off)
+			return f.vdisk.SeekData(ctx, off)
 		case 4:
-			r, err = f.vdisk.SeekHole(ctx, off)
-		default:
-			return 0, fmt.Errorf("%w: whence %d", ErrInvalid, whence)
+			return f.vdisk.SeekHole(ctx, off)
 		}
-		if errors.Is(err, volume.ErrOutOfRange) {
-			err = fmt.Errorf("%w: %v", ErrNoData, err)
-		}
-		return r, err
+		return 0, fmt.Errorf("%w: whence %d", ErrInvalid, whence)
 	}
 	a, err := f.n.GetAttr(ctx, f.ino)
 	if err != nil {

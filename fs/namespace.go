@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -15,23 +14,16 @@ import (
 	"vpool/volume"
 )
 
-// MetaStore is the embedded metadata store the namespace keeps its records
-// in (metastore.Badger implements it).
+// MetaStore is the engine's metadata store, which the namespace keeps its
+// records in too, plus a durability barrier (metastore.Badger implements
+// it).
 type MetaStore interface {
-	Get(key []byte) (value []byte, found bool, err error)
-	Commit(ops []volume.MetaOp) error
-	Scan(prefix, start []byte, fn func(key, value []byte) bool) error
+	volume.MetaStore
 	Sync() error
 }
 
-// Backend is where namespace backups go (objstore implements it).
-type Backend interface {
-	Put(ctx context.Context, name string, src io.ReaderAt, size int64) error
-	GetRange(ctx context.Context, name string, p []byte, off int64) error
-	Size(ctx context.Context, name string) (int64, error)
-	Delete(ctx context.Context, name string) error
-	List(ctx context.Context, prefix string) ([]string, error)
-}
+// Backend is where namespace backups go: the engine's backend.
+type Backend = volume.Backend
 
 // Config is the namespace's part of a vPool's settings.
 type Config struct {

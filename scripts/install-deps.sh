@@ -2,7 +2,8 @@
 # Installs the system packages vpool and its tests need, if missing.
 # Debian; run as root. Safe to run again.
 set -euo pipefail
-pkgs=(fuse3 fio qemu-utils libnfs-utils e2fsprogs util-linux)
+# util-linux: runuser, mountpoint; mount: losetup; diffutils: diff (tests); curl: bench profiles
+pkgs=(fuse3 fio qemu-utils libnfs-utils e2fsprogs util-linux mount diffutils curl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

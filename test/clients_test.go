@@ -367,7 +367,7 @@ func TestBadInput(t *testing.T) {
 		if c.name == "bad size" {
 			env = append(env, "VPOOL_WRITE_BUFFER_SIZE=lots")
 		}
-		out, err := runEnv(30*time.Second, env, vpoolBin, c.args...)
+		out, err := runEnv(30*time.Second, "", env, vpoolBin, c.args...)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		last := lines[len(lines)-1]
 		if err == nil || !strings.Contains(last, c.want) || !strings.HasPrefix(last, "vpool: ") {
@@ -377,19 +377,4 @@ func TestBadInput(t *testing.T) {
 	if _, err := os.ReadDir(d.mnt); err != nil {
 		t.Fatalf("the running daemon's mount after a refused second daemon: %v", err)
 	}
-}
-
-func runEnv(limit time.Duration, env []string, name string, args ...string) (string, error) {
-	old := map[string]string{}
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		old[k] = os.Getenv(k)
-		os.Setenv(k, v)
-	}
-	defer func() {
-		for k, v := range old {
-			os.Setenv(k, v)
-		}
-	}()
-	return runErr(limit, "", name, args...)
 }

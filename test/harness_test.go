@@ -200,11 +200,7 @@ func isMounted(dir string) bool {
 // a failure or a timeout fails the test with the output.
 func run(t *testing.T, limit time.Duration, name string, args ...string) string {
 	t.Helper()
-	out, err := runErr(limit, "", name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
+	return runIn(t, "", limit, name, args...)
 }
 
 func runIn(t *testing.T, dir string, limit time.Duration, name string, args ...string) string {
@@ -217,10 +213,19 @@ func runIn(t *testing.T, dir string, limit time.Duration, name string, args ...s
 }
 
 func runErr(limit time.Duration, dir, name string, args ...string) (string, error) {
+	return runEnv(limit, dir, nil, name, args...)
+}
+
+// runEnv runs a command in dir with env added to this process's, within
+// limit, and returns its combined output.
+func runEnv(limit time.Duration, dir string, env []string, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
