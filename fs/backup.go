@@ -134,7 +134,13 @@ func (n *Namespace) Backup(ctx context.Context) error {
 	changes := n.changes.Load()
 	var recs []record
 	var quarantined []uint64
-	n.mu.Lock() // no change may commit between the scan and the counters
+	n.mu.Lock()
+	gen := n.mu.sb.BackupGen + 1 // only Backup changes it, under backupMu
+	n.mu.Unlock()
+	// One scan is one consistent snapshot of the store, so namespace
+	// changes go on meanwhile. A change it misses counted after changes
+	// was read, so it gets the next backup; a chunk quarantined after it
+	// stays quarantined until then.
 	err := n.meta.Scan([]byte{keyPrefix}, nil, func(k, v []byte) bool {
 		recs = append(recs, record{append([]byte(nil), k...), append([]byte(nil), v...)})
 		if k[1] == kindQuarantine {
@@ -142,8 +148,6 @@ func (n *Namespace) Backup(ctx context.Context) error {
 		}
 		return true
 	})
-	gen := n.mu.sb.BackupGen + 1
-	n.mu.Unlock()
 	if err != nil {
 		return err
 	}
