@@ -367,9 +367,9 @@ func (n *Namespace) adoptLocked(dir uint64, name string, id uint64) error {
 		Atime: now, Mtime: now, Ctime: now, VDisk: id}
 	sb.NextIno++
 	d.Mtime, d.Ctime = now, now
-	if err := n.commit([]volume.MetaOp{{Key: key(kindInode, a.Ino), Value: a.encode()},
-		{Key: entryKey(dir, name), Value: encodeEntry(a.Ino, a.Mode)},
-		{Key: key(kindInode, dir), Value: d.encode()}, {Key: key(kindSuper), Value: sb.encode()}}); err != nil {
+	if err := n.commit(setEntry([]volume.MetaOp{{Key: key(kindInode, a.Ino), Value: a.encode()},
+		{Key: key(kindInode, dir), Value: d.encode()}, {Key: key(kindSuper), Value: sb.encode()}},
+		dir, name, a.Ino, a.Mode)); err != nil {
 		return err
 	}
 	n.mu.sb = sb

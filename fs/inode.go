@@ -1,10 +1,13 @@
 package fs
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"syscall"
 	"time"
+
+	"vpool/volume"
 )
 
 // Metadata keys (all under the prefix 'n', beside the engine's own):
@@ -16,6 +19,8 @@ import (
 //	n f <fchunk:8>            -> free file-store chunk
 //	n q <fchunk:8>            -> freed chunk, reusable after the next backup
 //	n o <ino:8>               -> orphan: unlinked while open, freed at release
+//	n x <parent:8> <ino:8>    -> the same entry in inode order: <type:1> <name>
+//	                             (NFS READDIR cookies resume on it)
 //
 // Integers are big-endian so that keys sort numerically.
 const (
@@ -27,6 +32,7 @@ const (
 	kindFree       = 'f'
 	kindQuarantine = 'q'
 	kindOrphan     = 'o'
+	kindDirOrder   = 'x'
 )
 
 func key(kind byte, ids ...uint64) []byte {
@@ -39,6 +45,17 @@ func key(kind byte, ids ...uint64) []byte {
 }
 
 func entryKey(parent uint64, name string) []byte { return append(key(kindEntry, parent), name...) }
+
+// setEntry and delEntry add the ops that make or drop parent/name -> ino:
+// the name key and its inode-order twin, always changed together.
+func setEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64, mode uint32) []volume.MetaOp {
+	return append(ops, volume.MetaOp{Key: entryKey(parent, name), Value: encodeEntry(ino, mode)},
+		volume.MetaOp{Key: key(kindDirOrder, parent, ino), Value: append([]byte{typeByte(mode)}, name...)})
+}
+
+func delEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64) []volume.MetaOp {
+	return append(ops, volume.MetaOp{Key: entryKey(parent, name)}, volume.MetaOp{Key: key(kindDirOrder, parent, ino)})
+}
 
 // RootIno is the root directory's inode number (FUSE's root node id).
 const RootIno = 1
@@ -111,9 +128,11 @@ func firstByte(b []byte) int {
 	return int(b[0])
 }
 
+func typeByte(mode uint32) byte { return byte(mode >> 12) }
+
 func encodeEntry(ino uint64, mode uint32) []byte {
 	b := binary.BigEndian.AppendUint64(nil, ino)
-	return append(b, byte(mode>>12))
+	return append(b, typeByte(mode))
 }
 
 func decodeEntry(b []byte) (ino uint64, mode uint32, err error) {
@@ -130,27 +149,49 @@ type superblock struct {
 	Epoch     uint64 // +1 on every restore from the backend
 	FileStore uint64 // the vDisk holding regular files' data
 	BackupGen uint64 // generation of the last namespace backup
+	ID        uint64 // the vPool's namespace id: NFS fsid and file handles
+	Features  uint64 // featDirOrder: the inode-order entries exist
 }
+
+const featDirOrder = 1 << 0
+
+// The first superblocks had neither ID nor Features (41 bytes); Open
+// fills both in.
+const sbSizeV1, sbSize = 41, 57
 
 func (s superblock) encode() []byte {
 	b := []byte{attrVersion}
-	for _, v := range []uint64{s.NextIno, s.NextChunk, s.Epoch, s.FileStore, s.BackupGen} {
+	for _, v := range []uint64{s.NextIno, s.NextChunk, s.Epoch, s.FileStore, s.BackupGen, s.ID, s.Features} {
 		b = binary.BigEndian.AppendUint64(b, v)
 	}
 	return b
 }
 
 func decodeSuperblock(b []byte) (superblock, error) {
-	if len(b) != 41 || b[0] != attrVersion {
+	if (len(b) != sbSize && len(b) != sbSizeV1) || b[0] != attrVersion {
 		return superblock{}, fmt.Errorf("%w: superblock of %d bytes", ErrCorrupt, len(b))
 	}
 	var s superblock
 	p := b[1:]
-	for _, v := range []*uint64{&s.NextIno, &s.NextChunk, &s.Epoch, &s.FileStore, &s.BackupGen} {
+	for _, v := range []*uint64{&s.NextIno, &s.NextChunk, &s.Epoch, &s.FileStore, &s.BackupGen, &s.ID, &s.Features} {
+		if len(p) == 0 {
+			break
+		}
 		*v = binary.BigEndian.Uint64(p)
 		p = p[8:]
 	}
 	return s, nil
+}
+
+// newID is a random non-zero namespace id.
+func newID() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
 }
 
 func nowNanos() int64 { return time.Now().UnixNano() }

@@ -105,6 +105,9 @@ func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta MetaStore, ba
 			return nil, err
 		}
 	}
+	if err := n.upgrade(); err != nil {
+		return nil, err
+	}
 	if n.files, err = pool.VDisk(n.mu.sb.FileStore); err != nil {
 		return nil, fmt.Errorf("fs: the file store vDisk %s: %w", volume.FormatID(n.mu.sb.FileStore), err)
 	}
@@ -137,7 +140,7 @@ func (n *Namespace) format(ctx context.Context) error {
 	now := nowNanos()
 	root := Attr{Ino: RootIno, Gen: 1, Parent: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2,
 		Atime: now, Mtime: now, Ctime: now}
-	n.mu.sb = superblock{NextIno: RootIno + 1, Epoch: 1, FileStore: fsd.ID()}
+	n.mu.sb = superblock{NextIno: RootIno + 1, Epoch: 1, FileStore: fsd.ID(), ID: newID(), Features: featDirOrder}
 	n.log.Info("fs: new namespace", "vpool", n.cfg.Name, "file_store", volume.FormatID(fsd.ID()))
 	return n.commit([]volume.MetaOp{{Key: key(kindInode, RootIno), Value: root.encode()},
 		{Key: key(kindSuper), Value: n.mu.sb.encode()}})
@@ -314,6 +317,9 @@ type NewNode struct {
 	Rdev      uint32
 	Target    string // symlinks
 	Exclusive bool   // regular files: fail with ErrExist if name exists
+	// Atime and Mtime, when either is set, replace the creation time in
+	// those two (NFS exclusive create keeps its verifier there).
+	Atime, Mtime int64
 	Caller
 }
 
@@ -387,6 +393,9 @@ func (n *Namespace) createLocked(parent uint64, name string, nn NewNode, vdisk *
 	sb := n.mu.sb
 	a := Attr{Ino: sb.NextIno, Gen: sb.Epoch, Parent: parent, Mode: nn.Mode, Uid: nn.Uid, Gid: nn.Gid,
 		Nlink: 1, Rdev: nn.Rdev, Atime: now, Mtime: now, Ctime: now, Target: nn.Target}
+	if nn.Atime != 0 || nn.Mtime != 0 {
+		a.Atime, a.Mtime = nn.Atime, nn.Mtime
+	}
 	if vdisk != nil {
 		a.VDisk = vdisk.ID()
 	}
@@ -402,12 +411,11 @@ func (n *Namespace) createLocked(parent uint64, name string, nn NewNode, vdisk *
 	}
 	d.Mtime, d.Ctime = now, now
 	sb.NextIno++
-	if err := n.commit([]volume.MetaOp{
+	if err := n.commit(setEntry([]volume.MetaOp{
 		{Key: key(kindInode, a.Ino), Value: a.encode()},
-		{Key: entryKey(parent, name), Value: encodeEntry(a.Ino, a.Mode)},
 		{Key: key(kindInode, parent), Value: d.encode()},
 		{Key: key(kindSuper), Value: sb.encode()},
-	}); err != nil {
+	}, parent, name, a.Ino, a.Mode)); err != nil {
 		return Attr{}, false, err
 	}
 	n.mu.sb = sb
@@ -546,6 +554,80 @@ func (n *Namespace) ReadDir(ctx context.Context, ino uint64, after string, fn fu
 			return false
 		}
 		return fn(DirEntry{Name: string(k[len(prefix):]), Ino: cino, Mode: mode})
+	})
+	if err == nil {
+		err = derr
+	}
+	return err
+}
+
+// upgrade brings a namespace written by an older vpool up to date: it
+// gets an id and the inode-order entries.
+func (n *Namespace) upgrade() error {
+	sb := n.mu.sb
+	if sb.ID != 0 && sb.Features&featDirOrder != 0 {
+		return nil
+	}
+	var ops []volume.MetaOp
+	if sb.Features&featDirOrder == 0 {
+		prefix := []byte{keyPrefix, kindEntry}
+		var derr error
+		err := n.meta.Scan(prefix, nil, func(k, v []byte) bool {
+			ino, mode, err := decodeEntry(v)
+			if err != nil || len(k) < 10 {
+				derr = fmt.Errorf("%w: entry key %q", ErrCorrupt, k)
+				return false
+			}
+			ops = append(ops, volume.MetaOp{Key: key(kindDirOrder, beUint64(k[2:10]), ino),
+				Value: append([]byte{typeByte(mode)}, k[10:]...)})
+			return true
+		})
+		if err == nil {
+			err = derr
+		}
+		if err != nil {
+			return fmt.Errorf("fs: upgrade: %w", err)
+		}
+	}
+	if sb.ID == 0 {
+		sb.ID = newID()
+	}
+	sb.Features |= featDirOrder
+	if err := n.commit(append(ops, volume.MetaOp{Key: key(kindSuper), Value: sb.encode()})); err != nil {
+		return fmt.Errorf("fs: upgrade: %w", err)
+	}
+	n.log.Info("fs: namespace upgraded", "entries", len(ops))
+	n.mu.sb = sb
+	return nil
+}
+
+// ID is the vPool's namespace id: fixed for its life, kept across
+// restores from the backend.
+func (n *Namespace) ID() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.sb.ID
+}
+
+// ReadDirOrder calls fn for each entry of a directory in inode order,
+// starting after inode after (0 for the start), until fn returns false.
+// An entry's inode number is a cookie that stays valid while entries come
+// and go (NFS READDIR).
+func (n *Namespace) ReadDirOrder(ctx context.Context, ino, after uint64, fn func(DirEntry) bool) error {
+	n.mu.Lock()
+	_, err := n.dirLocked(ino)
+	n.mu.Unlock()
+	if err != nil || after == ^uint64(0) {
+		return err
+	}
+	prefix := key(kindDirOrder, ino)
+	var derr error
+	err = n.meta.Scan(prefix, key(kindDirOrder, ino, after+1), func(k, v []byte) bool {
+		if len(k) != len(prefix)+8 || len(v) < 2 {
+			derr = fmt.Errorf("%w: directory %d order key %x", ErrCorrupt, ino, k)
+			return false
+		}
+		return fn(DirEntry{Name: string(v[1:]), Ino: beUint64(k[len(prefix):]), Mode: uint32(v[0]) << 12})
 	})
 	if err == nil {
 		err = derr

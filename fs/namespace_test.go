@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
+
+	"vpool/volume"
 )
 
 var bg = context.Background()
@@ -294,5 +297,54 @@ func TestRestoreFromBackend(t *testing.T) {
 	e.ns.SetAttr(bg, n.Ino, SetAttrIn{SetSize: true, Size: 6000})
 	if got := e.read(n.Ino, 6000, 0); !bytes.Equal(got[1:], make([]byte, 5999)) {
 		t.Fatal("a reused chunk shows another file's data")
+	}
+}
+
+// A namespace from before the inode-order entries and the id gets both
+// when it is opened.
+func TestUpgradeOldNamespace(t *testing.T) {
+	e := newEnv(t)
+	var want []string
+	for _, name := range []string{"b", "a.raw", "c"} {
+		mode := uint32(syscall.S_IFREG | 0o644)
+		if name == "c" {
+			mode = syscall.S_IFDIR | 0o755
+		}
+		if _, _, err := e.ns.Create(bg, RootIno, name, NewNode{Mode: mode}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, name)
+	}
+	e.restart()
+	// Rewrite the store as the first format had it.
+	var ops []volume.MetaOp
+	e.meta.Scan(key(kindDirOrder), nil, func(k, _ []byte) bool {
+		ops = append(ops, volume.MetaOp{Key: append([]byte(nil), k...)})
+		return true
+	})
+	if len(ops) != 3 {
+		t.Fatalf("%d inode-order entries, want 3", len(ops))
+	}
+	e.ns.mu.Lock()
+	old := e.ns.mu.sb.encode()[:sbSizeV1]
+	e.ns.mu.Unlock()
+	if err := e.meta.Commit(append(ops, volume.MetaOp{Key: key(kindSuper), Value: old})); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if e.ns.ID() == 0 {
+		t.Fatal("no namespace id after the upgrade")
+	}
+	var got []string
+	if err := e.ns.ReadDirOrder(bg, RootIno, 0, func(d DirEntry) bool { got = append(got, d.Name); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("inode order after the upgrade: %v, want %v", got, want)
+	}
+	id := e.ns.ID()
+	e.restart()
+	if e.ns.ID() != id {
+		t.Fatalf("namespace id changed across a restart: %x -> %x", id, e.ns.ID())
 	}
 }

@@ -88,6 +88,24 @@ func (e *env) check(m model, step int, op string) {
 		if err := e.ns.ReadDir(bg, dir, "", func(d DirEntry) bool { ents = append(ents, d); return true }); err != nil {
 			e.t.Fatalf("step %d (%s): readdir %s: %v", step, op, p, err)
 		}
+		byIno := map[DirEntry]bool{}
+		last := uint64(0)
+		if err := e.ns.ReadDirOrder(bg, dir, 0, func(d DirEntry) bool {
+			if d.Ino <= last {
+				e.t.Fatalf("step %d (%s): %s: inode order %d after %d", step, op, p, d.Ino, last)
+			}
+			last, byIno[d] = d.Ino, true
+			return true
+		}); err != nil {
+			e.t.Fatalf("step %d (%s): readdir in inode order %s: %v", step, op, p, err)
+		}
+		n := len(byIno)
+		for _, d := range ents {
+			delete(byIno, d)
+		}
+		if len(byIno) != 0 || n != len(ents) {
+			e.t.Fatalf("step %d (%s): %s: inode-order entries differ from the names: extra %v", step, op, p, byIno)
+		}
 		for _, d := range ents {
 			cp := path.Join(p, d.Name)
 			seen[cp] = true
@@ -282,11 +300,18 @@ func runNamespaceModel(t *testing.T, seed uint64, steps int) {
 			if err == nil {
 				d2, n2, err = e.resolve(q)
 			}
+			exchange := want == 0 && src != nil && dst != nil && !src.dir && !dst.dir && p != q && rng.IntN(2) == 0
 			if err == nil {
-				err = e.ns.Rename(bg, d1, n1, d2, n2, 0)
+				flags := uint32(0)
+				if exchange {
+					flags, op = RenameExchange, "exchange "+p+" "+q
+				}
+				err = e.ns.Rename(bg, d1, n1, d2, n2, flags)
 			}
 			expect(step, op, err, want)
-			if want == 0 && p != q {
+			if exchange {
+				m[p], m[q] = dst, src
+			} else if want == 0 && p != q {
 				moved := model{}
 				for k, v := range m {
 					if k == p || strings.HasPrefix(k, p+"/") {

@@ -48,12 +48,11 @@ func (n *Namespace) unlinkLocked(parent uint64, name string, ops *[]volume.MetaO
 	now := nowNanos()
 	a.Nlink, a.Ctime = 0, now
 	d.Mtime, d.Ctime = now, now
-	mine := []volume.MetaOp{
-		{Key: entryKey(parent, name)},
+	mine := delEntry([]volume.MetaOp{
 		{Key: key(kindInode, ino), Value: a.encode()},
 		{Key: key(kindOrphan, ino), Value: []byte{}},
 		{Key: key(kindInode, parent), Value: d.encode()},
-	}
+	}, parent, name, ino)
 	if ops != nil {
 		*ops = append(*ops, mine...)
 	} else if err := n.commit(mine); err != nil {
@@ -132,8 +131,8 @@ func (n *Namespace) Rmdir(ctx context.Context, parent uint64, name string) error
 	now := nowNanos()
 	d.Nlink--
 	d.Mtime, d.Ctime = now, now
-	return n.commit([]volume.MetaOp{{Key: entryKey(parent, name)}, {Key: key(kindInode, a.Ino)},
-		{Key: key(kindInode, parent), Value: d.encode()}})
+	return n.commit(delEntry([]volume.MetaOp{{Key: key(kindInode, a.Ino)},
+		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, a.Ino))
 }
 
 func (n *Namespace) emptyLocked(ino uint64, name string) error {

@@ -90,8 +90,11 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 			d1.Nlink, d2.Nlink = uint32(int32(d1.Nlink)-nl), uint32(int32(d2.Nlink)+nl)
 		}
 		dst.Parent, dst.Ctime = p1, now
-		ops = append(ops, volume.MetaOp{Key: entryKey(p1, n1), Value: encodeEntry(dst.Ino, dst.Mode)},
-			volume.MetaOp{Key: key(kindInode, dst.Ino), Value: dst.encode()})
+		// Later ops win: src's old inode-order key goes, then both
+		// entries are set.
+		ops = append(ops, volume.MetaOp{Key: key(kindDirOrder, p1, ino)}, volume.MetaOp{Key: key(kindDirOrder, p2, dst.Ino)})
+		ops = setEntry(ops, p1, n1, dst.Ino, dst.Mode)
+		ops = append(ops, volume.MetaOp{Key: key(kindInode, dst.Ino), Value: dst.encode()})
 	case err == nil:
 		dst, err := n.attrLocked(tino)
 		if err != nil {
@@ -108,20 +111,22 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 			}
 			d2.Nlink--
 			ops = append(ops, volume.MetaOp{Key: key(kindInode, tino)})
+			ops = delEntry(ops, p2, n2, tino)
 		default:
 			dst.Nlink, dst.Ctime = 0, now
 			ops = append(ops, volume.MetaOp{Key: key(kindInode, tino), Value: dst.encode()},
 				volume.MetaOp{Key: key(kindOrphan, tino), Value: []byte{}})
+			ops = delEntry(ops, p2, n2, tino)
 			if n.mu.open[tino] == nil {
 				free = &dst
 			}
 		}
-		ops = append(ops, volume.MetaOp{Key: entryKey(p1, n1)})
+		ops = delEntry(ops, p1, n1, ino)
 	case errors.Is(err, ErrNotFound):
 		if flags&RenameExchange != 0 {
 			return nil, err
 		}
-		ops = append(ops, volume.MetaOp{Key: entryKey(p1, n1)})
+		ops = delEntry(ops, p1, n1, ino)
 	default:
 		return nil, err
 	}
@@ -131,8 +136,8 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 	}
 	src.Parent, src.Ctime = p2, now
 	d1.Mtime, d1.Ctime, d2.Mtime, d2.Ctime = now, now, now, now
-	ops = append(ops, volume.MetaOp{Key: entryKey(p2, n2), Value: encodeEntry(src.Ino, src.Mode)},
-		volume.MetaOp{Key: key(kindInode, src.Ino), Value: src.encode()})
+	ops = setEntry(ops, p2, n2, src.Ino, src.Mode)
+	ops = append(ops, volume.MetaOp{Key: key(kindInode, src.Ino), Value: src.encode()})
 	if p1 == p2 {
 		ops = append(ops, volume.MetaOp{Key: key(kindInode, p1), Value: d2.encode()})
 	} else {
