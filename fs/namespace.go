@@ -684,5 +684,8 @@ func (n *Namespace) VDiskNames(ctx context.Context) map[uint64]string {
 	return out
 }
 
+// MaxFileSize is the largest file the vPool holds (a vDisk's limit).
+func (n *Namespace) MaxFileSize() int64 { return n.pool.MaxVDiskSize() }
+
 // FileStoreID is the id of the vDisk holding regular files' data.
 func (n *Namespace) FileStoreID() uint64 { return n.files.ID() }

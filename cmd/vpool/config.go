@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"vpool/nfsd"
 )
 
 // Config is the whole of vpool's settings; etc/vpool.yaml documents every
@@ -22,6 +25,7 @@ type Config struct {
 	DataDir     string            `mapstructure:"data_dir"`
 	Mountpoint  string            `mapstructure:"mountpoint"`
 	FS          FSConfig          `mapstructure:"fs"`
+	NFS         NFSConfig         `mapstructure:"nfs"`
 	Engine      EngineConfig      `mapstructure:"engine"`
 	WriteBuffer WriteBufferConfig `mapstructure:"write_buffer"`
 	ReadCache   ReadCacheConfig   `mapstructure:"read_cache"`
@@ -33,6 +37,16 @@ type Config struct {
 type FSConfig struct {
 	VDiskSuffixes  []string      `mapstructure:"vdisk_suffixes"`
 	BackupInterval time.Duration `mapstructure:"backup_interval"`
+}
+
+// NFSConfig is the NFSv3 gateway's part.
+type NFSConfig struct {
+	Listen     string   `mapstructure:"listen"` // "host" or "host:port"; "off": no gateway
+	Portmap    bool     `mapstructure:"portmap"`
+	Allow      []string `mapstructure:"allow"`
+	RootSquash bool     `mapstructure:"root_squash"`
+
+	allow []netip.Prefix // Allow, parsed
 }
 
 type MetricsConfig struct {
@@ -137,6 +151,10 @@ func defaults(dataDir string) map[string]any {
 		"mountpoint":                   "",
 		"fs.vdisk_suffixes":            []string{".raw", "-flat.vmdk"},
 		"fs.backup_interval":           "5s",
+		"nfs.listen":                   "127.0.0.1",
+		"nfs.portmap":                  true,
+		"nfs.allow":                    []string{},
+		"nfs.root_squash":              false,
 		"engine.cluster_size":          "4KiB",
 		"engine.sco_size":              "64MiB",
 		"engine.max_vdisk_size":        "64TiB",
@@ -216,6 +234,9 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 	if c.FS.BackupInterval < 100*time.Millisecond {
 		return nil, fmt.Errorf("config: fs.backup_interval %s is below 100ms", c.FS.BackupInterval)
 	}
+	if err := c.NFS.check(); err != nil {
+		return nil, err
+	}
 	if len(c.Backend.ASDs) == 0 {
 		for i := 0; i < c.Backend.Preset.Data+c.Backend.Preset.Parity; i++ {
 			c.Backend.ASDs = append(c.Backend.ASDs, filepath.Join(c.DataDir, "asd", strconv.Itoa(i)))
@@ -225,6 +246,30 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 		return nil, fmt.Errorf("config: write_buffer.size %s is below 64MiB", c.WriteBuffer.Size)
 	}
 	return &c, nil
+}
+
+// Enabled reports whether the gateway runs.
+func (n *NFSConfig) Enabled() bool { return n.Listen != "off" && n.Listen != "" }
+
+func (n *NFSConfig) check() error {
+	if n.Enabled() {
+		if _, _, err := nfsd.SplitListen(n.Listen); err != nil {
+			return fmt.Errorf("config: nfs.listen: %w", err)
+		}
+	}
+	n.allow = nil
+	for _, a := range n.Allow {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			ip, ierr := netip.ParseAddr(a)
+			if ierr != nil {
+				return fmt.Errorf("config: nfs.allow: %q is neither a network (10.0.0.0/8) nor an address", a)
+			}
+			p = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		n.allow = append(n.allow, p.Masked())
+	}
+	return nil
 }
 
 func firstLine(err error) error {

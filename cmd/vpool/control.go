@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"vpool/nfsd"
 	"vpool/volume"
 )
 
@@ -50,6 +51,7 @@ type Status struct {
 	BackendTotal     uint64        `json:"backend_total_bytes"`
 	BackendFree      uint64        `json:"backend_free_bytes"`
 	RepairedReads    int64         `json:"backend_repaired_reads"`
+	NFS              *NFSStatus    `json:"nfs,omitempty"` // nil: the gateway is off
 	VDisks           []VDiskStatus `json:"vdisks"`
 }
 
@@ -114,9 +116,21 @@ func (r *rates) snapshot(pool *volume.Pool) []VDiskStatus {
 	return out
 }
 
+// NFSStatus is what the NFS gateway has done since the start.
+type NFSStatus struct {
+	Export      string `json:"export"`
+	Port        int    `json:"port"`
+	Connections uint64 `json:"connections_total"`
+	Calls       uint64 `json:"calls_total"`
+	Errors      uint64 `json:"errors_total"` // replies with an NFS error status
+	ReadBytes   uint64 `json:"read_bytes_total"`
+	WriteBytes  uint64 `json:"written_bytes_total"`
+}
+
 type controlServer struct {
 	c       *Config
 	e       *engine
+	nfs     *nfsd.Server // nil: off
 	started time.Time
 	rates   rates
 	log     *slog.Logger
@@ -137,6 +151,11 @@ func (s *controlServer) status(ctx context.Context) Status {
 				v.Path = "(file store)"
 			}
 		}
+	}
+	if s.nfs != nil {
+		n := &s.nfs.Stats
+		st.NFS = &NFSStatus{Export: "/" + s.c.Name, Port: s.nfs.Port(), Connections: n.Conns.Load(), Calls: n.Calls.Load(),
+			Errors: n.Errors.Load(), ReadBytes: n.ReadBytes.Load(), WriteBytes: n.WriteBytes.Load()}
 	}
 	wb := s.e.wb.Stats()
 	st.WriteBufferBytes, st.WriteBufferLimit, st.Throttling = wb.UsedBytes, wb.LimitBytes, s.e.wb.Throttling()
@@ -254,7 +273,14 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	fmt.Fprintf(w, "write buffer: %s of %s not yet on the backend; throttling: %s\n",
 		human(st.WriteBufferBytes), human(st.WriteBufferLimit), throttle)
-	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
+	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
+	if n := st.NFS; n != nil {
+		fmt.Fprintf(w, "nfs: export %s on port %d; %d connections, %d calls (%d errors), %s read, %s written\n",
+			n.Export, n.Port, n.Connections, n.Calls, n.Errors, human(int64(n.ReadBytes)), human(int64(n.WriteBytes)))
+	} else {
+		fmt.Fprintln(w, "nfs: off")
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
 	for _, v := range st.VDisks {
@@ -282,6 +308,13 @@ func writeMetrics(w io.Writer, st Status) {
 	g("vpool_throttling", "1 while writers are slowed because the backend is behind.", b2i(st.Throttling), "")
 	g("vpool_backend_free_bytes", "Raw free bytes under the backend.", st.BackendFree, "")
 	g("vpool_backend_repaired_reads_total", "Fragment reads rebuilt from parity.", st.RepairedReads, "")
+	if n := st.NFS; n != nil {
+		g("vpool_nfs_connections_total", "NFS connections accepted.", n.Connections, "")
+		g("vpool_nfs_calls_total", "RPC calls answered (portmapper, MOUNT, NFS).", n.Calls, "")
+		g("vpool_nfs_errors_total", "NFS replies with an error status.", n.Errors, "")
+		g("vpool_nfs_read_bytes_total", "Bytes read over NFS.", n.ReadBytes, "")
+		g("vpool_nfs_written_bytes_total", "Bytes written over NFS.", n.WriteBytes, "")
+	}
 	series := []struct {
 		name, help string
 		val        func(VDiskStatus) any

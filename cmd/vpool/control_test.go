@@ -24,6 +24,7 @@ func testConfig(t *testing.T) *Config {
 	c.ReadCache.Size = 16 << 20
 	c.Engine.SCOSize = 4 << 20
 	c.Mountpoint = filepath.Join(t.TempDir(), "mnt")
+	c.NFS.Listen, c.NFS.Portmap = "127.0.0.1:0", false // tests run side by side
 	return c
 }
 

@@ -18,6 +18,7 @@ import (
 	"vpool/flashcache"
 	"vpool/fs"
 	"vpool/metastore"
+	"vpool/nfsd"
 	"vpool/objstore"
 	"vpool/vfs"
 	"vpool/volume"
@@ -148,11 +149,12 @@ func (e *engine) close(ctx context.Context) error {
 }
 
 func serveCmd(g *globalFlags) *cobra.Command {
-	var mountpoint string
+	var mountpoint, nfsListen string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "run the vPool daemon in the foreground",
 		Long: "serve opens (or creates) the vPool in the data directory, mounts its tree (default /mnt/ovs/<name>),\n" +
+			"exports it over NFSv3 as /<name> (default on 127.0.0.1, with a portmapper on port 111),\n" +
 			"serves the control socket (vpool status, /metrics), and runs until SIGINT or SIGTERM, when it\n" +
 			"flushes, unmounts and exits.",
 		Args: cobra.NoArgs,
@@ -164,6 +166,12 @@ func serveCmd(g *globalFlags) *cobra.Command {
 			if mountpoint != "" {
 				c.Mountpoint = mountpoint
 			}
+			if nfsListen != "" {
+				c.NFS.Listen = nfsListen
+				if err := c.NFS.check(); err != nil {
+					return err
+				}
+			}
 			log, err := newLogger(c.Log.Level)
 			if err != nil {
 				return err
@@ -174,6 +182,7 @@ func serveCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&mountpoint, "mountpoint", "", "where to mount the vPool (default /mnt/ovs/<name>)")
+	cmd.Flags().StringVar(&nfsListen, "nfs-listen", "", `address of the NFSv3 gateway, "host" or "host:port" (default 127.0.0.1, port 2049); "off" turns it off`)
 	return cmd
 }
 
@@ -210,11 +219,29 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 		e.close(context.Background())
 		return err
 	}
+	var gw *nfsd.Server
+	if c.NFS.Enabled() {
+		port := 0
+		if c.NFS.Portmap {
+			port = 111
+		}
+		gw = nfsd.New(nfsd.Config{Listen: c.NFS.Listen, PortmapPort: port, Allow: c.NFS.allow,
+			RootSquash: c.NFS.RootSquash, Export: "/" + c.Name, Log: log}, ns)
+		if err := gw.Start(); err != nil {
+			l.Close()
+			mnt.Unmount()
+			e.close(context.Background())
+			return err
+		}
+	}
 	srvCtx, stopSrv := context.WithCancel(ctx)
-	cs := &controlServer{c: c, e: e, started: time.Now(), log: log}
+	cs := &controlServer{c: c, e: e, nfs: gw, started: time.Now(), log: log}
 	if err := cs.serve(srvCtx, l, c.Metrics.Listen); err != nil {
 		stopSrv()
 		l.Close()
+		if gw != nil {
+			gw.Close(context.Background())
+		}
 		mnt.Unmount()
 		e.close(context.Background())
 		return err
@@ -228,6 +255,13 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 	<-ctx.Done()
 	log.Info("vpool: stopping: unmounting, flushing and closing")
 	stopSrv()
+	if gw != nil {
+		gctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := gw.Close(gctx); err != nil {
+			log.Warn("nfs: stop", "err", err)
+		}
+		cancel()
+	}
 	uerr := mnt.Unmount()
 	if err := e.close(context.Background()); err != nil {
 		return err

@@ -1,0 +1,122 @@
+package nfsd
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"vpool/fs"
+)
+
+// NFS has no open and close, so the gateway keeps files open between
+// calls: a file is opened at its first READ, WRITE or COMMIT and released
+// after fileIdle without calls. While it is held, a REMOVE leaves it an
+// orphan that existing handles still read and write, as a local open
+// file would be.
+const (
+	fileIdle  = 10 * time.Second
+	fileSweep = 2 * time.Second
+)
+
+type cachedFile struct {
+	f        *fs.File
+	refs     int
+	lastUsed time.Time
+}
+
+type fileCache struct {
+	ns   *fs.Namespace
+	log  *slog.Logger
+	stop chan struct{}
+	done chan struct{}
+	mu   struct {
+		sync.Mutex
+		files map[uint64]*cachedFile
+	}
+}
+
+func newFileCache(ns *fs.Namespace, log *slog.Logger) *fileCache {
+	c := &fileCache{ns: ns, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	c.mu.files = map[uint64]*cachedFile{}
+	go c.sweeper()
+	return c
+}
+
+// get returns the open file of ino; put gives it back.
+func (c *fileCache) get(ctx context.Context, ino uint64) (*fs.File, error) {
+	c.mu.Lock()
+	if cf := c.mu.files[ino]; cf != nil {
+		cf.refs++
+		c.mu.Unlock()
+		return cf.f, nil
+	}
+	c.mu.Unlock()
+	f, err := c.ns.Open(ctx, ino, true)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if cf := c.mu.files[ino]; cf != nil { // opened meanwhile
+		cf.refs++
+		c.mu.Unlock()
+		f.Release(ctx)
+		return cf.f, nil
+	}
+	c.mu.files[ino] = &cachedFile{f: f, refs: 1}
+	c.mu.Unlock()
+	return f, nil
+}
+
+func (c *fileCache) put(f *fs.File) {
+	c.mu.Lock()
+	if cf := c.mu.files[f.Ino()]; cf != nil && cf.f == f {
+		cf.refs--
+		cf.lastUsed = time.Now()
+	}
+	c.mu.Unlock()
+}
+
+func (c *fileCache) sweeper() {
+	defer close(c.done)
+	t := time.NewTicker(fileSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			c.release(func(cf *cachedFile) bool { return cf.refs == 0 && now.Sub(cf.lastUsed) > fileIdle })
+		}
+	}
+}
+
+// release closes the idle files that match.
+func (c *fileCache) release(match func(*cachedFile) bool) {
+	var out []*fs.File
+	c.mu.Lock()
+	for ino, cf := range c.mu.files {
+		if match(cf) {
+			out = append(out, cf.f)
+			delete(c.mu.files, ino)
+		}
+	}
+	c.mu.Unlock()
+	for _, f := range out {
+		if err := f.Release(context.Background()); err != nil {
+			c.log.Warn("nfs: release file", "inode", f.Ino(), "err", err)
+		}
+	}
+}
+
+// close releases every file (the server has stopped: none is in use).
+func (c *fileCache) close(ctx context.Context) error {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	<-c.done
+	c.release(func(*cachedFile) bool { return true })
+	return nil
+}

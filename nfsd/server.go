@@ -1,0 +1,361 @@
+package nfsd
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"vpool/fs"
+)
+
+// Program numbers.
+const (
+	progPortmap = 100000
+	progNFS     = 100003
+	progMount   = 100005
+)
+
+// Config is the gateway's settings.
+type Config struct {
+	// Listen is the address of the NFS and MOUNT services ("host" or
+	// "host:port"; the default port is 2049).
+	Listen string
+	// PortmapPort is where the portmapper listens on Listen's host (TCP and
+	// UDP); 0 turns it off.
+	PortmapPort int
+	// Allow lists the client networks; empty allows every client.
+	Allow []netip.Prefix
+	// RootSquash maps uid 0 to nobody.
+	RootSquash bool
+	// Export is the path clients mount: "/" + the vPool's name.
+	Export string
+	Log    *slog.Logger
+}
+
+// Limits on what clients can make the server hold.
+const (
+	perConnInFlight = 64  // calls processed at once per connection
+	inFlight        = 256 // calls processed at once in all
+	writeTimeout    = 60 * time.Second
+)
+
+// Server serves one vPool's namespace over NFSv3, MOUNT v3 and the
+// portmapper.
+type Server struct {
+	cfg   Config
+	ns    *fs.Namespace
+	log   *slog.Logger
+	fsid  uint64
+	verf  [8]byte // write verifier: new at every start
+	files *fileCache
+	sem   chan struct{}
+
+	nfsPort int
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	mu      struct {
+		sync.Mutex
+		listeners []net.Listener
+		packets   []net.PacketConn
+		conns     map[net.Conn]struct{}
+		mounts    map[string]string // client address -> mounted path (DUMP)
+	}
+	Stats Stats
+}
+
+// Stats counts what the gateway did.
+type Stats struct {
+	Calls, Errors, ReadBytes, WriteBytes, Conns atomic.Uint64
+}
+
+// New makes a server; Start opens its ports.
+func New(cfg Config, ns *fs.Namespace) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight)}
+	rand.Read(s.verf[:])
+	s.files = newFileCache(ns, cfg.Log)
+	s.mu.conns = map[net.Conn]struct{}{}
+	s.mu.mounts = map[string]string{}
+	return s
+}
+
+// Start listens on the NFS port (TCP for NFS and MOUNT, UDP for MOUNT)
+// and the portmapper's port (TCP and UDP). A port that is taken is an
+// error naming it.
+func (s *Server) Start() error {
+	host, port, err := SplitListen(s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if err := s.listen(host, port); err != nil {
+		s.Close(context.Background())
+		return err
+	}
+	if s.cfg.PortmapPort != 0 {
+		if err := s.listen(host, s.cfg.PortmapPort); err != nil {
+			s.Close(context.Background())
+			return fmt.Errorf("%w (another portmapper, such as rpcbind, may hold it; set nfs.portmap: false to run without)", err)
+		}
+	}
+	s.log.Info("nfs: serving", "export", s.cfg.Export, "addr", net.JoinHostPort(host, strconv.Itoa(s.nfsPort)),
+		"portmap", s.cfg.PortmapPort, "allow", s.cfg.Allow, "root_squash", s.cfg.RootSquash)
+	return nil
+}
+
+// SplitListen reads "host" or "host:port" (port 2049 by default).
+func SplitListen(l string) (string, int, error) {
+	if l == "" {
+		return "", 0, errors.New("nfs: no listen address")
+	}
+	host, p, err := net.SplitHostPort(l)
+	if err != nil {
+		if ip := net.ParseIP(l); ip != nil || !containsColon(l) {
+			return l, 2049, nil
+		}
+		return "", 0, fmt.Errorf("nfs: listen address %q: %v", l, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("nfs: listen address %q: bad port", l)
+	}
+	return host, port, nil
+}
+
+func containsColon(s string) bool {
+	for i := range len(s) {
+		if s[i] == ':' {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) listen(host string, port int) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("nfs: listen on tcp %s: %w", addr, err)
+	}
+	if port == 0 || s.nfsPort == 0 {
+		port = l.Addr().(*net.TCPAddr).Port // port 0: pick one (tests)
+		addr = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("nfs: listen on udp %s: %w", addr, err)
+	}
+	if s.nfsPort == 0 {
+		s.nfsPort = port
+	}
+	s.mu.Lock()
+	s.mu.listeners = append(s.mu.listeners, l)
+	s.mu.packets = append(s.mu.packets, pc)
+	s.mu.Unlock()
+	s.wg.Add(2)
+	go s.acceptLoop(l)
+	go s.packetLoop(pc)
+	return nil
+}
+
+// Port is the TCP port of the NFS service.
+func (s *Server) Port() int { return s.nfsPort }
+
+// Verifier is the write verifier of this run.
+func (s *Server) Verifier() [8]byte { return s.verf }
+
+// Close stops listening, lets calls in progress finish, closes the
+// connections and releases the files the gateway holds open.
+func (s *Server) Close(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	for _, l := range s.mu.listeners {
+		l.Close()
+	}
+	for _, pc := range s.mu.packets {
+		pc.Close()
+	}
+	for c := range s.mu.conns {
+		c.Close() // the reader stops; calls already read still finish
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.files.close(ctx)
+}
+
+func (s *Server) allowed(addr net.Addr) bool {
+	if len(s.cfg.Allow) == 0 {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range s.cfg.Allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) acceptLoop(l net.Listener) {
+	defer s.wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return
+			}
+			s.log.Warn("nfs: accept", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if !s.allowed(c.RemoteAddr()) {
+			s.log.Warn("nfs: client not in nfs.allow: connection refused", "client", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.mu.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.Stats.Conns.Add(1)
+		s.wg.Add(1)
+		go s.serveConn(c)
+	}
+}
+
+// serveConn reads calls from one connection and processes up to
+// perConnInFlight of them at once; replies go out as they are ready,
+// matched by XID. A record that cannot be read ends the connection after
+// the calls already read are answered.
+func (s *Server) serveConn(c net.Conn) {
+	defer s.wg.Done()
+	remote := c.RemoteAddr().String()
+	br := bufio.NewReaderSize(c, 128<<10)
+	var wmu sync.Mutex
+	var calls sync.WaitGroup
+	perConn := make(chan struct{}, perConnInFlight)
+	for {
+		rec, err := readRecord(br, maxRecord)
+		if err != nil {
+			if errors.Is(err, errRecordTooBig) || errors.Is(err, errGarbage) {
+				s.log.Warn("nfs: bad record: connection closed", "client", remote, "err", err)
+			}
+			break
+		}
+		perConn <- struct{}{}
+		s.sem <- struct{}{}
+		calls.Add(1)
+		go func() {
+			defer func() { <-s.sem; <-perConn; calls.Done() }()
+			reply, err := s.serveCall(rec, remote, true)
+			if err != nil {
+				s.log.Warn("nfs: not an RPC call: connection closed", "client", remote, "err", err)
+				c.Close()
+				return
+			}
+			if reply == nil {
+				return
+			}
+			wmu.Lock()
+			c.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_, err = c.Write(frame(reply))
+			wmu.Unlock()
+			if err != nil {
+				c.Close()
+			}
+		}()
+	}
+	calls.Wait()
+	c.Close()
+	s.mu.Lock()
+	delete(s.mu.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) packetLoop(pc net.PacketConn) {
+	defer s.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if s.closing.Load() {
+				return
+			}
+			continue
+		}
+		if !s.allowed(addr) {
+			continue
+		}
+		rec := append([]byte(nil), buf[:n]...)
+		reply, err := s.serveCall(rec, addr.String(), false)
+		if err == nil && reply != nil {
+			pc.WriteTo(reply[4:], addr) // no record mark over UDP
+		}
+	}
+}
+
+// handle decodes and answers one call; an error means the record was
+// not an RPC call at all.
+func (s *Server) serveCall(rec []byte, remote string, tcp bool) ([]byte, error) {
+	c, deny, err := parseCall(rec)
+	if err != nil {
+		return nil, err
+	}
+	if deny != nil {
+		return deny, nil
+	}
+	c.remote, c.tcp = remote, tcp
+	if s.cfg.RootSquash && c.cred.uid == 0 {
+		c.cred.uid, c.cred.gid, c.cred.gids = nobody, nobody, nil
+	}
+	s.Stats.Calls.Add(1)
+	switch c.prog {
+	case progPortmap:
+		return s.portmap(&c), nil
+	case progMount:
+		if c.vers != 3 {
+			return progMismatch(c.xid, 3, 3), nil
+		}
+		return s.mount(&c), nil
+	case progNFS:
+		if !tcp {
+			return accepted(c.xid, acceptProgUnavail, 0).b, nil
+		}
+		if c.vers != 3 {
+			return progMismatch(c.xid, 3, 3), nil
+		}
+		return s.nfs3(&c), nil
+	}
+	return accepted(c.xid, acceptProgUnavail, 0).b, nil
+}
+
+// garbage is the reply to a call whose arguments do not decode.
+func garbage(c *call) []byte { return accepted(c.xid, acceptGarbageArgs, 0).b }
