@@ -53,6 +53,7 @@ type Namespace struct {
 	changes  atomic.Uint64 // namespace commits so far
 	synced   atomic.Uint64 // changes known durable (meta Sync)
 	backedUp atomic.Uint64 // changes in the newest backup
+	syncMu   sync.Mutex    // one metadata sync at a time
 
 	mu struct {
 		sync.Mutex
@@ -185,15 +186,19 @@ func (n *Namespace) SyncMeta() error {
 	if n.synced.Load() >= c {
 		return nil
 	}
+	// Group commit: callers queue here while one syncs, and a sync
+	// covers every change made before it started.
+	n.syncMu.Lock()
+	defer n.syncMu.Unlock()
+	if n.synced.Load() >= c {
+		return nil
+	}
+	upto := n.changes.Load()
 	if err := n.meta.Sync(); err != nil {
 		return err
 	}
-	for {
-		s := n.synced.Load()
-		if s >= c || n.synced.CompareAndSwap(s, c) {
-			return nil
-		}
-	}
+	n.synced.Store(upto)
+	return nil
 }
 
 func (n *Namespace) isVDiskName(name string) bool {

@@ -50,6 +50,7 @@ type daemon struct {
 	done    chan error
 	logPath string
 	starts  int
+	netns   string // the daemon's network namespace: its own loopback, ports 111 and 2049
 }
 
 // startDaemon runs `vpool serve` and waits until the tree is mounted.
@@ -61,9 +62,21 @@ func startDaemon(t *testing.T, env ...string) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{t: t, root: root, dataDir: filepath.Join(root, "data"), mnt: filepath.Join(root, "mnt"),
-		env: append([]string{"VPOOL_WRITE_BUFFER_SIZE=2GiB", "VPOOL_READ_CACHE_SIZE=128MiB"}, env...)}
+		env:   append([]string{"VPOOL_WRITE_BUFFER_SIZE=2GiB", "VPOOL_READ_CACHE_SIZE=128MiB"}, env...),
+		netns: filepath.Base(root)}
+	// Each daemon gets a network namespace with only loopback, kept
+	// across its restarts, so that the NFS gateway's fixed ports never
+	// meet another daemon's or the host's.
+	if out, err := exec.Command("ip", "netns", "add", d.netns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("ip", "-n", d.netns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		exec.Command("ip", "netns", "delete", d.netns).Run()
+		t.Fatalf("ip link set lo up: %v\n%s", err, out)
+	}
 	t.Cleanup(func() {
 		d.cleanup()
+		exec.Command("ip", "netns", "delete", d.netns).Run()
 		if !t.Failed() {
 			os.RemoveAll(root)
 		} else {
@@ -82,7 +95,7 @@ func (d *daemon) start() {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	d.cmd = exec.Command(vpoolBin, "serve", "--data-dir", d.dataDir, "--mountpoint", d.mnt)
+	d.cmd = exec.Command("nsenter", "--net="+d.netnsPath(), "--", vpoolBin, "serve", "--data-dir", d.dataDir, "--mountpoint", d.mnt)
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
@@ -169,6 +182,14 @@ func (d *daemon) cleanup() {
 }
 
 func (d *daemon) path(name string) string { return filepath.Join(d.mnt, name) }
+
+func (d *daemon) netnsPath() string { return "/run/netns/" + d.netns }
+
+// inNetns is the command line that runs name in the daemon's network
+// namespace (NFS clients).
+func (d *daemon) inNetns(name string, args ...string) (string, []string) {
+	return "nsenter", append([]string{"--net=" + d.netnsPath(), "--", name}, args...)
+}
 
 // status runs `vpool status --json` against the daemon.
 func (d *daemon) status() map[string]any {
