@@ -94,24 +94,7 @@ func (c *Client) rpc(prog, vers, proc uint32, args []byte) (*reader, error) {
 	ch := make(chan []byte, 1)
 	c.pending[xid] = ch
 	c.mu.Unlock()
-	w := &writer{b: make([]byte, 4, 128+len(args))}
-	w.uint32(xid)
-	w.uint32(msgCall)
-	w.uint32(2)
-	w.uint32(prog)
-	w.uint32(vers)
-	w.uint32(proc)
-	cred := writer{}
-	cred.uint32(0)
-	cred.string("vpool-test")
-	cred.uint32(c.uid)
-	cred.uint32(c.gid)
-	cred.uint32(0)
-	w.uint32(authSys)
-	w.opaque(cred.b)
-	w.uint32(authNone)
-	w.uint32(0)
-	w.b = append(w.b, args...)
+	w := encodeCall(xid, prog, vers, proc, c.uid, c.gid, args)
 	c.wmu.Lock()
 	_, err := c.conn.Write(frame(w.b))
 	c.wmu.Unlock()
@@ -141,6 +124,30 @@ func (c *Client) rpc(prog, vers, proc uint32, args []byte) (*reader, error) {
 		return nil, fmt.Errorf("nfs client: accept status %d", st)
 	}
 	return r, nil
+}
+
+// encodeCall builds a call record (with room for the record mark) with
+// AUTH_SYS credentials.
+func encodeCall(xid, prog, vers, proc, uid, gid uint32, args []byte) *writer {
+	w := &writer{b: make([]byte, 4, 128+len(args))}
+	w.uint32(xid)
+	w.uint32(msgCall)
+	w.uint32(2)
+	w.uint32(prog)
+	w.uint32(vers)
+	w.uint32(proc)
+	cred := writer{}
+	cred.uint32(0)
+	cred.string("vpool")
+	cred.uint32(uid)
+	cred.uint32(gid)
+	cred.uint32(0)
+	w.uint32(authSys)
+	w.opaque(cred.b)
+	w.uint32(authNone)
+	w.uint32(0)
+	w.b = append(w.b, args...)
+	return w
 }
 
 // Attr is a decoded fattr3.

@@ -21,7 +21,7 @@ import (
 
 // env is a gateway over a namespace on an in-memory engine, restartable.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	fsys    *vfs.Mem
 	meta    *metastore.Mem
 	backend *objstore.Mem
@@ -38,7 +38,7 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config) *env {
 	e := &env{t: t, fsys: vfs.NewMem(), meta: metastore.NewMem(), backend: objstore.NewMem()}
 	e.start(cfg)
 	t.Cleanup(e.stop)
