@@ -51,9 +51,11 @@ for ns in "$nsv" "$nsg"; do
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
 done
-in() { local ns=$1; shift; nsenter --net="/run/netns/$ns" -- "$@"; }
+inns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" -- "$@"; }
 
-in "$nsv" "$scratch/bin/vpool" serve --data-dir "$scratch/vpool" --mountpoint "$scratch/vpool-mnt" >"$scratch/vpool.log" 2>&1 &
+# Servers start through nsenter itself (it execs them), so that $! is
+# the server's pid.
+nsenter --net="/run/netns/$nsv" -- "$scratch/bin/vpool" serve --data-dir "$scratch/vpool" --mountpoint "$scratch/vpool-mnt" >"$scratch/vpool.log" 2>&1 &
 pids+=($!); vpool_pid=$!
 
 cat >"$scratch/ganesha.conf" <<CONF
@@ -66,19 +68,19 @@ EXPORT {
 }
 LOG { Default_Log_Level = WARN; }
 CONF
-in "$nsg" rpcbind -f -w >"$scratch/rpcbind.log" 2>&1 &
+nsenter --net="/run/netns/$nsg" -- rpcbind -f -w >"$scratch/rpcbind.log" 2>&1 &
 pids+=($!)
 sleep 0.5
-in "$nsg" ganesha.nfsd -F -f "$scratch/ganesha.conf" -L "$scratch/ganesha.log" -p "$scratch/ganesha.pid" >/dev/null 2>&1 &
+nsenter --net="/run/netns/$nsg" -- ganesha.nfsd -F -f "$scratch/ganesha.conf" -L "$scratch/ganesha.log" -p "$scratch/ganesha.pid" >/dev/null 2>&1 &
 pids+=($!); ganesha_pid=$!
 
 declare -A ns=([vpool]=$nsv [ganesha]=$nsg)
 declare -A url=([vpool]=nfs://127.0.0.1/vpool [ganesha]=nfs://127.0.0.1$scratch/ganesha)
 declare -A pid=([vpool]=$vpool_pid [ganesha]=$ganesha_pid)
 for t in vpool ganesha; do
-	for i in $(seq 100); do in "${ns[$t]}" nfs-ls "${url[$t]}" >/dev/null 2>&1 && break; sleep 0.2; done
-	in "${ns[$t]}" nfs-ls "${url[$t]}" >/dev/null || { echo "bench: $t does not serve NFS"; cat "$scratch"/*.log; exit 1; }
-	in "${ns[$t]}" qemu-img create -f raw "${url[$t]}/bench.raw" 4G >/dev/null
+	for i in $(seq 100); do inns "${ns[$t]}" nfs-ls "${url[$t]}" >/dev/null 2>&1 && break; sleep 0.2; done
+	inns "${ns[$t]}" nfs-ls "${url[$t]}" >/dev/null || { echo "bench: $t does not serve NFS"; cat "$scratch"/*.log; exit 1; }
+	inns "${ns[$t]}" qemu-img create -f raw "${url[$t]}/bench.raw" 4G >/dev/null
 done
 dd if=/dev/urandom of="$scratch/1g.bin" bs=1M count=1024 status=none
 
@@ -107,7 +109,7 @@ measure() {
 	local target=$1 test=$2 kind=$3; shift 3
 	local c0 t0 c1 t1 out v total
 	c0=$(cpu_ticks "${pid[$target]}"); t0=$(date +%s.%N)
-	out=$(in "${ns[$target]}" "$@" 2>&1) || { echo "$out"; exit 1; }
+	out=$(inns "${ns[$target]}" "$@" 2>&1) || { echo "$out"; exit 1; }
 	c1=$(cpu_ticks "${pid[$target]}"); t1=$(date +%s.%N)
 	case $kind in
 	qemu) v=$(awk -v c="$qcount" '/Run completed in/{printf "%.0f", c/$4}' <<<"$out") ;;
@@ -126,12 +128,13 @@ measure() {
 nbd_fio() {
 	local target=$1 rw=$2 sock=$scratch/nbd-$1.sock
 	rm -f "$sock"
-	in "${ns[$target]}" qemu-nbd -f raw --cache=none --socket="$sock" --persistent "${url[$target]}/bench.raw" &
+	nsenter --net="/run/netns/${ns[$target]}" -- qemu-nbd -f raw --cache=none --socket="$sock" --persistent "${url[$target]}/bench.raw" &
 	local nbd=$!
 	for i in $(seq 100); do [[ -S $sock ]] && break; sleep 0.1; done
 	measure "$target" "fio-$rw-4k" fio fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$rw" --bs=4k \
 		--iodepth=16 --runtime="$runtime" --time_based --size=4G
-	kill "$nbd"; wait "$nbd" 2>/dev/null || true
+	kill "$nbd"
+	wait "$nbd" 2>/dev/null || true
 }
 
 for r in $(seq "$n"); do

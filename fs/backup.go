@@ -260,6 +260,7 @@ func (n *Namespace) restore(ctx context.Context) (bool, error) {
 		sb.Epoch++
 		sb.BackupGen = gens[len(gens)-1]
 		n.mu.sb = sb
+		clear(n.mu.attrs)
 		ops = append(ops, volume.MetaOp{Key: key(kindSuper), Value: sb.encode()})
 		if err := n.meta.Commit(ops); err != nil {
 			return false, err

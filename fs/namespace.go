@@ -57,8 +57,9 @@ type Namespace struct {
 
 	mu struct {
 		sync.Mutex
-		sb   superblock
-		open map[uint64]*openInode
+		sb    superblock
+		open  map[uint64]*openInode
+		attrs map[uint64]Attr // inode records read or written lately
 	}
 	backupMu sync.Mutex // one backup at a time
 	stop     chan struct{}
@@ -90,6 +91,7 @@ func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta MetaStore, ba
 	}
 	n := &Namespace{cfg: cfg, pool: pool, meta: meta, backend: backend, log: cfg.Log, stop: make(chan struct{})}
 	n.mu.open = map[uint64]*openInode{}
+	n.mu.attrs = map[uint64]Attr{}
 	b, ok, err := meta.Get(key(kindSuper))
 	if err != nil {
 		return nil, fmt.Errorf("fs: read superblock: %w", err)
@@ -172,12 +174,43 @@ func (n *Namespace) Close(ctx context.Context) error {
 }
 
 // commit applies ops atomically and counts the change.
+// Inode records are cached (attrCacheSize of them): every NFS call reads
+// one or two. Every change of an inode record goes through commit, under
+// mu, which updates the cache in the same step.
+const attrCacheSize = 32 << 10
+
 func (n *Namespace) commit(ops []volume.MetaOp) error {
 	if err := n.meta.Commit(ops); err != nil {
+		for _, op := range ops { // not known which part landed
+			if op.Key[1] == kindInode {
+				delete(n.mu.attrs, beUint64(op.Key[2:]))
+			}
+		}
 		return fmt.Errorf("fs: %w", err)
+	}
+	for _, op := range ops {
+		if op.Key[1] != kindInode {
+			continue
+		}
+		ino := beUint64(op.Key[2:])
+		if a, err := decodeAttr(op.Value); op.Value != nil && err == nil {
+			n.cacheAttrLocked(ino, a)
+		} else {
+			delete(n.mu.attrs, ino)
+		}
 	}
 	n.changes.Add(1)
 	return nil
+}
+
+func (n *Namespace) cacheAttrLocked(ino uint64, a Attr) {
+	if _, ok := n.mu.attrs[ino]; !ok && len(n.mu.attrs) >= attrCacheSize {
+		for k := range n.mu.attrs { // drop one at random
+			delete(n.mu.attrs, k)
+			break
+		}
+	}
+	n.mu.attrs[ino] = a
 }
 
 // SyncMeta makes every namespace change so far durable.
@@ -222,6 +255,9 @@ func checkName(name string) error {
 
 // attrLocked reads an inode record.
 func (n *Namespace) attrLocked(ino uint64) (Attr, error) {
+	if a, ok := n.mu.attrs[ino]; ok {
+		return a, nil
+	}
 	b, ok, err := n.meta.Get(key(kindInode, ino))
 	if err != nil {
 		return Attr{}, fmt.Errorf("fs: read inode %d: %w", ino, err)
@@ -229,7 +265,11 @@ func (n *Namespace) attrLocked(ino uint64) (Attr, error) {
 	if !ok {
 		return Attr{}, fmt.Errorf("%w: inode %d", ErrStale, ino)
 	}
-	return decodeAttr(b)
+	a, err := decodeAttr(b)
+	if err == nil {
+		n.cacheAttrLocked(ino, a)
+	}
+	return a, err
 }
 
 func (n *Namespace) dirLocked(ino uint64) (Attr, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"syscall"
 
 	"vpool/fs"
@@ -335,7 +336,7 @@ func (s *Server) read(ctx context.Context, c *call) []byte {
 	w := s.reply(c, nfs3OK, fattr3Size+16+int(count))
 	s.postOp(w, &a)
 	at := len(w.b)
-	w.b = append(w.b, make([]byte, 12+int(count))...) // count, eof, data length, data
+	w.b = slices.Grow(w.b, 12+int(count)+4)[:at+12+int(count)] // count, eof, data length, data: all written or cut below
 	n := 0
 	if int64(off) < a.Size {
 		var f *fs.File
@@ -345,6 +346,7 @@ func (s *Server) read(ctx context.Context, c *call) []byte {
 		}
 	}
 	if err != nil {
+		putBig(w.b)
 		w := s.reply(c, status(err), fattr3Size)
 		s.postOp(w, &a)
 		return w.b

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"sync"
 	"testing"
@@ -358,4 +359,19 @@ func TestMountPaths(t *testing.T) {
 			t.Fatalf("mount of %s succeeded", p)
 		}
 	}
+}
+
+// A client outside nfs.allow is refused at connect; inside, it is served.
+func TestAllowList(t *testing.T) {
+	e := newEnv(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	c, err := Dial(e.addr, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Mount("/vp"); err == nil {
+		t.Fatal("a client from 127.0.0.1 mounted with nfs.allow 10.0.0.0/8")
+	}
+	e.restart(Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}})
+	e.client(0, 0)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // ONC RPC (RFC 5531) over TCP with record marking, and over UDP (one call
@@ -39,6 +40,24 @@ const (
 // maxRecord bounds one call: a 1 MiB WRITE and its headers.
 const maxRecord = 1<<20 + 64<<10
 
+// Buffers of large calls (WRITE) and replies (READ) are reused: a fresh
+// megabyte per call costs more in allocation and clearing than the call.
+const (
+	smallRecord = 64 << 10
+	bigCap      = maxRecord + 4<<10
+)
+
+var bigBufs = sync.Pool{New: func() any { return make([]byte, 0, bigCap) }}
+
+func getBig() []byte { return bigBufs.Get().([]byte)[:0] }
+
+// putBig takes back a buffer from getBig; others are left to the GC.
+func putBig(b []byte) {
+	if cap(b) == bigCap {
+		bigBufs.Put(b[:0]) //nolint:staticcheck // a slice header is small
+	}
+}
+
 var errRecordTooBig = errors.New("nfsd: RPC record too large")
 
 // readRecord reads one record of at most max bytes, joining its
@@ -58,7 +77,9 @@ func readRecord(r io.Reader, max int) ([]byte, error) {
 		if len(rec)+n > max || frags > 1024 {
 			return nil, fmt.Errorf("%w: more than %d bytes or 1024 fragments", errRecordTooBig, max)
 		}
-		if rec == nil {
+		if rec == nil && n > smallRecord {
+			rec = getBig()
+		} else if rec == nil {
 			rec = make([]byte, 0, n)
 		}
 		start := len(rec)
@@ -156,9 +177,15 @@ func replyHeader(xid uint32) *writer {
 	return w
 }
 
-// accepted starts an accepted reply with status stat.
+// accepted starts an accepted reply with status stat and room for size
+// more bytes.
 func accepted(xid, stat uint32, size int) *writer {
-	w := &writer{b: make([]byte, 4, 64+size)}
+	var w *writer
+	if size > smallRecord {
+		w = &writer{b: getBig()[:4]}
+	} else {
+		w = &writer{b: make([]byte, 4, 64+size)}
+	}
 	w.uint32(xid)
 	w.uint32(msgReply)
 	w.uint32(replyAccepted)

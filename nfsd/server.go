@@ -259,7 +259,9 @@ func (s *Server) serveConn(c net.Conn) {
 	defer s.wg.Done()
 	remote := c.RemoteAddr().String()
 	br := bufio.NewReaderSize(c, 128<<10)
-	var wmu sync.Mutex
+	replies := make(chan []byte, perConnInFlight)
+	written := make(chan struct{})
+	go s.replyWriter(c, replies, written)
 	var calls sync.WaitGroup
 	perConn := make(chan struct{}, perConnInFlight)
 	for {
@@ -276,28 +278,61 @@ func (s *Server) serveConn(c net.Conn) {
 		go func() {
 			defer func() { <-s.sem; <-perConn; calls.Done() }()
 			reply, err := s.serveCall(rec, remote, true)
+			putBig(rec)
 			if err != nil {
 				s.log.Warn("nfs: not an RPC call: connection closed", "client", remote, "err", err)
 				c.Close()
 				return
 			}
-			if reply == nil {
-				return
-			}
-			wmu.Lock()
-			c.SetWriteDeadline(time.Now().Add(writeTimeout))
-			_, err = c.Write(frame(reply))
-			wmu.Unlock()
-			if err != nil {
-				c.Close()
+			if reply != nil {
+				replies <- frame(reply)
 			}
 		}()
 	}
 	calls.Wait()
+	close(replies)
+	<-written
 	c.Close()
 	s.mu.Lock()
 	delete(s.mu.conns, c)
 	s.mu.Unlock()
+}
+
+// replyWriter sends a connection's replies in the order they are ready,
+// as many as are waiting in one writev.
+func (s *Server) replyWriter(c net.Conn, replies <-chan []byte, done chan<- struct{}) {
+	defer close(done)
+	failed := false
+	var batch [64][]byte
+	for b := range replies {
+		n := 1
+		batch[0] = b
+	more:
+		for n < len(batch) {
+			select {
+			case b, ok := <-replies:
+				if !ok {
+					break more
+				}
+				batch[n] = b
+				n++
+			default:
+				break more
+			}
+		}
+		if !failed { // else drain: the calls still finish
+			c.SetWriteDeadline(time.Now().Add(writeTimeout))
+			bufs := net.Buffers(append([][]byte(nil), batch[:n]...))
+			if _, err := bufs.WriteTo(c); err != nil {
+				failed = true
+				c.Close()
+			}
+		}
+		for i := range n {
+			putBig(batch[i])
+			batch[i] = nil
+		}
+	}
 }
 
 func (s *Server) packetLoop(pc net.PacketConn) {

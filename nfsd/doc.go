@@ -1,0 +1,64 @@
+// Package nfsd exports a vPool's namespace over NFS version 3 (RFC 1813)
+// on TCP, with the MOUNT v3 protocol and a portmapper (version 2), so that
+// VMware ESXi mounts the vPool as a datastore and qemu's nfs:// driver
+// (libnfs) opens vDisks on it. It talks to the namespace (fs) and, through
+// it, the engine directly: a change through FUSE or NFS is visible on the
+// other side at once.
+//
+// # Transport
+//
+// ONC RPC (RFC 5531) over TCP with record marking; a record may come in
+// many fragments and is limited to 1 MiB + 64 KiB (a 1 MiB WRITE); longer
+// records, and anything that is not an RPC call, close the connection
+// after the calls already read are answered. Calls on one connection are
+// processed concurrently (64 per connection, 256 in all) and replies go
+// out as they are ready, matched by XID: ESXi sends a datastore's whole
+// traffic over one connection. UDP is served for the portmapper and
+// MOUNT only. Every address is checked against nfs.allow at accept.
+// Credentials are AUTH_SYS (AUTH_NONE is nobody); nfs.root_squash maps uid
+// 0 to nobody. Permissions are checked here as POSIX does, with the
+// owner override of Linux's server (the owner may always read and write
+// its file).
+//
+// # File handles
+//
+// 28 bytes: version, the namespace id (fs.Namespace.ID, kept across
+// restarts and restores), the inode number and its generation (the
+// vPool's epoch when the inode was made). Inode numbers are never reused,
+// and a restore from the backend starts a new epoch, so a handle is valid
+// for as long as its inode lives, across daemon restarts, and stale
+// (NFS3ERR_STALE) after. fileid is the inode number; fsid the namespace
+// id.
+//
+// # Writes
+//
+// UNSTABLE writes are acknowledged once in the write buffer (they survive
+// the daemon's kill -9, not a power loss); FILE_SYNC and DATA_SYNC writes
+// and COMMIT flush the file (the engine's Flush) and sync the metadata
+// store when the namespace changed. The write verifier is random per
+// start, so after a restart clients resend what they had not committed.
+// Namespace changes (CREATE, MKDIR, REMOVE, RENAME, SETATTR, ...) are
+// synced before the reply, group-committed across concurrent calls.
+// Exclusive CREATE keeps the verifier in atime and mtime (seconds), as
+// Linux's server does.
+//
+// # Open files
+//
+// NFS has no open or close: a file is opened at its first READ, WRITE or
+// COMMIT and released after 10 s without calls. A file removed while held
+// stays readable through its handles until then, as an open file does
+// locally; its space is freed at the release.
+//
+// # Directories
+//
+// READDIR and READDIRPLUS list "." and ".." (cookies 1 and 2) and then the
+// entries in inode order (fs.Namespace.ReadDirOrder); an entry's cookie is
+// its inode number + 2, so a listing resumes after any entry even while
+// entries are added and removed. The cookie verifier is the namespace id.
+//
+// # Not served
+//
+// NFSv2 and NFSv4, NFS over UDP, NLM (ESXi locks with .lck files; Linux
+// clients mount with -o nolock), hard links (LINK is NFS3ERR_NOTSUPP),
+// the sticky bit's rule on removal.
+package nfsd
