@@ -58,6 +58,7 @@ type Server struct {
 	verf  [8]byte // write verifier: new at every start
 	files *fileCache
 	sem   chan struct{}
+	work  chan func() // to idle workers
 
 	nfsPort int
 	closing atomic.Bool
@@ -82,7 +83,7 @@ func New(cfg Config, ns *fs.Namespace) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight)}
+	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight), work: make(chan func())}
 	rand.Read(s.verf[:])
 	s.files = newFileCache(ns, cfg.Log)
 	s.mu.conns = map[net.Conn]struct{}{}
@@ -275,7 +276,7 @@ func (s *Server) serveConn(c net.Conn) {
 		perConn <- struct{}{}
 		s.sem <- struct{}{}
 		calls.Add(1)
-		go func() {
+		s.run(func() {
 			defer func() { <-s.sem; <-perConn; calls.Done() }()
 			reply, err := s.serveCall(rec, remote, true)
 			putBig(rec)
@@ -287,7 +288,7 @@ func (s *Server) serveConn(c net.Conn) {
 			if reply != nil {
 				replies <- frame(reply)
 			}
-		}()
+		})
 	}
 	calls.Wait()
 	close(replies)
@@ -296,6 +297,33 @@ func (s *Server) serveConn(c net.Conn) {
 	s.mu.Lock()
 	delete(s.mu.conns, c)
 	s.mu.Unlock()
+}
+
+// run hands a call to an idle worker, or starts one. Workers live on
+// for workerIdle: a call on a fresh goroutine spends a tenth of its CPU
+// growing the goroutine's stack.
+func (s *Server) run(job func()) {
+	select {
+	case s.work <- job:
+	default:
+		go s.worker(job)
+	}
+}
+
+const workerIdle = 10 * time.Second
+
+func (s *Server) worker(job func()) {
+	t := time.NewTimer(workerIdle)
+	defer t.Stop()
+	for {
+		job()
+		t.Reset(workerIdle)
+		select {
+		case job = <-s.work:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // replyWriter sends a connection's replies in the order they are ready,
