@@ -167,3 +167,21 @@ func (m *Mount) Unmount() error {
 	m.server.Wait()
 	return nil
 }
+
+// InvalidateInode tells the kernel that an inode changed outside the
+// mount (the NFS gateway): its attributes, and its cached data from off
+// for length bytes (length 0: to the end; off < 0: no data). The kernel
+// may not know the inode: that is not an error.
+func (m *Mount) InvalidateInode(ino uint64, off, length int64) {
+	if st := m.server.InodeNotify(ino, off, length); st != fuse.OK && st != fuse.ENOENT {
+		m.ns.log.Debug("fs: invalidate inode", "inode", ino, "status", st)
+	}
+}
+
+// InvalidateEntry tells the kernel that name in directory parent changed
+// outside the mount (made, removed or renamed).
+func (m *Mount) InvalidateEntry(parent uint64, name string) {
+	if st := m.server.EntryNotify(parent, name); st != fuse.OK && st != fuse.ENOENT {
+		m.ns.log.Debug("fs: invalidate entry", "parent", parent, "name", name, "status", st)
+	}
+}

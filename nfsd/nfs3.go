@@ -208,6 +208,11 @@ func (s *Server) setattr(ctx context.Context, c *call) []byte {
 		if err == nil {
 			err = s.ns.SyncMeta()
 		}
+		if st.in.SetSize && pre.IsRegular() && !pre.IsVDisk() {
+			s.cfg.Notify.InvalidateInode(pre.Ino, min(st.in.Size, pre.Size), 0)
+		} else {
+			s.cfg.Notify.InvalidateInode(pre.Ino, -1, 0)
+		}
 	}
 	w := s.reply(c, status(err), 2*fattr3Size)
 	if err != nil {
@@ -405,6 +410,14 @@ func (s *Server) write(ctx context.Context, c *call) []byte {
 		}
 	}
 	post, perr := s.ns.GetAttr(ctx, pre.Ino)
+	switch {
+	case err != nil:
+	case !pre.IsVDisk():
+		s.cfg.Notify.InvalidateInode(pre.Ino, int64(off), int64(len(data)))
+	case perr == nil && post.Size != pre.Size:
+		// vDisks are direct I/O through FUSE: only a new size matters.
+		s.cfg.Notify.InvalidateInode(pre.Ino, -1, 0)
+	}
 	w := s.reply(c, status(err), 2*fattr3Size+32)
 	s.wcc(w, attrOrNil(pre, nilIf(pre.Ino != 0)), attrOrNil(post, perr))
 	if err == nil {
@@ -564,6 +577,7 @@ func (s *Server) create(ctx context.Context, c *call) []byte {
 		if err == nil {
 			err = s.ns.SyncMeta()
 		}
+		s.changedEntry(pre.Ino, name)
 	}
 	post, perr := s.ns.GetAttr(ctx, pre.Ino)
 	w := s.reply(c, status(err), 4*fattr3Size+64)
@@ -594,6 +608,7 @@ func (s *Server) remove(ctx context.Context, c *call) []byte {
 		if err == nil {
 			err = s.ns.SyncMeta()
 		}
+		s.changedEntry(pre.Ino, name)
 	}
 	post, perr := s.ns.GetAttr(ctx, pre.Ino)
 	w := s.reply(c, status(err), 2*fattr3Size)
@@ -623,6 +638,8 @@ func (s *Server) rename(ctx context.Context, c *call) []byte {
 		if err == nil {
 			err = s.ns.SyncMeta()
 		}
+		s.changedEntry(pre1.Ino, n1)
+		s.changedEntry(pre2.Ino, n2)
 	}
 	post1, err1 := s.ns.GetAttr(ctx, pre1.Ino)
 	post2, err2 := s.ns.GetAttr(ctx, pre2.Ino)
@@ -630,6 +647,12 @@ func (s *Server) rename(ctx context.Context, c *call) []byte {
 	s.wcc(w, attrOrNil(pre1, nilIf(pre1.Ino != 0)), attrOrNil(post1, err1))
 	s.wcc(w, attrOrNil(pre2, nilIf(pre2.Ino != 0)), attrOrNil(post2, err2))
 	return w.b
+}
+
+// changedEntry tells the other view that dir/name changed.
+func (s *Server) changedEntry(dir uint64, name string) {
+	s.cfg.Notify.InvalidateEntry(dir, name)
+	s.cfg.Notify.InvalidateInode(dir, -1, 0)
 }
 
 // link: a vPool has no hard links (NFS3ERR_NOTSUPP).

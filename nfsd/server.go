@@ -38,8 +38,22 @@ type Config struct {
 	RootSquash bool
 	// Export is the path clients mount: "/" + the vPool's name.
 	Export string
+	// Notify, when set, is told of every change the gateway makes, so
+	// that the FUSE mount's kernel caches show it at once (fs.Mount).
+	Notify Notifier
 	Log    *slog.Logger
 }
+
+// Notifier invalidates another view's caches of the namespace.
+type Notifier interface {
+	InvalidateInode(ino uint64, off, length int64) // off < 0: attributes only; length 0: to the end
+	InvalidateEntry(parent uint64, name string)
+}
+
+type noNotify struct{}
+
+func (noNotify) InvalidateInode(uint64, int64, int64) {}
+func (noNotify) InvalidateEntry(uint64, string)       {}
 
 // Limits on what clients can make the server hold.
 const (
@@ -82,6 +96,9 @@ type Stats struct {
 func New(cfg Config, ns *fs.Namespace) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.Notify == nil {
+		cfg.Notify = noNotify{}
 	}
 	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight), work: make(chan func())}
 	rand.Read(s.verf[:])

@@ -397,3 +397,56 @@ func TestNFSMalformedInput(t *testing.T) {
 	}
 	d.stop() // and it still stops cleanly
 }
+
+// A change made over NFS shows through the FUSE mount at once, although
+// the kernel caches attributes, names and file pages: the gateway
+// invalidates them.
+func TestNFSChangesShowThroughFUSE(t *testing.T) {
+	d := startDaemon(t)
+	c, root := d.nfsClient(0, 0)
+	if err := os.WriteFile(d.path("vm.vmx"), []byte("version = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel now holds the page, the size, and "new.vmx" as missing.
+	if b, err := os.ReadFile(d.path("vm.vmx")); err != nil || string(b) != "version = 1\n" {
+		t.Fatalf("read: %q %v", b, err)
+	}
+	if _, err := os.Stat(d.path("new.vmx")); !os.IsNotExist(err) {
+		t.Fatalf("stat of a missing file: %v", err)
+	}
+	fh, _, err := c.Lookup(root, "vm.vmx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Write(fh, 0, []byte("version = 2, longer\n"), nfsd.FileSync); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Create(root, "new.vmx", nfsd.Guarded, 0o644, [8]byte{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(d.path("vm.vmx")); err != nil || string(b) != "version = 2, longer\n" {
+		t.Fatalf("FUSE read right after an NFS write: %q %v", b, err)
+	}
+	if _, err := os.Stat(d.path("new.vmx")); err != nil {
+		t.Fatalf("FUSE stat right after an NFS create: %v", err)
+	}
+	if err := c.Rename(root, "new.vmx", root, "renamed.vmx"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d.path("new.vmx")); !os.IsNotExist(err) {
+		t.Fatalf("FUSE stat of the old name right after an NFS rename: %v", err)
+	}
+	if err := c.Remove(root, "renamed.vmx"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d.path("renamed.vmx")); !os.IsNotExist(err) {
+		t.Fatalf("FUSE stat right after an NFS remove: %v", err)
+	}
+	// And the other way: what FUSE writes, NFS reads at once.
+	if err := os.WriteFile(d.path("vm.vmx"), []byte("version = 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _, err := c.Read(fh, 0, 100); err != nil || string(b) != "version = 3\n" {
+		t.Fatalf("NFS read right after a FUSE write: %q %v", b, err)
+	}
+}
