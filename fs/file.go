@@ -291,13 +291,29 @@ func (f *File) discard(ctx context.Context, off, n int64) error {
 	l := f.n.dataLock(f.ino)
 	l.RLock()
 	defer l.RUnlock()
-	return forChunks(off, n, func(idx uint64, _, n, inner int64) error {
+	if err := forChunks(off, n, func(idx uint64, _, n, inner int64) error {
 		c, ok, err := f.n.chunk(f.ino, idx)
 		if err != nil || !ok {
 			return err
 		}
 		return f.n.files.Discard(ctx, int64(c)<<chunkShift+inner, n)
-	})
+	}); err != nil {
+		return err
+	}
+	return f.n.touch(f.ino) // a punched hole is a change of the data
+}
+
+// touch sets an inode's mtime and ctime to now.
+func (n *Namespace) touch(ino uint64) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	a, err := n.attrLocked(ino)
+	if err != nil {
+		return err
+	}
+	now := nowNanos()
+	a.Mtime, a.Ctime = now, now
+	return n.commit([]volume.MetaOp{{Key: key(kindInode, ino), Value: a.encode()}})
 }
 
 // forChunks splits [off, off+n) at chunk boundaries and calls fn for each

@@ -348,3 +348,28 @@ func TestUpgradeOldNamespace(t *testing.T) {
 		t.Fatalf("namespace id changed across a restart: %x -> %x", id, e.ns.ID())
 	}
 }
+
+// Punching a hole changes a file's data: its mtime and ctime move.
+func TestPunchHoleTouches(t *testing.T) {
+	e := newEnv(t)
+	a, _, err := e.ns.Create(bg, RootIno, "log.txt", NewNode{Mode: syscall.S_IFREG | 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := e.ns.Open(bg, a.Ino, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Release(bg)
+	if _, err := f.WriteAt(bg, bytes.Repeat([]byte{1}, 3*chunkSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.ns.GetAttr(bg, a.Ino)
+	if err := f.Allocate(bg, FallocPunchHole|FallocKeepSize, chunkSize, chunkSize); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := e.ns.GetAttr(bg, a.Ino)
+	if after.Mtime <= before.Mtime || after.Ctime <= before.Ctime || after.Size != before.Size {
+		t.Fatalf("after a punched hole: %+v, before %+v", after, before)
+	}
+}
