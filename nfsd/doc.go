@@ -14,7 +14,9 @@
 // processed concurrently (64 per connection, 256 in all) and replies go
 // out as they are ready, matched by XID: ESXi sends a datastore's whole
 // traffic over one connection. UDP is served for the portmapper and
-// MOUNT only. Every address is checked against nfs.allow at accept.
+// MOUNT only. When another portmapper (rpcbind) holds port 111, MOUNT and
+// NFS are registered with it (SET from a privileged port) and
+// unregistered at close. Every address is checked against nfs.allow at accept.
 // Credentials are AUTH_SYS (AUTH_NONE is nobody); nfs.root_squash maps uid
 // 0 to nobody. Permissions are checked here as POSIX does, with the
 // owner override of Linux's server (the owner may always read and write

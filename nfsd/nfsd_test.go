@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -374,4 +376,68 @@ func TestAllowList(t *testing.T) {
 	}
 	e.restart(Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}})
 	e.client(0, 0)
+}
+
+// When another portmapper holds its port, the gateway registers MOUNT and
+// NFS with it (from a privileged port, as rpcbind wants) and unregisters
+// at close.
+func TestRegisterWithRunningPortmapper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("registering needs a privileged source port: run as root (scripts/test.sh does)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var mu sync.Mutex
+	var calls []string
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				if p := conn.RemoteAddr().(*net.TCPAddr).Port; p >= 1024 {
+					return // rpcbind's rule
+				}
+				for {
+					rec, err := readRecord(conn, 1<<16)
+					if err != nil {
+						return
+					}
+					c, _, err := parseCall(rec)
+					if err != nil {
+						return
+					}
+					prog, vers, prot, port := c.args.uint32(), c.args.uint32(), c.args.uint32(), c.args.uint32()
+					mu.Lock()
+					calls = append(calls, fmt.Sprintf("%d %d/%d/%d/%d", c.proc, prog, vers, prot, port))
+					mu.Unlock()
+					w := accepted(c.xid, acceptSuccess, 4)
+					w.bool(true)
+					conn.Write(frame(w.b))
+				}
+			}()
+		}
+	}()
+	pm := l.Addr().(*net.TCPAddr).Port
+	e := newEnv(t, Config{PortmapPort: pm})
+	p := e.srv.Port()
+	mu.Lock()
+	got := strings.Join(calls, ", ")
+	mu.Unlock()
+	want := fmt.Sprintf("2 100003/3/6/%d, 2 100005/3/6/%d, 2 100005/3/17/%d, 1 100003/3/6/%d, 1 100005/3/6/%d, 1 100005/3/17/%d",
+		p, p, p, p, p, p)
+	if got != want {
+		t.Fatalf("portmapper calls at start:\n%s\nwant\n%s", got, want)
+	}
+	e.stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if n := len(calls); n != 9 || !strings.HasPrefix(calls[6], "2 ") || !strings.HasPrefix(calls[8], "2 ") {
+		t.Fatalf("portmapper calls after close: %v (want three UNSETs more)", calls)
+	}
 }

@@ -1,5 +1,14 @@
 package nfsd
 
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+)
+
 // The portmapper (RFC 1833, version 2): clients such as libnfs (qemu's
 // nfs:// driver) and ESXi ask it where MOUNT and NFS listen. Versions 3
 // and 4 (rpcbind) are answered with PROG_MISMATCH, after which clients
@@ -73,4 +82,69 @@ func (s *Server) portmap(c *call) []byte {
 		return w.b
 	}
 	return accepted(c.xid, acceptProcUnavail, 0).b // CALLIT and beyond
+}
+
+// register sets (or, set false, unsets) the gateway's MOUNT and NFS
+// mappings in the portmapper on host's port 111. rpcbind takes SET only
+// from a local privileged port, so the call comes from one.
+func (s *Server) register(host string, set bool) error {
+	var conn net.Conn
+	var err error
+	for p := 1023; p >= 600; p-- {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(loopbackOf(host)), Port: p}}
+		if conn, err = d.Dial("tcp", net.JoinHostPort(loopbackOf(host), strconv.Itoa(s.cfg.PortmapPort))); err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+	}
+	if err != nil {
+		return err
+	}
+	c := NewClient(conn, 0, 0)
+	defer c.Close()
+	var ms []mapping
+	for _, m := range s.mappings() {
+		if m.prog != progPortmap {
+			ms = append(ms, m)
+		}
+	}
+	call := func(proc uint32, m mapping) (*reader, error) {
+		w := &writer{}
+		w.uint32(m.prog)
+		w.uint32(m.vers)
+		w.uint32(m.prot)
+		w.uint32(m.port)
+		return c.rpc(progPortmap, 2, proc, w.b)
+	}
+	// UNSET first, all of them (it drops every protocol of a program and
+	// version): a mapping left by a daemon that was killed makes SET fail.
+	for _, m := range ms {
+		if _, err := call(2, m); err != nil {
+			return fmt.Errorf("portmapper UNSET: %v", err)
+		}
+	}
+	for _, m := range ms {
+		if !set {
+			break
+		}
+		r, err := call(1, m)
+		if err != nil {
+			return fmt.Errorf("portmapper SET: %v", err)
+		}
+		if !r.bool() {
+			return fmt.Errorf("portmapper refused SET of program %d version %d", m.prog, m.vers)
+		}
+	}
+	return nil
+}
+
+// loopbackOf is where to reach a portmapper for a listen host: the host
+// itself, or loopback for a wildcard.
+func loopbackOf(host string) string {
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return "127.0.0.1"
+	}
+	return host
 }

@@ -74,10 +74,11 @@ type Server struct {
 	sem   chan struct{}
 	work  chan func() // to idle workers
 
-	nfsPort int
-	closing atomic.Bool
-	wg      sync.WaitGroup
-	mu      struct {
+	nfsPort    int
+	registered string // host of the portmapper MOUNT and NFS are registered with, if not ours
+	closing    atomic.Bool
+	wg         sync.WaitGroup
+	mu         struct {
 		sync.Mutex
 		listeners []net.Listener
 		packets   []net.PacketConn
@@ -122,8 +123,13 @@ func (s *Server) Start() error {
 	}
 	if s.cfg.PortmapPort != 0 {
 		if err := s.listen(host, s.cfg.PortmapPort); err != nil {
-			s.Close(context.Background())
-			return fmt.Errorf("%w (another portmapper, such as rpcbind, may hold it; set nfs.portmap: false to run without)", err)
+			// Another portmapper (rpcbind) holds the port: register with it.
+			if rerr := s.register(host, true); rerr != nil {
+				s.Close(context.Background())
+				return fmt.Errorf("%w; registering with the portmapper there failed too: %v (set nfs.portmap: false to run without one)", err, rerr)
+			}
+			s.registered = host
+			s.log.Info("nfs: port 111 is another portmapper's: MOUNT and NFS registered with it", "addr", host)
 		}
 	}
 	s.log.Info("nfs: serving", "export", s.cfg.Export, "addr", net.JoinHostPort(host, strconv.Itoa(s.nfsPort)),
@@ -196,7 +202,14 @@ func (s *Server) Verifier() [8]byte { return s.verf }
 // Close stops listening, lets calls in progress finish, closes the
 // connections and releases the files the gateway holds open.
 func (s *Server) Close(ctx context.Context) error {
-	s.closing.Store(true)
+	if s.closing.Swap(true) {
+		return nil
+	}
+	if s.registered != "" {
+		if err := s.register(s.registered, false); err != nil {
+			s.log.Warn("nfs: unregister from the portmapper", "err", err)
+		}
+	}
 	s.mu.Lock()
 	for _, l := range s.mu.listeners {
 		l.Close()
