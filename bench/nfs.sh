@@ -7,7 +7,7 @@
 #   qemu-img bench -d 16 -s 4k, read and write, over nfs://
 #   fio 4 KiB random read and write at iodepth 16 through qemu-nbd over
 #     nfs:// (fio's nbd engine; Debian's fio has no NFS engine)
-#   nfs-cp of 1 GiB into the export and out of it
+#   nfs-cp of 1 GiB into the export and out of it (local side in /dev/shm)
 # Each server runs in a network namespace with only loopback (ganesha
 # needs rpcbind, which listens on every interface, and `rpcbind -h
 # 127.0.0.1` crashes here), so both get ports 111 and 2049 to themselves.
@@ -44,7 +44,7 @@ cleanup() {
 	mountpoint -q "$scratch/vpool-mnt" && umount -l "$scratch/vpool-mnt"
 	ip netns delete "$nsv" 2>/dev/null || true
 	ip netns delete "$nsg" 2>/dev/null || true
-	rm -rf "$scratch"
+	rm -rf "$scratch" /dev/shm/vpool-nfsbench-$$
 }
 trap cleanup EXIT
 for ns in "$nsv" "$nsg"; do
@@ -82,7 +82,11 @@ for t in vpool ganesha; do
 	inns "${ns[$t]}" nfs-ls "${url[$t]}" >/dev/null || { echo "bench: $t does not serve NFS"; cat "$scratch"/*.log; exit 1; }
 	inns "${ns[$t]}" qemu-img create -f raw "${url[$t]}/bench.raw" 4G >/dev/null
 done
-dd if=/dev/urandom of="$scratch/1g.bin" bs=1M count=1024 status=none
+# The client's side of nfs-cp lives in memory (/dev/shm), so that the
+# local disk's writeback does not add its noise to the servers' figures.
+shm=/dev/shm/vpool-nfsbench-$$
+mkdir -p "$shm"
+dd if=/dev/urandom of="$shm/1g.bin" bs=1M count=1024 status=none
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -148,11 +152,11 @@ for r in $(seq "$n"); do
 		quiesce
 		nbd_fio "$target" randread
 		quiesce
-		measure "$target" nfs-cp-in copy nfs-cp "$scratch/1g.bin" "${url[$target]}/copy-$r.iso"
+		measure "$target" nfs-cp-in copy nfs-cp "$shm/1g.bin" "${url[$target]}/copy-$r.iso"
 		quiesce
-		rm -f "$scratch/out.bin"
-		measure "$target" nfs-cp-out copy nfs-cp "${url[$target]}/copy-$r.iso" "$scratch/out.bin"
-		cmp -s "$scratch/1g.bin" "$scratch/out.bin" || { echo "bench: $target: the copy out differs"; exit 1; }
+		rm -f "$shm/out.bin"
+		measure "$target" nfs-cp-out copy nfs-cp "${url[$target]}/copy-$r.iso" "$shm/out.bin"
+		cmp -s "$shm/1g.bin" "$shm/out.bin" || { echo "bench: $target: the copy out differs"; exit 1; }
 		rm -f "$scratch/$([[ $target == vpool ]] && echo vpool-mnt || echo ganesha)/copy-$r.iso"
 	done
 done
