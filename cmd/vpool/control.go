@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -299,9 +300,17 @@ func printStatus(w io.Writer, st *Status) {
 	}
 }
 
+// metricType is a series' Prometheus type: counters end in _total.
+func metricType(name string) string {
+	if strings.HasSuffix(name, "_total") {
+		return "counter"
+	}
+	return "gauge"
+}
+
 func writeMetrics(w io.Writer, st Status) {
 	g := func(name, help string, v any, labels string) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s%s %v\n", name, help, name, name, labels, v)
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s%s %v\n", name, help, name, metricType(name), name, labels, v)
 	}
 	g("vpool_write_buffer_bytes", "Bytes in SCOs not yet on the backend.", st.WriteBufferBytes, "")
 	g("vpool_write_buffer_limit_bytes", "Write buffer size.", st.WriteBufferLimit, "")
@@ -332,7 +341,7 @@ func writeMetrics(w io.Writer, st Status) {
 		{"vpool_vdisk_scos_not_uploaded", "Sealed SCOs waiting for upload.", func(v VDiskStatus) any { return v.SCOsNotUploaded }},
 	}
 	for _, s := range series {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", s.name, s.help, s.name)
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, metricType(s.name))
 		for _, v := range st.VDisks {
 			fmt.Fprintf(w, "%s{vdisk=%q,path=%q} %v\n", s.name, v.ID, v.Path, s.val(v))
 		}

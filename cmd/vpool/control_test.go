@@ -85,6 +85,12 @@ func TestControlSocketStatusAndMetrics(t *testing.T) {
 	if want := `vpool_vdisk_writes_total{vdisk="` + volume.FormatID(v.ID()) + `",path=""} 500`; !strings.Contains(string(body), want) {
 		t.Fatalf("metrics lack %q:\n%s", want, body)
 	}
+	for _, want := range []string{"# TYPE vpool_vdisk_writes_total counter", "# TYPE vpool_write_buffer_bytes gauge",
+		"# TYPE vpool_nfs_calls_total counter"} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics lack %q:\n%s", want, body)
+		}
+	}
 	if _, err := listenControl(c.DataDir); err == nil || !strings.Contains(err.Error(), "another vpool daemon is running") {
 		t.Fatalf("second daemon: %v", err)
 	}
