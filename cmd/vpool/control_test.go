@@ -85,8 +85,7 @@ func TestControlSocketStatusAndMetrics(t *testing.T) {
 	if want := `vpool_vdisk_writes_total{vdisk="` + volume.FormatID(v.ID()) + `",path=""} 500`; !strings.Contains(string(body), want) {
 		t.Fatalf("metrics lack %q:\n%s", want, body)
 	}
-	for _, want := range []string{"# TYPE vpool_vdisk_writes_total counter", "# TYPE vpool_write_buffer_bytes gauge",
-		"# TYPE vpool_nfs_calls_total counter"} {
+	for _, want := range []string{"# TYPE vpool_vdisk_writes_total counter", "# TYPE vpool_write_buffer_bytes gauge"} {
 		if !strings.Contains(string(body), want) {
 			t.Fatalf("metrics lack %q:\n%s", want, body)
 		}
