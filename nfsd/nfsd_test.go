@@ -441,3 +441,99 @@ func TestRegisterWithRunningPortmapper(t *testing.T) {
 		t.Fatalf("portmapper calls after close: %v (want three UNSETs more)", calls)
 	}
 }
+
+// The portmapper answers GETPORT and DUMP over TCP and UDP, versions 3
+// and 4 get PROG_MISMATCH (clients fall back to 2), and MOUNT answers
+// over UDP too.
+func TestPortmapperAndMountOverUDP(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	e := newEnv(t, Config{PortmapPort: pm})
+	nfsPort := uint32(e.srv.Port())
+	udpCall := func(port int, prog, vers, proc uint32, args []byte) *reader {
+		t.Helper()
+		conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write(encodeCall(7, prog, vers, proc, 0, 0, args).b[4:]); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 65536)
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &reader{b: buf[:n]}
+		if r.uint32() != 7 || r.uint32() != msgReply || r.uint32() != replyAccepted {
+			t.Fatal("not an accepted reply to xid 7")
+		}
+		r.uint32()
+		r.opaque(400)
+		return r
+	}
+	getport := func(prog, prot uint32) uint32 {
+		w := &writer{}
+		w.uint32(prog)
+		w.uint32(3)
+		w.uint32(prot)
+		w.uint32(0)
+		r := udpCall(pm, progPortmap, 2, 3, w.b)
+		if st := r.uint32(); st != acceptSuccess {
+			t.Fatalf("GETPORT: accept status %d", st)
+		}
+		return r.uint32()
+	}
+	if p := getport(progMount, ipprotoUDP); p != nfsPort {
+		t.Fatalf("GETPORT MOUNT/UDP: %d, want %d", p, nfsPort)
+	}
+	if p := getport(progNFS, ipprotoTCP); p != nfsPort {
+		t.Fatalf("GETPORT NFS/TCP: %d, want %d", p, nfsPort)
+	}
+	if p := getport(progNFS, ipprotoUDP); p != 0 {
+		t.Fatalf("GETPORT NFS/UDP: %d, want 0 (not served)", p)
+	}
+	r := udpCall(pm, progPortmap, 4, 3, nil)
+	if st := r.uint32(); st != acceptProgMismatch || r.uint32() != 2 || r.uint32() != 2 {
+		t.Fatalf("rpcbind v4: accept status %d, want PROG_MISMATCH 2..2", st)
+	}
+	// DUMP over TCP lists five mappings.
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewClient(conn, 0, 0)
+	defer c.Close()
+	dr, err := c.rpc(progPortmap, 2, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for dr.bool() {
+		dr.uint32()
+		dr.uint32()
+		dr.uint32()
+		dr.uint32()
+		n++
+	}
+	if n != 5 || dr.err != nil {
+		t.Fatalf("DUMP: %d mappings (%v), want 5", n, dr.err)
+	}
+	// MNT over UDP returns the root handle.
+	w := &writer{}
+	w.string("/vp")
+	mr := udpCall(int(nfsPort), progMount, 3, 1, w.b)
+	if st := mr.uint32(); st != acceptSuccess || mr.uint32() != mnt3OK || !bytes.Equal(mr.opaque(64), e.srv.handle(1, 1)) {
+		t.Fatal("MNT over UDP did not return the root handle")
+	}
+	// NFS over UDP is not served.
+	if st := udpCall(int(nfsPort), progNFS, 3, 0, nil).uint32(); st != acceptProgUnavail {
+		t.Fatalf("NFS over UDP: accept status %d, want PROG_UNAVAIL", st)
+	}
+}
