@@ -27,6 +27,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	dropStaleNetns()
 	vpoolBin = filepath.Join(dir, "vpool")
 	build := exec.Command("go", "build", "-o", vpoolBin, "../cmd/vpool")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
@@ -37,6 +38,17 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// dropStaleNetns deletes the network namespaces of daemons whose state
+// directory is gone (a test run killed before its cleanup).
+func dropStaleNetns() {
+	names, _ := filepath.Glob("/run/netns/vpool-e2e-*")
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join("/var/tmp", filepath.Base(n))); os.IsNotExist(err) {
+			exec.Command("ip", "netns", "delete", filepath.Base(n)).Run()
+		}
+	}
 }
 
 // daemon is one `vpool serve` process with its own data dir and mountpoint.
