@@ -729,6 +729,37 @@ func (n *Namespace) VDiskNames(ctx context.Context) map[uint64]string {
 	return out
 }
 
+// Resolve finds a path in the tree ("dir/vm1.raw" or "/dir/vm1.raw",
+// from the vPool's root), following no symlinks.
+func (n *Namespace) Resolve(ctx context.Context, path string) (Attr, error) {
+	a, err := n.GetAttr(ctx, RootIno)
+	for _, name := range strings.Split(path, "/") {
+		if err != nil {
+			return Attr{}, err
+		}
+		if name == "" || name == "." {
+			continue
+		}
+		if !a.IsDir() {
+			return Attr{}, fmt.Errorf("%w: %q in %q", ErrNotDir, name, path)
+		}
+		a, err = n.Lookup(ctx, a.Ino, name)
+	}
+	return a, err
+}
+
+// VDiskOf returns the vDisk a path names, or an error naming the path.
+func (n *Namespace) VDiskOf(ctx context.Context, path string) (*volume.VDisk, error) {
+	a, err := n.Resolve(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if !a.IsVDisk() {
+		return nil, fmt.Errorf("%s: %w: not a vDisk (names ending in %s are)", path, ErrInvalid, strings.Join(n.cfg.VDiskSuffixes, " or "))
+	}
+	return n.pool.VDisk(a.VDisk)
+}
+
 // MaxFileSize is the largest file the vPool holds (a vDisk's limit).
 func (n *Namespace) MaxFileSize() int64 { return n.pool.MaxVDiskSize() }
 

@@ -19,6 +19,7 @@ type Manifest struct {
 	Size            int64     `json:"size"` // as of the last upload
 	Created         time.Time `json:"created"`
 	Deleting        bool      `json:"deleting,omitempty"`
+	Template        bool      `json:"template,omitempty"`
 }
 
 const manifestMagic = "VPMANIF1"

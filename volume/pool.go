@@ -158,6 +158,7 @@ type vdiskRecord struct {
 	InitialSize int64     `json:"initial_size"`
 	Created     time.Time `json:"created"`
 	Deleting    bool      `json:"deleting,omitempty"`
+	Template    bool      `json:"template,omitempty"` // read-only for good (SetTemplate)
 }
 
 // Open opens a vPool's engine, recovering every vDisk: from local flash
@@ -241,6 +242,8 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) *VDisk {
 	v.mu.segCond = sync.NewCond(&v.mu.RWMutex)
 	v.mu.segs = map[uint32]*segment{}
 	v.lastWrite.Store(time.Now().UnixNano())
+	v.template.Store(rec.Template)
+	v.mu.manifestStale = rec.Template // the backend may not know yet
 	p.wb.Register(id)
 	return v
 }
@@ -515,13 +518,15 @@ type Stats struct {
 	BackendReads     int64  `json:"backend_reads"`
 	MapPagesCached   int    `json:"map_pages_cached"`
 	MapPagesDirty    int    `json:"map_pages_dirty"`
+	Template         bool   `json:"template"`
 }
 
 // Stats returns the vDisk's counters.
 func (v *VDisk) Stats() Stats {
 	v.mu.Lock()
 	st := Stats{ID: FormatID(v.id), SizeBytes: v.size.Load(), AllocatedBytes: v.mu.allocated * v.cs,
-		UploadedThrough: v.mu.uploadedThrough, MapPagesCached: len(v.mu.pages.pages), MapPagesDirty: v.mu.pages.dirty}
+		UploadedThrough: v.mu.uploadedThrough, MapPagesCached: len(v.mu.pages.pages), MapPagesDirty: v.mu.pages.dirty,
+		Template: v.template.Load()}
 	for s, seg := range v.mu.segs {
 		if s > v.mu.uploadedThrough && seg.sealed {
 			st.SCOsNotUploaded++

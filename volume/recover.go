@@ -61,7 +61,7 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 			return nil, err
 		}
 		rec = vdiskRecord{ClusterSize: man.ClusterSize, SCOSize: man.SCOSize, InitialSize: man.Size,
-			Created: man.Created, Deleting: man.Deleting}
+			Created: man.Created, Deleting: man.Deleting, Template: man.Template}
 		up = uploadState{UploadedThrough: man.UploadedThrough, ManifestGen: man.Generation}
 		size = man.Size
 		rb, _ := json.Marshal(rec)

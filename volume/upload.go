@@ -412,10 +412,14 @@ var errNothingToUpload = errors.New("volume: nothing to upload")
 // disposable and leaves local flash.
 func (v *VDisk) uploadNext(ctx context.Context) error {
 	v.mu.Lock()
-	if v.mu.manifestGen == 0 { // a new vDisk: make it known on the backend
+	if v.mu.manifestGen == 0 || v.mu.manifestStale { // a new vDisk, or new settings: tell the backend
 		up := v.mu.uploadedThrough
+		v.mu.manifestStale = false
 		v.mu.Unlock()
 		if err := v.writeManifest(ctx, up, false); err != nil {
+			v.mu.Lock()
+			v.mu.manifestStale = true
+			v.mu.Unlock()
 			return err
 		}
 		v.mu.Lock()
@@ -526,7 +530,8 @@ func (v *VDisk) writeManifest(ctx context.Context, uploadedThrough uint32, delet
 	gen := v.mu.manifestGen + 1
 	v.mu.Unlock()
 	m := &Manifest{VDisk: FormatID(v.id), Generation: gen, UploadedThrough: uploadedThrough,
-		ClusterSize: v.cs, SCOSize: int64(v.slots) * v.cs, Size: v.size.Load(), Created: v.created, Deleting: deleting}
+		ClusterSize: v.cs, SCOSize: int64(v.slots) * v.cs, Size: v.size.Load(), Created: v.created, Deleting: deleting,
+		Template: v.template.Load()}
 	b := encodeManifest(m)
 	if err := v.pool.backend.Put(ctx, manifestName(v.pool.cfg.Name, v.id, gen), bytesReaderAt(b), int64(len(b))); err != nil {
 		return fmt.Errorf("volume: write manifest %d: %w", gen, err)

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,7 @@ type VDisk struct {
 	completed atomic.Uint64
 	durable   atomic.Uint64
 	lastWrite atomic.Int64
+	template  atomic.Bool   // read-only for good
 	kick      chan struct{} // wakes the uploader
 	wbKick    chan struct{} // wakes the block-map writer
 	done      chan struct{} // closed when the vDisk closes
@@ -54,6 +56,7 @@ type VDisk struct {
 		uploadedThrough uint32
 		syncedThrough   uint32
 		manifestGen     uint64
+		manifestStale   bool     // settings changed since the newest manifest
 		tlogTrash       []uint32 // uploaded TLogs whose local files wait for the marker
 		recountPending  bool     // the stored allocated count may be off (see writeBack)
 		closed          bool
@@ -138,6 +141,9 @@ func isZero(b []byte) bool {
 // returns nil the write survives a kill of the process; Flush makes it
 // survive a power loss.
 func (v *VDisk) WriteAt(ctx context.Context, p []byte, off int64) error {
+	if err := v.writable(); err != nil {
+		return err
+	}
 	start := time.Now()
 	v.resizeMu.RLock()
 	defer v.resizeMu.RUnlock()
@@ -726,6 +732,9 @@ func (v *VDisk) Flush(ctx context.Context) error {
 // Discard makes [off, off+n) read as zeros. Whole clusters are unmapped;
 // partial ones are zeroed in place.
 func (v *VDisk) Discard(ctx context.Context, off, n int64) error {
+	if err := v.writable(); err != nil {
+		return err
+	}
 	v.resizeMu.RLock()
 	defer v.resizeMu.RUnlock()
 	size := v.size.Load()
@@ -880,6 +889,9 @@ func (v *VDisk) Resize(ctx context.Context, size int64) error {
 	if size < 0 || size > v.pool.cfg.MaxVDiskSize {
 		return fmt.Errorf("%w: %d bytes (the maximum is %d)", ErrBadSize, size, v.pool.cfg.MaxVDiskSize)
 	}
+	if err := v.writable(); err != nil {
+		return err
+	}
 	v.resizeMu.Lock()
 	defer v.resizeMu.Unlock()
 	old := v.size.Load()
@@ -1028,6 +1040,54 @@ func (v *VDisk) forEachPage(from uint64, fn func(idx uint64, p *page) bool) erro
 		if err != nil || !more {
 			return err
 		}
+	}
+	return nil
+}
+
+// writable fails for a template.
+func (v *VDisk) writable() error {
+	if v.template.Load() {
+		return fmt.Errorf("%w: vDisk %s is a template", ErrReadOnly, FormatID(v.id))
+	}
+	return nil
+}
+
+// IsTemplate reports whether the vDisk is a read-only template.
+func (v *VDisk) IsTemplate() bool { return v.template.Load() }
+
+// SetTemplate makes the vDisk a template: read-only for good (writes,
+// discards and resizes fail with ErrReadOnly), the base that clones are
+// made from. It is kept in the vDisk's record and, at the next upload
+// round, in its manifest, so a restore from the backend keeps it.
+// Writes already in progress may still finish.
+func (v *VDisk) SetTemplate(ctx context.Context) error {
+	key := metaKey(metaKeyVDisk, v.id)
+	b, ok, err := v.pool.meta.Get(key)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotFound, FormatID(v.id))
+	}
+	var rec vdiskRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return errCorruptf("vDisk record: %v", err)
+	}
+	if rec.Template {
+		return nil
+	}
+	rec.Template = true
+	rb, _ := json.Marshal(rec)
+	if err := v.pool.meta.Commit([]MetaOp{{Key: key, Value: rb}}); err != nil {
+		return fmt.Errorf("volume: set template: %w", err)
+	}
+	v.template.Store(true)
+	v.mu.Lock()
+	v.mu.manifestStale = true
+	v.mu.Unlock()
+	select {
+	case v.kick <- struct{}{}:
+	default:
 	}
 	return nil
 }

@@ -212,3 +212,55 @@ func TestMetadataLostBeforeFirstUpload(t *testing.T) {
 		t.Fatalf("size %d", s)
 	}
 }
+
+// A template is read-only for good: across a restart and a rebuild from
+// the backend alone.
+func TestTemplate(t *testing.T) {
+	e := newEnv(t)
+	v, _ := e.pool.Create(bg, 16<<20)
+	id := v.ID()
+	a := pattern(1<<20, 3)
+	if err := v.WriteAt(bg, a, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.SetTemplate(bg); err != nil {
+		t.Fatal(err)
+	}
+	readOnly := func(when string) {
+		t.Helper()
+		v := e.vdisk(id)
+		if !v.IsTemplate() {
+			t.Fatalf("%s: not a template", when)
+		}
+		for what, err := range map[string]error{"write": v.WriteAt(bg, a[:4096], 0), "discard": v.Discard(bg, 0, 4096),
+			"resize": v.Resize(bg, 32<<20)} {
+			if !errors.Is(err, ErrReadOnly) {
+				t.Fatalf("%s: %s of a template: %v, want ErrReadOnly", when, what, err)
+			}
+		}
+		if got := mustRead(t, v, 0, len(a)); !bytes.Equal(got, a) {
+			t.Fatalf("%s: data of the template", when)
+		}
+	}
+	readOnly("at once")
+	e.restart()
+	readOnly("after a restart")
+	vd := e.vdisk(id)
+	if err := vd.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vd.WaitUploaded(bg); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if m, err := e.pool.latestManifest(bg, id); err == nil && m.Template {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the manifest does not say template after 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.wipeFlash()
+	readOnly("after a rebuild from the backend")
+}

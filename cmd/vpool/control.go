@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -172,6 +173,7 @@ func (s *controlServer) handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(s.status(r.Context()))
 	})
+	mux.HandleFunc("POST /template", s.setTemplate)
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		writeMetrics(w, s.status(r.Context()))
@@ -242,13 +244,25 @@ func (s *controlServer) serve(ctx context.Context, l net.Listener, metricsListen
 }
 
 // getStatus asks the daemon of dataDir for its status.
-func getStatus(dataDir string) (*Status, error) {
+// controlCall makes one request to the daemon's control socket; a
+// daemon that is not running, or a caller that is not root, is a clear
+// error, and so is an answer other than 200 (its text is the error).
+func controlCall(dataDir, method, what string, body any) (*http.Response, error) {
 	path := socketPath(dataDir)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		}}}
-	resp, err := client.Get("http://vpool/status")
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://vpool"+what, rd)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
 			return nil, fmt.Errorf("no vpool daemon running with data dir %s (%s)", dataDir, path)
@@ -258,7 +272,21 @@ func getStatus(dataDir string) (*Status, error) {
 		}
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return nil, errors.New(strings.TrimSpace(string(b)))
+	}
+	return resp, nil
+}
+
+func getStatus(dataDir string) (*Status, error) {
+	resp, err := controlCall(dataDir, "GET", "/status", nil)
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
+	path := socketPath(dataDir)
 	var st Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return nil, fmt.Errorf("control socket %s: bad answer: %w", path, err)
@@ -291,7 +319,7 @@ func printStatus(w io.Writer, st *Status) {
 		} else if v.SCOsNotUploaded > 0 {
 			upload = fmt.Sprintf("%d SCOs queued", v.SCOsNotUploaded)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", v.Path, v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
 			human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs, upload)
 	}
 	tw.Flush()
@@ -370,4 +398,46 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// vpoolPath turns a path given to the CLI into one in the vPool's tree:
+// an absolute path under the mountpoint loses the mountpoint; anything
+// else is taken from the vPool's root.
+func (s *controlServer) vpoolPath(p string) string {
+	if rest, ok := strings.CutPrefix(filepath.Clean(p), filepath.Clean(s.c.Mountpoint)+"/"); ok {
+		return rest
+	}
+	return p
+}
+
+// setTemplate serves POST /template: {"path": ...} becomes a template.
+func (s *controlServer) setTemplate(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Path string `json:"path"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Path == "" {
+		http.Error(w, "want {\"path\": \"...\"}", http.StatusBadRequest)
+		return
+	}
+	if s.e.ns == nil {
+		http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
+		return
+	}
+	v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
+	if err == nil {
+		err = v.SetTemplate(r.Context())
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.log.Info("vpool: vDisk is now a template", "path", req.Path, "vdisk", volume.FormatID(v.ID()))
+	json.NewEncoder(w).Encode(map[string]string{"path": req.Path, "vdisk": volume.FormatID(v.ID())})
+}
+
+func pathOf(v VDiskStatus) string {
+	if v.Template {
+		return v.Path + " (template)"
+	}
+	return v.Path
 }
