@@ -11,7 +11,8 @@
 // many fragments and is limited to 1 MiB + 64 KiB (a 1 MiB WRITE); longer
 // records, and anything that is not an RPC call, close the connection
 // after the calls already read are answered. Calls on one connection are
-// processed concurrently (64 per connection, 256 in all) and replies go
+// processed concurrently (64 per connection, 256 in all, at most 1024
+// connections) and replies go
 // out as they are ready, matched by XID: ESXi sends a datastore's whole
 // traffic over one connection. UDP is served for the portmapper and
 // MOUNT only. When another portmapper (rpcbind) holds port 111, MOUNT and

@@ -537,3 +537,44 @@ func TestPortmapperAndMountOverUDP(t *testing.T) {
 		t.Fatalf("NFS over UDP: accept status %d, want PROG_UNAVAIL", st)
 	}
 }
+
+// Connections past the limit are refused; the ones in place go on.
+func TestConnectionLimit(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.srv.mu.Lock()
+	e.srv.maxConns = 3 // read under mu by the accept loop
+	e.srv.mu.Unlock()
+	var cs []*Client
+	for range 3 {
+		c, _ := e.client(0, 0)
+		cs = append(cs, c)
+	}
+	extra, err := Dial(e.addr, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	if _, err := extra.Mount("/vp"); err == nil {
+		t.Fatal("a fourth connection was served with a limit of 3")
+	}
+	for _, c := range cs {
+		if _, err := c.Mount("/vp"); err != nil {
+			t.Fatalf("a connection within the limit: %v", err)
+		}
+	}
+	cs[0].Close()
+	for deadline := time.Now().Add(5 * time.Second); ; { // its slot frees
+		c, err := Dial(e.addr, 0, 0)
+		if err == nil {
+			_, err = c.Mount("/vp")
+			c.Close()
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot after a connection closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

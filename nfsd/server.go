@@ -57,8 +57,9 @@ func (noNotify) InvalidateEntry(uint64, string)       {}
 
 // Limits on what clients can make the server hold.
 const (
-	perConnInFlight = 64  // calls processed at once per connection
-	inFlight        = 256 // calls processed at once in all
+	perConnInFlight = 64   // calls processed at once per connection
+	inFlight        = 256  // calls processed at once in all
+	maxConns        = 1024 // connections at once (each holds a 128 KiB read buffer)
 	writeTimeout    = 60 * time.Second
 )
 
@@ -75,6 +76,7 @@ type Server struct {
 	work  chan func() // to idle workers
 
 	nfsPort    int
+	maxConns   int
 	registered string // host of the portmapper MOUNT and NFS are registered with, if not ours
 	closing    atomic.Bool
 	wg         sync.WaitGroup
@@ -101,7 +103,8 @@ func New(cfg Config, ns *fs.Namespace) *Server {
 	if cfg.Notify == nil {
 		cfg.Notify = noNotify{}
 	}
-	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight), work: make(chan func())}
+	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight), work: make(chan func()),
+		maxConns: maxConns}
 	rand.Read(s.verf[:])
 	s.files = newFileCache(ns, cfg.Log)
 	s.mu.conns = map[net.Conn]struct{}{}
@@ -273,6 +276,12 @@ func (s *Server) acceptLoop(l net.Listener) {
 			s.mu.Unlock()
 			c.Close()
 			return
+		}
+		if len(s.mu.conns) >= s.maxConns {
+			s.mu.Unlock()
+			s.log.Warn("nfs: too many connections: refused", "client", c.RemoteAddr().String(), "limit", s.maxConns)
+			c.Close()
+			continue
 		}
 		s.mu.conns[c] = struct{}{}
 		s.mu.Unlock()
