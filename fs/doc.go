@@ -15,9 +15,11 @@
 //
 // # Records (metadata store, prefix 'n'; see inode.go)
 //
-//	n s                     superblock: next inode, next chunk, epoch, file store, backup generation
+//	n s                     superblock: next inode, next chunk, epoch, file store, backup generation,
+//	                        namespace id (NFS fsid and handles), features
 //	n i <ino>               inode: attributes, parent, vDisk id, symlink target
 //	n d <parent> <name>     directory entry: inode, type
+//	n x <parent> <ino>      the same entry in inode order: type, name (NFS READDIR cookies)
 //	n c <ino> <chunk>       a regular file's chunk -> file-store chunk
 //	n f <fchunk>            free file-store chunk
 //	n q <fchunk>            freed chunk, reusable after the next backup
@@ -26,7 +28,10 @@
 // Inode numbers are never reused; the generation of a new inode is the
 // vPool's epoch, which grows on every restore from the backend (inode
 // numbers handed out after the last backup may then be handed out again).
-// NFS file handles are (vPool, inode, generation).
+// NFS file handles are (namespace id, inode, generation). Inode records
+// are also cached in memory (write-through: every change of one goes
+// through Namespace.commit under the namespace lock). A namespace written
+// by an older vpool gets its id and inode-order entries when opened.
 //
 // # Durability order
 //
