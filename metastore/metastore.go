@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -40,7 +41,8 @@ type Op = struct{ Key, Value []byte }
 
 // Badger is the production store.
 type Badger struct {
-	db *badger.DB
+	db  *badger.DB
+	dir string
 }
 
 // OpenBadger opens (creating) the store in dir.
@@ -64,7 +66,7 @@ func OpenBadger(dir string, log *slog.Logger) (*Badger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metastore: open %s: %w", dir, err)
 	}
-	return &Badger{db: db}, nil
+	return &Badger{db: db, dir: dir}, nil
 }
 
 func (b *Badger) Get(key []byte) ([]byte, bool, error) {
@@ -145,7 +147,24 @@ func (b *Badger) Sync() error {
 	return nil
 }
 
-func (b *Badger) Close() error { return b.db.Close() }
+// closeTimeout bounds Close: badger retries a memtable flush that cannot
+// be written (full disk, directory gone) for ever, which would keep the
+// daemon from exiting. Giving up is safe: what the memtable holds is in
+// badger's write-ahead log, replayed at the next open as after a crash.
+var closeTimeout = 30 * time.Second
+
+// Close flushes and closes the store, or gives up after closeTimeout.
+func (b *Badger) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- b.db.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(closeTimeout):
+		return fmt.Errorf("metastore: close of %s did not finish in %s (badger could not write its tables; see the log): "+
+			"left for the next open to recover", b.dir, closeTimeout)
+	}
+}
 
 type badgerLog struct{ l *slog.Logger }
 

@@ -2,7 +2,11 @@ package metastore
 
 import (
 	"fmt"
+	"log/slog"
+	"os"
+	"strings"
 	"testing"
+	"time"
 )
 
 type store interface {
@@ -58,5 +62,31 @@ func TestConformance(t *testing.T) {
 				t.Fatalf("scan of the whole prefix saw %d keys", n)
 			}
 		})
+	}
+}
+
+// Close gives up, with an error, when badger cannot write its tables,
+// instead of retrying for ever (the daemon must be able to exit).
+func TestCloseGivesUpWhenTheDirectoryIsGone(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBadger(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit([]Op{{Key: []byte("k"), Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { closeTimeout = d }(closeTimeout)
+	closeTimeout = 2 * time.Second
+	start := time.Now()
+	err = b.Close()
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("Close took %s", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Fatalf("Close with the directory gone: %v", err)
 	}
 }
