@@ -149,7 +149,9 @@ const (
 
 // perm returns the rwx bits (4, 2, 1) that cr has on a: owner, group or
 // other bits as POSIX picks them; root has all but execute on a file with
-// no execute bit.
+// no execute bit. The owner may always read and write a file (as Linux's
+// NFS server allows): NFS clients check permissions at open, and a file
+// opened before a chmod must stay usable.
 func perm(a *fs.Attr, cr *cred) uint32 {
 	if cr.uid == 0 {
 		if a.IsDir() || a.Mode&0o111 != 0 {
@@ -158,8 +160,10 @@ func perm(a *fs.Attr, cr *cred) uint32 {
 		return 6
 	}
 	switch {
-	case cr.uid == a.Uid:
+	case cr.uid == a.Uid && a.IsDir():
 		return a.Mode >> 6 & 7
+	case cr.uid == a.Uid:
+		return a.Mode>>6&7 | 6
 	case cr.gid == a.Gid || containsGid(cr.gids, a.Gid):
 		return a.Mode >> 3 & 7
 	}
@@ -176,15 +180,8 @@ func containsGid(gids []uint32, g uint32) bool {
 }
 
 // check fails with errAccess unless cr has every bit of want (rwx) on a.
-// The owner may always read and write a file (as Linux's NFS server
-// allows): NFS clients check permissions at open, and a file opened
-// before a chmod must stay usable.
 func check(a *fs.Attr, cr *cred, want uint32) error {
-	got := perm(a, cr)
-	if !a.IsDir() && cr.uid == a.Uid {
-		got |= 6
-	}
-	if got&want != want {
+	if perm(a, cr)&want != want {
 		return errAccess
 	}
 	return nil

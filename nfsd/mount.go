@@ -109,16 +109,10 @@ func (s *Server) mount(c *call) []byte {
 		s.mu.Unlock()
 		w.bool(false)
 		return w.b
-	case 3: // UMNT
-		r.string(maxMountPathLen)
-		if r.done() != nil {
-			return garbage(c)
+	case 3, 4: // UMNT (of a path), UMNTALL: this client's entry goes
+		if c.proc == 3 {
+			r.string(maxMountPathLen)
 		}
-		s.mu.Lock()
-		delete(s.mu.mounts, hostOf(c.remote))
-		s.mu.Unlock()
-		return accepted(c.xid, acceptSuccess, 0).b
-	case 4: // UMNTALL
 		if r.done() != nil {
 			return garbage(c)
 		}
@@ -162,19 +156,12 @@ func (s *Server) resolveExport(ctx context.Context, p string) (fs.Attr, uint32) 
 	if !ok || (rest != "" && rest[0] != '/') {
 		return fs.Attr{}, mnt3ErrNoEnt
 	}
-	a, err := s.ns.GetAttr(ctx, fs.RootIno)
-	for _, name := range strings.Split(strings.Trim(rest, "/"), "/") {
-		if err != nil || name == "" {
-			break
-		}
-		if !a.IsDir() {
-			return fs.Attr{}, mnt3ErrNotDir
-		}
-		a, err = s.ns.Lookup(ctx, a.Ino, name)
-	}
+	a, err := s.ns.Resolve(ctx, rest)
 	switch {
 	case errors.Is(err, fs.ErrNotFound):
 		return fs.Attr{}, mnt3ErrNoEnt
+	case errors.Is(err, fs.ErrNotDir):
+		return fs.Attr{}, mnt3ErrNotDir
 	case errors.Is(err, fs.ErrNameTooLong):
 		return fs.Attr{}, mnt3ErrTooLong
 	case err != nil:

@@ -218,7 +218,7 @@ func (s *Server) setattr(ctx context.Context, c *call) []byte {
 	if err != nil {
 		post, err = s.ns.GetAttr(ctx, pre.Ino)
 	}
-	s.wcc(w, attrOrNil(pre, nilIf(pre.Ino != 0)), attrOrNil(post, err))
+	s.wcc(w, known(pre), attrOrNil(post, err))
 	return w.b
 }
 
@@ -245,16 +245,17 @@ func (s *Server) lookup(ctx context.Context, c *call) []byte {
 		w.opaque(s.handle(a.Ino, a.Gen))
 		s.postOp(w, &a)
 	}
-	s.postOp(w, attrOrNil(d, nilIf(d.Ino != 0)))
+	s.postOp(w, known(d))
 	return w.b
 }
 
-// nilIf is an error unless ok: attrOrNil(a, nilIf(ok)).
-func nilIf(ok bool) error {
-	if ok {
+// known is a pointer to attributes that were read (Ino set), else nil:
+// the attributes of a handle that did not resolve are not sent.
+func known(a fs.Attr) *fs.Attr {
+	if a.Ino == 0 {
 		return nil
 	}
-	return errBadHandle
+	return &a
 }
 
 func (s *Server) access(ctx context.Context, c *call) []byte {
@@ -269,9 +270,6 @@ func (s *Server) access(ctx context.Context, c *call) []byte {
 	s.postOp(w, attrOrNil(a, err))
 	if err == nil {
 		p := perm(&a, &c.cred)
-		if !a.IsDir() && c.cred.uid == a.Uid {
-			p |= 6 // the owner override of check
-		}
 		got := uint32(0)
 		if p&4 != 0 {
 			got |= access3Read
@@ -306,7 +304,7 @@ func (s *Server) readlink(ctx context.Context, c *call) []byte {
 		target, err = s.ns.Readlink(ctx, a.Ino)
 	}
 	w := s.reply(c, status(err), fattr3Size+len(target)+8)
-	s.postOp(w, attrOrNil(a, nilIf(a.Ino != 0)))
+	s.postOp(w, known(a))
 	if err == nil {
 		w.string(target)
 	}
@@ -322,20 +320,12 @@ func (s *Server) read(ctx context.Context, c *call) []byte {
 		return garbage(c)
 	}
 	a, err := s.inode(ctx, h)
-	switch {
-	case err != nil:
-	case a.IsDir():
-		err = fs.ErrIsDir
-	case !a.IsRegular():
-		err = fs.ErrInvalid
-	case off > 1<<62:
-		err = fs.ErrInvalid
-	default:
-		err = check(&a, &c.cred, 4)
+	if err == nil {
+		err = ioAllowed(&a, &c.cred, off, 4)
 	}
 	if err != nil {
 		w := s.reply(c, status(err), fattr3Size)
-		s.postOp(w, attrOrNil(a, nilIf(a.Ino != 0)))
+		s.postOp(w, known(a))
 		return w.b
 	}
 	w := s.reply(c, nfs3OK, fattr3Size+16+int(count))
@@ -366,6 +356,22 @@ func (s *Server) read(ctx context.Context, c *call) []byte {
 	return w.b
 }
 
+// ioAllowed checks a READ (want 4) or WRITE (want 2) at off: only of a
+// regular file, inside the largest size, by a caller allowed to.
+func ioAllowed(a *fs.Attr, cr *cred, off uint64, want uint32) error {
+	switch {
+	case a.IsDir():
+		return fs.ErrIsDir
+	case !a.IsRegular():
+		return fs.ErrInvalid
+	case off > 1<<62 && want == 2:
+		return fs.ErrTooBig
+	case off > 1<<62:
+		return fs.ErrInvalid
+	}
+	return check(a, cr, want)
+}
+
 func b2u(b bool) uint32 {
 	if b {
 		return 1
@@ -387,16 +393,8 @@ func (s *Server) write(ctx context.Context, c *call) []byte {
 		data = data[:count]
 	}
 	pre, err := s.inode(ctx, h)
-	switch {
-	case err != nil:
-	case pre.IsDir():
-		err = fs.ErrIsDir
-	case !pre.IsRegular():
-		err = fs.ErrInvalid
-	case off > 1<<62:
-		err = fs.ErrTooBig
-	default:
-		err = check(&pre, &c.cred, 2)
+	if err == nil {
+		err = ioAllowed(&pre, &c.cred, off, 2)
 	}
 	committed := uint32(unstable)
 	if err == nil {
@@ -419,7 +417,7 @@ func (s *Server) write(ctx context.Context, c *call) []byte {
 		s.cfg.Notify.InvalidateInode(pre.Ino, -1, 0)
 	}
 	w := s.reply(c, status(err), 2*fattr3Size+32)
-	s.wcc(w, attrOrNil(pre, nilIf(pre.Ino != 0)), attrOrNil(post, perr))
+	s.wcc(w, known(pre), attrOrNil(post, perr))
 	if err == nil {
 		s.Stats.WriteBytes.Add(uint64(len(data)))
 		w.uint32(uint32(len(data)))
@@ -449,7 +447,7 @@ func (s *Server) commit(ctx context.Context, c *call) []byte {
 	}
 	post, perr := s.ns.GetAttr(ctx, pre.Ino)
 	w := s.reply(c, status(err), 2*fattr3Size+8)
-	s.wcc(w, attrOrNil(pre, nilIf(pre.Ino != 0)), attrOrNil(post, perr))
+	s.wcc(w, known(pre), attrOrNil(post, perr))
 	if err == nil {
 		w.fixed(s.verf[:])
 	}
@@ -586,7 +584,7 @@ func (s *Server) create(ctx context.Context, c *call) []byte {
 		w.opaque(s.handle(a.Ino, a.Gen))
 		s.postOp(w, &a)
 	}
-	s.wcc(w, attrOrNil(pre, nilIf(pre.Ino != 0)), attrOrNil(post, perr))
+	s.wcc(w, known(pre), attrOrNil(post, perr))
 	return w.b
 }
 
@@ -612,7 +610,7 @@ func (s *Server) remove(ctx context.Context, c *call) []byte {
 	}
 	post, perr := s.ns.GetAttr(ctx, pre.Ino)
 	w := s.reply(c, status(err), 2*fattr3Size)
-	s.wcc(w, attrOrNil(pre, nilIf(pre.Ino != 0)), attrOrNil(post, perr))
+	s.wcc(w, known(pre), attrOrNil(post, perr))
 	return w.b
 }
 
@@ -644,8 +642,8 @@ func (s *Server) rename(ctx context.Context, c *call) []byte {
 	post1, err1 := s.ns.GetAttr(ctx, pre1.Ino)
 	post2, err2 := s.ns.GetAttr(ctx, pre2.Ino)
 	w := s.reply(c, status(err), 4*fattr3Size)
-	s.wcc(w, attrOrNil(pre1, nilIf(pre1.Ino != 0)), attrOrNil(post1, err1))
-	s.wcc(w, attrOrNil(pre2, nilIf(pre2.Ino != 0)), attrOrNil(post2, err2))
+	s.wcc(w, known(pre1), attrOrNil(post1, err1))
+	s.wcc(w, known(pre2), attrOrNil(post2, err2))
 	return w.b
 }
 
@@ -673,7 +671,7 @@ func (s *Server) link(ctx context.Context, c *call) []byte {
 		err = s.ns.Link(ctx, a.Ino, d.Ino, name)
 	}
 	w := s.reply(c, status(err), 3*fattr3Size)
-	s.postOp(w, attrOrNil(a, nilIf(a.Ino != 0)))
+	s.postOp(w, known(a))
 	s.wcc(w, attrOrNil(d, derr), attrOrNil(d, derr))
 	return w.b
 }
@@ -715,7 +713,7 @@ func (s *Server) readdir(ctx context.Context, c *call) []byte {
 	}
 	if err != nil {
 		w := s.reply(c, status(err), fattr3Size)
-		s.postOp(w, attrOrNil(d, nilIf(d.Ino != 0)))
+		s.postOp(w, known(d))
 		return w.b
 	}
 	w := s.reply(c, nfs3OK, int(min(maxcount, 64<<10)))
@@ -803,7 +801,7 @@ func (s *Server) fsinfo(ctx context.Context, c *call) []byte {
 		st, err = s.ns.StatFS(ctx)
 	}
 	w := s.reply(c, status(err), fattr3Size+64)
-	s.postOp(w, attrOrNil(a, nilIf(a.Ino != 0)))
+	s.postOp(w, known(a))
 	if err != nil {
 		return w.b
 	}

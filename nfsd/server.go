@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,7 +148,7 @@ func SplitListen(l string) (string, int, error) {
 	}
 	host, p, err := net.SplitHostPort(l)
 	if err != nil {
-		if ip := net.ParseIP(l); ip != nil || !containsColon(l) {
+		if ip := net.ParseIP(l); ip != nil || !strings.Contains(l, ":") {
 			return l, 2049, nil
 		}
 		return "", 0, fmt.Errorf("nfs: listen address %q: %v", l, err)
@@ -159,25 +160,14 @@ func SplitListen(l string) (string, int, error) {
 	return host, port, nil
 }
 
-func containsColon(s string) bool {
-	for i := range len(s) {
-		if s[i] == ':' {
-			return true
-		}
-	}
-	return false
-}
-
 func (s *Server) listen(host string, port int) error {
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("nfs: listen on tcp %s: %w", addr, err)
 	}
-	if port == 0 || s.nfsPort == 0 {
-		port = l.Addr().(*net.TCPAddr).Port // port 0: pick one (tests)
-		addr = net.JoinHostPort(host, strconv.Itoa(port))
-	}
+	port = l.Addr().(*net.TCPAddr).Port // port 0 picks one (tests): UDP takes the same
+	addr = net.JoinHostPort(host, strconv.Itoa(port))
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		l.Close()
