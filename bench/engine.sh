@@ -6,6 +6,7 @@
 # "ASDs on another device" iops run puts the ASDs in /dev/shm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export PATH="$PATH:/usr/local/go/bin"
 what=${1:-all}
 n=${2:-5}
@@ -13,7 +14,6 @@ bin=$(mktemp -d)/bench-engine
 trap 'rm -rf "$(dirname "$bin")"' EXIT # each run removes its own scratch dirs
 go build -o "$bin" ./bench/engine
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # field NAME KEY FILE: the KEY=value numbers of lines starting with NAME
 field() { grep "^$1" "$3" | sed -E "s/.*$2=([0-9.]+).*/\1/"; }

@@ -11,6 +11,7 @@
 # Scratch space: /var/tmp/vpool-bench-<pid>, removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export PATH="$PATH:/usr/local/go/bin"
 n=${1:-3}
 runtime=${RUNTIME:-8}
@@ -19,15 +20,7 @@ mkdir -p "$scratch"/{bin,vpool,vpool-mnt,pt,pt-mnt}
 go build -o "$scratch/bin/vpool" ./cmd/vpool
 go build -o "$scratch/bin/passthrough" ./bench/passthrough
 
-# This machine is a VM: the first write to a guest page the host has not
-# backed yet costs an exit to the hypervisor (we measured 660 MB/s into
-# fresh memory against 2.9 GB/s into reused memory), so whichever target
-# grows the page cache first would pay for it. Touch most free memory
-# once, up front.
-warm=$(awk '/MemAvailable/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
-echo "warming ${warm} MiB of memory (hypervisor first-touch cost)"
-dd if=/dev/zero of=/dev/shm/vpool-bench-warm-$$ bs=1M count="$warm" status=none || true
-rm -f /dev/shm/vpool-bench-warm-$$
+warm_memory
 
 pids=()
 cleanup() {
@@ -54,21 +47,7 @@ for m in vpool-mnt pt-mnt; do
 done
 for t in vpool pt; do truncate -s 4G "$scratch/$t-mnt/bench.raw"; done
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
-# quiesce waits until vpool has uploaded everything and the kernel has
-# written back dirty pages (background work of one run would otherwise
-# land on the next, of either target).
-quiesce() {
-	sync
-	for i in $(seq 600); do
-		b=$("$scratch/bin/vpool" status --json --data-dir "$scratch/vpool" | sed -n 's/^  "write_buffer_bytes": \([0-9]*\),/\1/p')
-		[[ ${b:-1} == 0 ]] && return
-		sleep 0.5
-	done
-	echo "bench: vpool uploads did not finish in 5 minutes" >&2
-}
 
 results=$scratch/results
 : >"$results"
@@ -104,12 +83,12 @@ for r in $(seq "$n"); do
 	echo "run $r"
 	for target in pt vpool; do
 		f=$scratch/$target-mnt/bench.raw
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		# 2 GiB of new data, durable at the end (fsync): a time-based run
 		# would rewrite the same range, which the baseline absorbs in the
 		# page cache and vpool, being log-structured, appends.
 		measure $target seqwrite-1M fio_run "$f" --rw=write --bs=1M --size=2G --end_fsync=1
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		if [[ $target == vpool && ${PROFILE:-0} == 1 && $r == 1 ]]; then
 			curl -s --unix-socket "$scratch/vpool/vpool.sock" "http://vpool/debug/pprof/profile?seconds=$((runtime - 2))" \
 				>"$scratch/cpu.prof" &
@@ -120,7 +99,7 @@ for r in $(seq "$n"); do
 			wait "$prof"; prof=
 			go tool pprof -top -nodecount=25 "$scratch/bin/vpool" "$scratch/cpu.prof" 2>/dev/null | sed 's/^/    /'
 		fi
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		# The issue's figure is a read from the write buffer or the read
 		# cache: one sequential pass first brings clusters whose SCO left
 		# the write buffer into the read cache (and the baseline's file into
@@ -128,7 +107,7 @@ for r in $(seq "$n"); do
 		fio_run "$f" --rw=read --bs=1M >/dev/null
 		measure $target randread-4k fio_run "$f" --rw=randread --bs=4k --runtime="$runtime" --time_based
 		measure $target qemu-img-write qemu-img bench -f raw -t none -i native -d 16 -w -c $qcount -s 4096 "$f"
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		measure $target qemu-img-read qemu-img bench -f raw -t none -i native -d 16 -c $qcount -s 4096 "$f"
 	done
 done

@@ -14,6 +14,7 @@
 # Scratch space: /var/tmp/vpool-nfsbench-<pid>, removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export PATH="$PATH:/usr/local/go/bin"
 n=${1:-3}
 runtime=${RUNTIME:-10}
@@ -30,11 +31,7 @@ scratch=/var/tmp/vpool-nfsbench-$$
 mkdir -p "$scratch"/{bin,vpool,vpool-mnt,ganesha}
 go build -o "$scratch/bin/vpool" ./cmd/vpool
 
-# The VM's first touch of guest memory is slow (see bench/fuse.sh).
-warm=$(awk '/MemAvailable/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
-echo "warming ${warm} MiB of memory (hypervisor first-touch cost)"
-dd if=/dev/zero of=/dev/shm/vpool-nfsbench-warm-$$ bs=1M count="$warm" status=none || true
-rm -f /dev/shm/vpool-nfsbench-warm-$$
+warm_memory
 
 nsv=vpool-nfsbench-v-$$ nsg=vpool-nfsbench-g-$$
 pids=()
@@ -88,20 +85,7 @@ shm=/dev/shm/vpool-nfsbench-$$
 mkdir -p "$shm"
 dd if=/dev/urandom of="$shm/1g.bin" bs=1M count=1024 status=none
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
-# quiesce: vpool's uploads done and dirty pages written back, so that
-# one run's background work does not land on the next.
-quiesce() {
-	sync
-	for i in $(seq 600); do
-		b=$("$scratch/bin/vpool" status --json --data-dir "$scratch/vpool" | sed -n 's/^  "write_buffer_bytes": \([0-9]*\),/\1/p')
-		[[ ${b:-1} == 0 ]] && return
-		sleep 0.5
-	done
-	echo "bench: vpool uploads did not finish in 5 minutes" >&2
-}
 
 results=$scratch/results
 : >"$results"
@@ -144,16 +128,16 @@ nbd_fio() {
 for r in $(seq "$n"); do
 	echo "run $r"
 	for target in ganesha vpool; do
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		measure "$target" qemu-img-write qemu qemu-img bench -f raw -d 16 -w -c $qcount -s 4096 "${url[$target]}/bench.raw"
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		measure "$target" qemu-img-read qemu qemu-img bench -f raw -d 16 -c $qcount -s 4096 "${url[$target]}/bench.raw"
 		nbd_fio "$target" randwrite
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		nbd_fio "$target" randread
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		measure "$target" nfs-cp-in copy nfs-cp "$shm/1g.bin" "${url[$target]}/copy-$r.iso"
-		quiesce
+		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		rm -f "$shm/out.bin"
 		measure "$target" nfs-cp-out copy nfs-cp "${url[$target]}/copy-$r.iso" "$shm/out.bin"
 		cmp -s "$shm/1g.bin" "$shm/out.bin" || { echo "bench: $target: the copy out differs"; exit 1; }

@@ -188,8 +188,16 @@ func skipWcc(r *reader) {
 	postOpAttr(r)
 }
 
+// nfs makes an NFS call; a status other than NFS3_OK is the error.
 func (c *Client) nfs(proc uint32, w *writer) (*reader, error) {
-	return c.rpc(progNFS, 3, proc, w.b)
+	r, err := c.rpc(progNFS, 3, proc, w.b)
+	if err != nil {
+		return nil, err
+	}
+	if st := r.uint32(); st != 0 {
+		return nil, Status(st)
+	}
+	return r, nil
 }
 
 // Mount returns the root handle of an exported path.
@@ -215,9 +223,6 @@ func (c *Client) GetAttr(fh []byte) (Attr, error) {
 	if err != nil {
 		return Attr{}, err
 	}
-	if st := r.uint32(); st != 0 {
-		return Attr{}, Status(st)
-	}
 	return decodeFattr(r), r.err
 }
 
@@ -229,9 +234,6 @@ func (c *Client) Lookup(dir []byte, name string) ([]byte, Attr, error) {
 	r, err := c.nfs(3, w)
 	if err != nil {
 		return nil, Attr{}, err
-	}
-	if st := r.uint32(); st != 0 {
-		return nil, Attr{}, Status(st)
 	}
 	h := append([]byte(nil), r.opaque(64)...)
 	a := postOpAttr(r)
@@ -297,9 +299,6 @@ func (c *Client) newObject(proc uint32, w *writer) ([]byte, Attr, error) {
 	if err != nil {
 		return nil, Attr{}, err
 	}
-	if st := r.uint32(); st != 0 {
-		return nil, Attr{}, Status(st)
-	}
 	var h []byte
 	if r.bool() {
 		h = append([]byte(nil), r.opaque(64)...)
@@ -320,14 +319,8 @@ func (c *Client) remove(proc uint32, dir []byte, name string) error {
 	w := &writer{}
 	w.opaque(dir)
 	w.string(name)
-	r, err := c.nfs(proc, w)
-	if err != nil {
-		return err
-	}
-	if st := r.uint32(); st != 0 {
-		return Status(st)
-	}
-	return nil
+	_, err := c.nfs(proc, w)
+	return err
 }
 
 // Rename moves d1/n1 to d2/n2.
@@ -337,14 +330,8 @@ func (c *Client) Rename(d1 []byte, n1 string, d2 []byte, n2 string) error {
 	w.string(n1)
 	w.opaque(d2)
 	w.string(n2)
-	r, err := c.nfs(14, w)
-	if err != nil {
-		return err
-	}
-	if st := r.uint32(); st != 0 {
-		return Status(st)
-	}
-	return nil
+	_, err := c.nfs(14, w)
+	return err
 }
 
 // SetSize truncates or extends a file.
@@ -362,9 +349,6 @@ func (c *Client) SetSize(fh []byte, size uint64) (Attr, error) {
 	r, err := c.nfs(2, w)
 	if err != nil {
 		return Attr{}, err
-	}
-	if st := r.uint32(); st != 0 {
-		return Attr{}, Status(st)
 	}
 	if r.bool() {
 		r.uint64()
@@ -398,9 +382,6 @@ func (c *Client) Write(fh []byte, off uint64, data []byte, stable uint32) (commi
 	if err != nil {
 		return 0, verf, err
 	}
-	if st := r.uint32(); st != 0 {
-		return 0, verf, Status(st)
-	}
 	skipWcc(r)
 	if n := r.uint32(); n != uint32(len(data)) {
 		return 0, verf, fmt.Errorf("nfs client: short write: %d of %d bytes", n, len(data))
@@ -420,9 +401,6 @@ func (c *Client) Read(fh []byte, off uint64, count uint32) ([]byte, bool, error)
 	if err != nil {
 		return nil, false, err
 	}
-	if st := r.uint32(); st != 0 {
-		return nil, false, Status(st)
-	}
 	postOpAttr(r)
 	r.uint32()
 	eof := r.bool()
@@ -440,9 +418,6 @@ func (c *Client) Commit(fh []byte) ([8]byte, error) {
 	r, err := c.nfs(21, w)
 	if err != nil {
 		return verf, err
-	}
-	if st := r.uint32(); st != 0 {
-		return verf, Status(st)
 	}
 	skipWcc(r)
 	copy(verf[:], r.fixed(8))
@@ -469,9 +444,6 @@ func (c *Client) ReadDirPlus(dir []byte, cookie uint64, verf [8]byte, maxcount u
 	r, err := c.nfs(17, w)
 	if err != nil {
 		return nil, verf, false, err
-	}
-	if st := r.uint32(); st != 0 {
-		return nil, verf, false, Status(st)
 	}
 	postOpAttr(r)
 	copy(verf[:], r.fixed(8))
@@ -517,9 +489,6 @@ func (c *Client) FSStat(fh []byte) (total, free uint64, err error) {
 	r, err := c.nfs(18, w)
 	if err != nil {
 		return 0, 0, err
-	}
-	if st := r.uint32(); st != 0 {
-		return 0, 0, Status(st)
 	}
 	postOpAttr(r)
 	total, free = r.uint64(), r.uint64()

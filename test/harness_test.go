@@ -63,6 +63,7 @@ type daemon struct {
 	logPath string
 	starts  int
 	netns   string // the daemon's network namespace: its own loopback, ports 111 and 2049
+	nfsUp   int    // the start whose NFS gateway answered
 }
 
 // startDaemon runs `vpool serve` and waits until the tree is mounted.

@@ -76,7 +76,10 @@ func (d *daemon) nfsClient(uid, gid uint32) (*nfsd.Client, []byte) {
 // nfs runs an NFS client tool in the daemon's network namespace.
 func (d *daemon) nfs(limit time.Duration, name string, args ...string) string {
 	d.t.Helper()
-	d.nfsClient(0, 0) // the gateway is up
+	if d.nfsUp != d.starts { // wait for the gateway once per start
+		d.nfsClient(0, 0)
+		d.nfsUp = d.starts
+	}
 	cmd, argv := d.inNetns(name, args...)
 	return run(d.t, limit, cmd, argv...)
 }

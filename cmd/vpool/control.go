@@ -247,9 +247,9 @@ func (s *controlServer) serve(ctx context.Context, l net.Listener, metricsListen
 // controlCall makes one request to the daemon's control socket; a
 // daemon that is not running, or a caller that is not root, is a clear
 // error, and so is an answer other than 200 (its text is the error).
-func controlCall(dataDir, method, what string, body any) (*http.Response, error) {
+func controlCall(dataDir, method, what string, body any, timeout time.Duration) (*http.Response, error) {
 	path := socketPath(dataDir)
-	client := &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		}}}
@@ -281,7 +281,7 @@ func controlCall(dataDir, method, what string, body any) (*http.Response, error)
 }
 
 func getStatus(dataDir string) (*Status, error) {
-	resp, err := controlCall(dataDir, "GET", "/status", nil)
+	resp, err := controlCall(dataDir, "GET", "/status", nil, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}

@@ -320,7 +320,7 @@ func templateCmd(g *globalFlags) *cobra.Command {
 			if dir == "" {
 				dir = DefaultDataDir
 			}
-			resp, err := controlCall(dir, "POST", "/template", map[string]string{"path": p})
+			resp, err := controlCall(dir, "POST", "/template", map[string]string{"path": p}, time.Minute)
 			if err != nil {
 				return fmt.Errorf("template set %s: %w", args[0], err)
 			}
