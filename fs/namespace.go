@@ -280,6 +280,20 @@ func (n *Namespace) dirLocked(ino uint64) (Attr, error) {
 	return a, err
 }
 
+// childLocked returns directory parent and the inode its entry name
+// names.
+func (n *Namespace) childLocked(parent uint64, name string) (d, a Attr, err error) {
+	if d, err = n.dirLocked(parent); err != nil {
+		return d, a, err
+	}
+	ino, _, err := n.entryLocked(parent, name)
+	if err != nil {
+		return d, a, err
+	}
+	a, err = n.attrLocked(ino)
+	return d, a, err
+}
+
 // entryLocked looks a name up in a directory.
 func (n *Namespace) entryLocked(parent uint64, name string) (ino uint64, mode uint32, err error) {
 	b, ok, err := n.meta.Get(entryKey(parent, name))

@@ -30,18 +30,11 @@ func (n *Namespace) Unlink(ctx context.Context, parent uint64, name string) erro
 // inode record last, so a crash in between leaves an orphan that the next
 // Open frees.
 func (n *Namespace) unlinkLocked(parent uint64, name string, ops *[]volume.MetaOp) (free *Attr, err error) {
-	d, err := n.dirLocked(parent)
+	d, a, err := n.childLocked(parent, name)
 	if err != nil {
 		return nil, err
 	}
-	ino, _, err := n.entryLocked(parent, name)
-	if err != nil {
-		return nil, err
-	}
-	a, err := n.attrLocked(ino)
-	if err != nil {
-		return nil, err
-	}
+	ino := a.Ino
 	if a.IsDir() {
 		return nil, fmt.Errorf("%w: %q", ErrIsDir, name)
 	}
@@ -113,19 +106,14 @@ func (n *Namespace) Rmdir(ctx context.Context, parent uint64, name string) error
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	d, err := n.dirLocked(parent)
+	d, a, err := n.childLocked(parent, name)
+	if err == nil && !a.IsDir() {
+		err = fmt.Errorf("%w: %q", ErrNotDir, name)
+	}
 	if err != nil {
 		return err
 	}
-	ino, _, err := n.entryLocked(parent, name)
-	if err != nil {
-		return err
-	}
-	a, err := n.dirLocked(ino)
-	if err != nil {
-		return err
-	}
-	if err := n.emptyLocked(ino, name); err != nil {
+	if err := n.emptyLocked(a.Ino, name); err != nil {
 		return err
 	}
 	now := nowNanos()
