@@ -39,25 +39,54 @@ const (
 	metaKeyPage    = 'm' // m<id><page> -> page
 	metaKeyUpload  = 'u' // u<id> -> upload state
 	metaKeyRecount = 'r' // r<id> present: recount allocated clusters at recovery
+	metaKeyVersion = 's' // s<id><page><^epoch> -> the page as it was at the end of that epoch
 
 	maxCommitPages = 1536 // pages per metadata commit: one badger transaction (see metastore)
 )
 
-// page is 64 consecutive entries of a vDisk's block map.
+// page is 64 consecutive entries of a vDisk's block map: the head's
+// version, last changed in epoch.
 type page struct {
 	e      [pageEntries]loc
 	mapped int32 // entries with SCO != 0
+	epoch  uint32
+	frozen []version // older versions a snapshot still reads, not yet stored
 	dirty  bool
 	ref    atomic.Bool // CLOCK reference bit: set by readers under VDisk.mu's read lock
 	pins   int32       // writers between reservation and apply
 }
 
+// version is a page as it was at the end of an epoch.
+type version struct {
+	epoch  uint32
+	mapped int32
+	e      [pageEntries]loc
+}
+
+// pageBytes with the epoch trailer (epoch u32, 0 u32); a page without one
+// is of epoch 0.
+const versionedPageBytes = pageBytes + 8
+
+// encode is the page's stored form. An empty page of epoch 0 is deleted
+// from the store (no snapshot can read an older version of it); an empty
+// page of a later epoch stays, so that snapshots do not read through it.
 func (p *page) encode() []byte {
-	if p.mapped == 0 {
-		return nil // an empty page is deleted from the store
+	if p.mapped == 0 && p.epoch == 0 {
+		return nil
 	}
-	b := make([]byte, pageBytes)
-	for i, l := range p.e {
+	return encodeEntries(&p.e, p.epoch)
+}
+
+func encodeEntries(e *[pageEntries]loc, epoch uint32) []byte {
+	n := pageBytes
+	if epoch != 0 {
+		n = versionedPageBytes
+	}
+	b := make([]byte, n)
+	if epoch != 0 {
+		binary.LittleEndian.PutUint32(b[pageBytes:], epoch)
+	}
+	for i, l := range e {
 		o := b[i*locSize:]
 		binary.LittleEndian.PutUint32(o, l.SCO)
 		binary.LittleEndian.PutUint32(o[4:], l.Slot)
@@ -69,8 +98,15 @@ func (p *page) encode() []byte {
 
 func decodePage(b []byte) (*page, error) {
 	p := &page{}
-	if len(b) != pageBytes {
-		return nil, errCorruptf("block map page of %d bytes, want %d", len(b), pageBytes)
+	switch len(b) {
+	case pageBytes:
+	case versionedPageBytes:
+		p.epoch = binary.LittleEndian.Uint32(b[pageBytes:])
+		if p.epoch == 0 || binary.LittleEndian.Uint32(b[pageBytes+4:]) != 0 {
+			return nil, errCorruptf("block map page trailer")
+		}
+	default:
+		return nil, errCorruptf("block map page of %d bytes, want %d or %d", len(b), pageBytes, versionedPageBytes)
 	}
 	for i := range p.e {
 		o := b[i*locSize:]
@@ -115,6 +151,19 @@ func pageKey(id, idx uint64) []byte {
 	binary.BigEndian.PutUint64(k[9:], idx)
 	return k
 }
+
+// versionKey names version epoch of a page; epochs sort newest first, so
+// a scan from versionKey(id, idx, k) finds the newest version <= k.
+func versionKey(id, idx uint64, epoch uint32) []byte {
+	k := make([]byte, 21)
+	k[0] = metaKeyVersion
+	binary.BigEndian.PutUint64(k[1:], id)
+	binary.BigEndian.PutUint64(k[9:], idx)
+	binary.BigEndian.PutUint32(k[17:], ^epoch)
+	return k
+}
+
+func versionEpoch(k []byte) uint32 { return ^binary.BigEndian.Uint32(k[17:]) }
 
 // minCachePages holds the pages of the largest I/O step (maxStepClusters,
 // unaligned: 17 pages) several times over.

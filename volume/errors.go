@@ -20,6 +20,9 @@ var (
 	ErrReadOnly     = errors.New("volume: vDisk is read-only")
 	ErrBusy         = errors.New("volume: vDisk is in use")
 	ErrMissingTLogs = errors.New("volume: TLogs missing locally and on the backend")
+	ErrNoSnapshot   = errors.New("volume: no such snapshot")
+	ErrExists       = errors.New("volume: already exists")
+	ErrBadName      = errors.New("volume: bad name")
 )
 
 func errCorruptf(format string, args ...any) error {

@@ -20,6 +20,9 @@ type Manifest struct {
 	Created         time.Time `json:"created"`
 	Deleting        bool      `json:"deleting,omitempty"`
 	Template        bool      `json:"template,omitempty"`
+	// Epoch is the head's epoch; Snapshots the live snapshots, oldest first.
+	Epoch     uint32         `json:"epoch,omitempty"`
+	Snapshots []SnapshotInfo `json:"snapshots,omitempty"`
 }
 
 const manifestMagic = "VPMANIF1"

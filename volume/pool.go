@@ -159,6 +159,9 @@ type vdiskRecord struct {
 	Created     time.Time `json:"created"`
 	Deleting    bool      `json:"deleting,omitempty"`
 	Template    bool      `json:"template,omitempty"` // read-only for good (SetTemplate)
+	// Epoch is the head's epoch; Snapshots the live snapshots, oldest first.
+	Epoch     uint32         `json:"epoch,omitempty"`
+	Snapshots []SnapshotInfo `json:"snapshots,omitempty"`
 }
 
 // Open opens a vPool's engine, recovering every vDisk: from local flash
@@ -243,6 +246,7 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) *VDisk {
 	v.mu.segs = map[uint32]*segment{}
 	v.lastWrite.Store(time.Now().UnixNano())
 	v.template.Store(rec.Template)
+	v.mu.epoch, v.mu.snaps = rec.Epoch, rec.Snapshots
 	v.mu.manifestStale = rec.Template // the backend may not know yet
 	p.wb.Register(id)
 	return v
@@ -402,13 +406,15 @@ func (p *Pool) finishDelete(ctx context.Context, id uint64) error {
 		return err
 	}
 	var scanErr error
-	err = p.meta.Scan(metaKey(metaKeyPage, id), nil, func(k, _ []byte) bool {
-		ops = append(ops, MetaOp{Key: append([]byte(nil), k...)})
-		if len(ops) >= 1000 {
-			scanErr = flush()
-		}
-		return scanErr == nil
-	})
+	for _, kind := range []byte{metaKeyPage, metaKeyVersion} {
+		err = errors.Join(err, p.meta.Scan(metaKey(kind, id), nil, func(k, _ []byte) bool {
+			ops = append(ops, MetaOp{Key: append([]byte(nil), k...)})
+			if len(ops) >= 1000 {
+				scanErr = flush()
+			}
+			return scanErr == nil
+		}))
+	}
 	if err = errors.Join(err, scanErr, flush()); err != nil {
 		return fmt.Errorf("volume: delete vDisk %s: metadata: %w", FormatID(id), err)
 	}
@@ -552,7 +558,7 @@ func (v *VDisk) WaitUploaded(ctx context.Context) error {
 	v.mu.Unlock()
 	for {
 		v.mu.Lock()
-		done := v.mu.uploadedThrough >= target && v.mu.manifestGen > 0
+		done := v.mu.uploadedThrough >= target && v.mu.manifestGen > 0 && !v.mu.manifestStale
 		v.mu.Unlock()
 		if done {
 			return nil

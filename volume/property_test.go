@@ -73,8 +73,58 @@ func (m *model) acceptCrash(t *testing.T, got []byte, what string) {
 }
 
 type propDisk struct {
-	id uint64
-	m  *model
+	id    uint64
+	m     *model
+	snaps map[string][]byte // snapshot name -> content
+	gone  map[string][]byte // deleted snapshots (a stale manifest may bring one back)
+}
+
+// checkSnapshots compares every snapshot of d with the model.
+// lostOK: snapshots missing from the vDisk are forgotten (the metadata
+// store was lost and the manifest may be stale; one deleted since may also
+// come back, with its content intact).
+func checkSnapshots(t *testing.T, ctx context.Context, v *VDisk, d *propDisk, what string, lostOK bool) {
+	t.Helper()
+	listed := map[string]bool{}
+	for _, si := range v.Snapshots() {
+		listed[si.Name] = true
+		want, ok := d.snaps[si.Name]
+		if !ok && lostOK {
+			want, ok = d.gone[si.Name]
+			d.snaps[si.Name] = want
+		}
+		if !ok {
+			t.Fatalf("%s: vDisk %s lists snapshot %q the model does not have", what, FormatID(d.id), si.Name)
+		}
+		if si.Size != int64(len(want)) {
+			t.Fatalf("%s: snapshot %q size %d, model %d", what, si.Name, si.Size, len(want))
+		}
+		s, err := v.OpenSnapshot(si.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		_, err = s.ReadAt(ctx, got, 0)
+		s.Close()
+		if err != nil && len(want) > 0 {
+			t.Fatalf("%s: read snapshot %q: %v", what, si.Name, err)
+		}
+		if !bytes.Equal(got, want) {
+			i := 0
+			for i < len(got) && got[i] == want[i] {
+				i++
+			}
+			t.Fatalf("%s: snapshot %q of vDisk %s differs from the model at byte %d (cluster %d)", what, si.Name, FormatID(d.id), i, i/pcs)
+		}
+	}
+	for name := range d.snaps {
+		if !listed[name] {
+			if !lostOK {
+				t.Fatalf("%s: snapshot %q of vDisk %s is missing", what, name, FormatID(d.id))
+			}
+			delete(d.snaps, name)
+		}
+	}
 }
 
 func TestPropertyVDiskMatchesModel(t *testing.T) {
@@ -103,7 +153,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		disks = append(disks, &propDisk{id: v.ID(), m: newModel(size)})
+		disks = append(disks, &propDisk{id: v.ID(), m: newModel(size), snaps: map[string][]byte{}, gone: map[string][]byte{}})
 	}
 	readAll := func(d *propDisk) []byte {
 		v := e.vdisk(d.id)
@@ -119,6 +169,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 	checkAll := func(what string) {
 		t.Helper()
 		for _, d := range disks {
+			checkSnapshots(t, ctx, e.vdisk(d.id), d, what, false)
 			if got := readAll(d); !bytes.Equal(got, d.m.data) {
 				i := 0
 				for i < len(got) && got[i] == d.m.data[i] {
@@ -138,8 +189,32 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 		d := disks[r.IntN(len(disks))]
 		v := e.vdisk(d.id)
 		size := len(d.m.data)
-		op := r.IntN(100)
+		op := r.IntN(112)
 		switch {
+		case op >= 106: // snapshot
+			name := fmt.Sprintf("s%d", step)
+			if r.IntN(4) == 0 {
+				name = "" // a default name
+			}
+			trace = append(trace, "snapshot "+name)
+			info, err := v.CreateSnapshot(ctx, name)
+			if err != nil {
+				t.Fatalf("snapshot: %v", err)
+			}
+			d.snaps[info.Name] = append([]byte(nil), d.m.data...)
+			d.m.flush()
+		case op >= 103: // delete a snapshot
+			for name, data := range d.snaps {
+				trace = append(trace, "delete snapshot "+name)
+				if err := v.DeleteSnapshot(ctx, name); err != nil {
+					t.Fatalf("delete snapshot: %v", err)
+				}
+				delete(d.snaps, name)
+				d.gone[name] = data
+				break
+			}
+		case op >= 100: // read a snapshot
+			checkSnapshots(t, ctx, v, d, "snapshot read", false)
 		case op < 45: // write: aligned or not, 512 B to 1 MiB
 			n := 512 << r.IntN(12)
 			if r.IntN(3) == 0 {
@@ -234,6 +309,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			e.open()
 			for _, d := range disks {
 				d.m.flush()
+				checkSnapshots(t, ctx, e.vdisk(d.id), d, "after losing the metadata store", true)
 			}
 			checkAll("after losing the metadata store")
 		default:

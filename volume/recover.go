@@ -21,8 +21,7 @@ import (
 func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 	var rec vdiskRecord
 	var up uploadState
-	var m marker
-	var size, alloc int64
+	var sm storedMarker
 	rb, ok, err := p.meta.Get(metaKey(metaKeyVDisk, id))
 	if err != nil {
 		return nil, err
@@ -38,11 +37,11 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 				return nil, err
 			}
 		}
-		size = rec.InitialSize
+		sm.size = rec.InitialSize
 		if b, ok, err := p.meta.Get(metaKey(metaKeyMarker, id)); err != nil {
 			return nil, err
 		} else if ok {
-			if m, size, alloc, err = decodeMarker(b); err != nil {
+			if sm, err = decodeMarker(b); err != nil {
 				return nil, err
 			}
 		}
@@ -61,9 +60,10 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 			return nil, err
 		}
 		rec = vdiskRecord{ClusterSize: man.ClusterSize, SCOSize: man.SCOSize, InitialSize: man.Size,
-			Created: man.Created, Deleting: man.Deleting, Template: man.Template}
+			Created: man.Created, Deleting: man.Deleting, Template: man.Template,
+			Epoch: man.Epoch, Snapshots: man.Snapshots}
 		up = uploadState{UploadedThrough: man.UploadedThrough, ManifestGen: man.Generation}
-		size = man.Size
+		sm.size = man.Size
 		rb, _ := json.Marshal(rec)
 		if err := p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb},
 			{Key: metaKey(metaKeyUpload, id), Value: up.encode()}}); err != nil {
@@ -80,8 +80,12 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 		return nil, errCorruptf("vDisk record: %v", err)
 	}
 	v := p.newVDisk(id, rec)
-	v.size.Store(size)
-	v.mu.allocated = alloc
+	v.size.Store(sm.size)
+	v.mu.allocated = sm.allocated
+	if sm.epoch == v.mu.epoch {
+		v.mu.written = sm.written // else counted from zero by the replay
+	}
+	m := sm.pos
 	v.mu.committed, v.mu.watermark = m, m
 	v.mu.uploadedThrough, v.mu.syncedThrough, v.mu.manifestGen = up.UploadedThrough, up.SyncedThrough, up.ManifestGen
 	if _, ok, err := p.meta.Get(metaKey(metaKeyRecount, id)); err != nil {
@@ -143,6 +147,9 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 		}
 		v.mu.segs[s] = seg
 	}
+	if err := v.dropLostSnapshots(last); err != nil {
+		return err
+	}
 	start := max(m.Seq, 1)
 	// Segments before the marker are not replayed, but still need their
 	// sizes for upload; they were flushed before the marker was stored.
@@ -168,6 +175,9 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 		if err != nil {
 			return err
 		}
+		v.mu.Lock()
+		v.mu.replayEpoch = v.epochOfLocked(s)
+		v.mu.Unlock()
 		seg := v.mu.segs[s]
 		if seg != nil && !seg.synced {
 			if err := v.checkUnsynced(seg, recs); err != nil {
@@ -234,6 +244,37 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 		}
 	}
 	return v.writeBack(ctx)
+}
+
+// dropLostSnapshots forgets snapshots whose TLogs are gone: after the
+// loss of local flash, those not yet on the backend. Keeping them would
+// make them partial, and their epoch would claim the TLogs written next.
+func (v *VDisk) dropLostSnapshots(last uint32) error {
+	v.mu.Lock()
+	var keep []SnapshotInfo
+	for _, s := range v.mu.snaps {
+		if s.TLog <= last {
+			keep = append(keep, s)
+		} else {
+			v.log.Error("volume: snapshot lost with local flash (it was not on the backend yet)",
+				"vdisk", FormatID(v.id), "snapshot", s.Name, "tlog", s.TLog, "last_tlog", last)
+		}
+	}
+	lost := len(keep) != len(v.mu.snaps)
+	v.mu.snaps = keep
+	v.mu.Unlock()
+	if !lost {
+		return nil
+	}
+	v.recMu.Lock()
+	defer v.recMu.Unlock()
+	if err := v.updateRecordLocked(func(r *vdiskRecord) { r.Snapshots = keep }); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.mu.manifestStale = true
+	v.mu.Unlock()
+	return nil
 }
 
 // recountAllocated counts mapped clusters over the whole block map, after

@@ -162,11 +162,21 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 	v.wbMu.Lock()
 	defer v.wbMu.Unlock()
 	v.mu.Lock()
-	var ops []MetaOp
+	// groups: a page's new versions and its head, never split between
+	// commits (a head stored without the version it replaced would make a
+	// snapshot read an older one)
+	var groups [][]MetaOp
 	var pinned []*page
+	var frozen [][]version
 	for idx, p := range v.mu.pages.pages {
 		if p.dirty {
-			ops = append(ops, MetaOp{Key: pageKey(v.id, idx), Value: p.encode()})
+			var g []MetaOp
+			for _, f := range p.frozen {
+				g = append(g, MetaOp{Key: versionKey(v.id, idx, f.epoch), Value: encodeEntries(&f.e, f.epoch)})
+			}
+			groups = append(groups, append(g, MetaOp{Key: pageKey(v.id, idx), Value: p.encode()}))
+			frozen = append(frozen, p.frozen)
+			p.frozen = nil
 			p.dirty = false
 			p.pins++
 			pinned = append(pinned, p)
@@ -174,13 +184,14 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 	}
 	v.mu.pages.dirty = 0
 	m := v.watermarkLocked()
-	mark := encodeMarker(m, v.size.Load(), v.mu.allocated)
+	mark := storedMarker{pos: m, size: v.size.Load(), allocated: v.mu.allocated, epoch: v.mu.epoch, written: v.mu.written}.encode()
 	v.mu.Unlock()
 	unpin := func(failed bool) {
 		v.mu.Lock()
-		for _, p := range pinned {
+		for i, p := range pinned {
 			p.pins--
 			if failed {
+				p.frozen = append(frozen[i], p.frozen...)
 				v.mu.pages.markDirty(p)
 			}
 		}
@@ -199,14 +210,18 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 	v.mu.Lock()
 	clearFlag := v.mu.recountPending
 	v.mu.Unlock()
-	for len(ops) > maxCommitPages {
-		chunk := append([]MetaOp{{Key: recountKey, Value: []byte{1}}}, ops[:maxCommitPages]...)
-		if err := v.pool.meta.Commit(chunk); err != nil {
-			unpin(true)
-			return fmt.Errorf("volume: vDisk %s: store block map: %w", FormatID(v.id), err)
+	var ops []MetaOp
+	for _, g := range groups {
+		if len(ops) > 0 && len(ops)+len(g) > maxCommitPages {
+			chunk := append([]MetaOp{{Key: recountKey, Value: []byte{1}}}, ops...)
+			if err := v.pool.meta.Commit(chunk); err != nil {
+				unpin(true)
+				return fmt.Errorf("volume: vDisk %s: store block map: %w", FormatID(v.id), err)
+			}
+			ops = ops[:0]
+			clearFlag = true
 		}
-		ops = ops[maxCommitPages:]
-		clearFlag = true
+		ops = append(ops, g...)
 	}
 	ops = append(ops, MetaOp{Key: metaKey(metaKeyMarker, v.id), Value: mark})
 	if clearFlag {
@@ -232,21 +247,48 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 	return nil
 }
 
-func encodeMarker(m marker, size, allocated int64) []byte {
-	b := make([]byte, 24)
-	binary.LittleEndian.PutUint32(b, m.Seq)
-	binary.LittleEndian.PutUint32(b[4:], m.Rec)
-	binary.LittleEndian.PutUint64(b[8:], uint64(size))
-	binary.LittleEndian.PutUint64(b[16:], uint64(allocated))
+// storedMarker is what the marker key holds: the replay position and the
+// counters that belong with the stored block map.
+type storedMarker struct {
+	pos       marker
+	size      int64
+	allocated int64  // mapped clusters
+	epoch     uint32 // the head's epoch when it was stored
+	written   int64  // clusters written in that epoch
+}
+
+// encode writes 24 bytes, or 40 when there is an epoch or a written count.
+func (m storedMarker) encode() []byte {
+	n := 24
+	if m.epoch != 0 || m.written != 0 {
+		n = 40
+	}
+	b := make([]byte, n)
+	binary.LittleEndian.PutUint32(b, m.pos.Seq)
+	binary.LittleEndian.PutUint32(b[4:], m.pos.Rec)
+	binary.LittleEndian.PutUint64(b[8:], uint64(m.size))
+	binary.LittleEndian.PutUint64(b[16:], uint64(m.allocated))
+	if n == 40 {
+		binary.LittleEndian.PutUint32(b[24:], m.epoch)
+		binary.LittleEndian.PutUint64(b[32:], uint64(m.written))
+	}
 	return b
 }
 
-func decodeMarker(b []byte) (m marker, size, allocated int64, err error) {
-	if len(b) != 24 {
-		return m, 0, 0, errCorruptf("block map marker of %d bytes", len(b))
+func decodeMarker(b []byte) (storedMarker, error) {
+	var m storedMarker
+	if len(b) != 24 && len(b) != 40 {
+		return m, errCorruptf("block map marker of %d bytes", len(b))
 	}
-	m = marker{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])}
-	return m, int64(binary.LittleEndian.Uint64(b[8:])), int64(binary.LittleEndian.Uint64(b[16:])), nil
+	m.pos = marker{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])}
+	m.size, m.allocated = int64(binary.LittleEndian.Uint64(b[8:])), int64(binary.LittleEndian.Uint64(b[16:]))
+	if len(b) == 40 {
+		m.epoch, m.written = binary.LittleEndian.Uint32(b[24:]), int64(binary.LittleEndian.Uint64(b[32:]))
+		if m.epoch == 0 && m.written == 0 || binary.LittleEndian.Uint32(b[28:]) != 0 {
+			return m, errCorruptf("block map marker trailer")
+		}
+	}
+	return m, nil
 }
 
 type uploadState struct {
@@ -532,6 +574,9 @@ func (v *VDisk) writeManifest(ctx context.Context, uploadedThrough uint32, delet
 	m := &Manifest{VDisk: FormatID(v.id), Generation: gen, UploadedThrough: uploadedThrough,
 		ClusterSize: v.cs, SCOSize: int64(v.slots) * v.cs, Size: v.size.Load(), Created: v.created, Deleting: deleting,
 		Template: v.template.Load()}
+	v.mu.RLock()
+	m.Epoch, m.Snapshots = v.mu.epoch, v.mu.snaps
+	v.mu.RUnlock()
 	b := encodeManifest(m)
 	if err := v.pool.backend.Put(ctx, manifestName(v.pool.cfg.Name, v.id, gen), bytesReaderAt(b), int64(len(b))); err != nil {
 		return fmt.Errorf("volume: write manifest %d: %w", gen, err)

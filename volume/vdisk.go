@@ -2,7 +2,6 @@ package volume
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +30,7 @@ type VDisk struct {
 	resizeMu  sync.RWMutex // I/O holds it shared; Resize holds it alone
 	flushMu   sync.Mutex   // one device flush at a time; others share it
 	wbMu      sync.Mutex   // one block-map write-back at a time
+	recMu     sync.Mutex   // one change of the stored record at a time (snapshots, template)
 	completed atomic.Uint64
 	durable   atomic.Uint64
 	lastWrite atomic.Int64
@@ -59,6 +59,11 @@ type VDisk struct {
 		manifestStale   bool     // settings changed since the newest manifest
 		tlogTrash       []uint32 // uploaded TLogs whose local files wait for the marker
 		recountPending  bool     // the stored allocated count may be off (see writeBack)
+		epoch           uint32   // the head's epoch: snapshots so far, counting deleted ones
+		replayEpoch     uint32   // during recovery: the epoch of the TLog being replayed
+		snaps           []SnapshotInfo
+		written         int64          // clusters written in the head's epoch
+		readers         map[uint32]int // open Snapshot views by epoch
 		closed          bool
 		uploadErr       error
 	}
@@ -393,11 +398,16 @@ func (v *VDisk) applyLocked(r record) {
 	switch r.Type {
 	case recWrite:
 		p := v.mu.pages.pages[r.Cluster>>pageShift]
+		v.cowLocked(p)
+		if v.applyEpochLocked() == v.mu.epoch {
+			v.mu.written++
+		}
 		v.mu.allocated += p.set(int(r.Cluster&(pageEntries-1)), loc{SCO: r.SCO, Slot: r.Count, CRC: r.DataCRC, Owner: r.Owner})
 		v.mu.pages.markDirty(p)
 	case recUnmap:
 		for c := r.Cluster; c < r.Cluster+uint64(r.Count); c++ {
 			if p := v.mu.pages.pages[c>>pageShift]; p != nil {
+				v.cowLocked(p)
 				v.mu.allocated += p.set(int(c&(pageEntries-1)), loc{})
 				v.mu.pages.markDirty(p)
 			}
@@ -517,7 +527,18 @@ func (v *VDisk) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	start := time.Now()
 	v.resizeMu.RLock()
 	defer v.resizeMu.RUnlock()
-	size := v.size.Load()
+	n, err := v.readAt(ctx, p, off, v.size.Load(), v.readClusters)
+	if n > 0 {
+		v.stats.reads.Add(1)
+		v.stats.readBytes.Add(int64(n))
+		v.stats.readNanos.Add(int64(time.Since(start)))
+	}
+	return n, err
+}
+
+// readAt reads [off, off+len(p)) of an image of size bytes whose whole
+// clusters readClusters returns (the head or a snapshot).
+func (v *VDisk) readAt(ctx context.Context, p []byte, off, size int64, readClusters func(context.Context, uint64, []byte) error) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
 	}
@@ -531,20 +552,27 @@ func (v *VDisk) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	cs := v.cs
 	c0 := uint64(off >> v.shift)
 	c1 := uint64((off + int64(n) + cs - 1) >> v.shift)
+	read := func(c0 uint64, dst []byte) error {
+		for len(dst) > maxStepClusters*int(cs) {
+			if err := readClusters(ctx, c0, dst[:maxStepClusters*cs]); err != nil {
+				return err
+			}
+			c0 += maxStepClusters
+			dst = dst[maxStepClusters*cs:]
+		}
+		return readClusters(ctx, c0, dst)
+	}
 	if off%cs == 0 && int64(n)%cs == 0 {
-		if err := v.readClusters(ctx, c0, p[:n]); err != nil {
+		if err := read(c0, p[:n]); err != nil {
 			return 0, err
 		}
 	} else {
 		buf := make([]byte, int64(c1-c0)*cs)
-		if err := v.readClusters(ctx, c0, buf); err != nil {
+		if err := read(c0, buf); err != nil {
 			return 0, err
 		}
 		copy(p[:n], buf[off-int64(c0)*cs:])
 	}
-	v.stats.reads.Add(1)
-	v.stats.readBytes.Add(int64(n))
-	v.stats.readNanos.Add(int64(time.Since(start)))
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -555,16 +583,10 @@ func (v *VDisk) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // that their block-map pages always fit in the page cache together.
 const maxStepClusters = 16 * pageEntries
 
-// readClusters fills dst with whole clusters from c0.
+// readClusters fills dst with whole clusters from c0, at most
+// maxStepClusters of them, from the head's block map.
 func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
 	cs := int(v.cs)
-	for len(dst) > maxStepClusters*cs {
-		if err := v.readClusters(ctx, c0, dst[:maxStepClusters*cs]); err != nil {
-			return err
-		}
-		c0 += maxStepClusters
-		dst = dst[maxStepClusters*cs:]
-	}
 	n := len(dst) / cs
 	var locsBuf [8]loc
 	var segsBuf [8]*segment
@@ -577,19 +599,33 @@ func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
 	err := v.withPages(ctx, c0, c0+uint64(n), true, func() {
 		for i := 0; i < n; i++ {
 			c := c0 + uint64(i)
-			l := v.mu.pages.pages[c>>pageShift].e[c&(pageEntries-1)]
-			locs[i] = l
-			if l.SCO != 0 && l.Owner == 0 {
-				if s := v.mu.segs[l.SCO]; s != nil {
-					s.refs.Add(1)
-					segs[i] = s
-				}
-			}
+			locs[i] = v.mu.pages.pages[c>>pageShift].e[c&(pageEntries-1)]
+			segs[i] = v.refSegmentLocked(locs[i])
 		}
 	})
 	if err != nil {
 		return err
 	}
+	return v.fetch(ctx, locs, segs, dst)
+}
+
+// refSegmentLocked takes a reference on the local segment that holds l,
+// if any (v.mu held, read or write).
+func (v *VDisk) refSegmentLocked(l loc) *segment {
+	if l.SCO != 0 && l.Owner == 0 {
+		if s := v.mu.segs[l.SCO]; s != nil {
+			s.refs.Add(1)
+			return s
+		}
+	}
+	return nil
+}
+
+// fetch reads the clusters at locs into dst: zeros, local segments (whose
+// references it gives back) or the read cache and backend.
+func (v *VDisk) fetch(ctx context.Context, locs []loc, segs []*segment, dst []byte) error {
+	cs := int(v.cs)
+	n := len(locs)
 	defer func() {
 		for _, s := range segs {
 			if s != nil {
@@ -1061,33 +1097,15 @@ func (v *VDisk) IsTemplate() bool { return v.template.Load() }
 // round, in its manifest, so a restore from the backend keeps it.
 // Writes already in progress may still finish.
 func (v *VDisk) SetTemplate(ctx context.Context) error {
-	key := metaKey(metaKeyVDisk, v.id)
-	b, ok, err := v.pool.meta.Get(key)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrNotFound, FormatID(v.id))
-	}
-	var rec vdiskRecord
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return errCorruptf("vDisk record: %v", err)
-	}
-	if rec.Template {
+	v.recMu.Lock()
+	defer v.recMu.Unlock()
+	if v.template.Load() {
 		return nil
 	}
-	rec.Template = true
-	rb, _ := json.Marshal(rec)
-	if err := v.pool.meta.Commit([]MetaOp{{Key: key, Value: rb}}); err != nil {
+	if err := v.updateRecordLocked(func(r *vdiskRecord) { r.Template = true }); err != nil {
 		return fmt.Errorf("volume: set template: %w", err)
 	}
 	v.template.Store(true)
-	v.mu.Lock()
-	v.mu.manifestStale = true
-	v.mu.Unlock()
-	select {
-	case v.kick <- struct{}{}:
-	default:
-	}
+	v.manifestChanged()
 	return nil
 }
