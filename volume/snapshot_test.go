@@ -1,0 +1,304 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func readSnapshot(t *testing.T, v *VDisk, name string) []byte {
+	t.Helper()
+	s, err := v.OpenSnapshot(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := make([]byte, s.Size())
+	if _, err := s.ReadAt(bg, b, 0); err != nil {
+		t.Fatalf("read snapshot %s: %v", name, err)
+	}
+	return b
+}
+
+func countKeys(e *env, kind byte) int {
+	n := 0
+	e.meta.Scan([]byte{kind}, nil, func(k, v []byte) bool { n++; return true })
+	return n
+}
+
+// A vDisk much larger than the block-map cache: snapshots read versions
+// from the store, pages are evicted and reloaded, a deleted snapshot's
+// versions go, and the others survive restarts and a rebuild from the
+// backend.
+func TestSnapshotsOverManyPages(t *testing.T) {
+	e := newEnv(t)
+	const size = 64 << 20 // 256 pages; the cache holds 64
+	v, err := e.pool.Create(bg, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := v.ID()
+	r := rand.New(rand.NewPCG(1, 2))
+	head := make([]byte, size)
+	want := map[string][]byte{}
+	scribble := func(n int, seed byte) {
+		for i := 0; i < n; i++ {
+			off := r.IntN(size/4096) * 4096
+			b := pattern(4096*(1+r.IntN(4)), seed+byte(i))
+			if off+len(b) > size {
+				continue
+			}
+			if err := e.vdisk(id).WriteAt(bg, b, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			copy(head[off:], b)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		v := e.vdisk(id)
+		for name, w := range want {
+			if got := readSnapshot(t, v, name); !bytes.Equal(got, w) {
+				t.Fatalf("%s: snapshot %s differs", when, name)
+			}
+		}
+		if got := mustRead(t, v, 0, size); !bytes.Equal(got, head) {
+			t.Fatalf("%s: head differs", when)
+		}
+	}
+	for i, name := range []string{"a", "b", "c", "d"} {
+		scribble(600, byte(i*50))
+		if _, err := e.vdisk(id).CreateSnapshot(bg, name); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = append([]byte(nil), head...)
+		if i == 1 { // a discard of a large range in epoch 2
+			if err := e.vdisk(id).Discard(bg, 8<<20, 24<<20); err != nil {
+				t.Fatal(err)
+			}
+			clear(head[8<<20 : 32<<20])
+		}
+	}
+	scribble(300, 200)
+	check("at once")
+	if err := e.vdisk(id).writeBack(bg); err != nil {
+		t.Fatal(err)
+	}
+	before := countKeys(e, metaKeyVersion)
+	if err := e.vdisk(id).DeleteSnapshot(bg, "b"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "b")
+	after := countKeys(e, metaKeyVersion)
+	if after >= before {
+		t.Fatalf("deleting a snapshot freed no block-map versions (%d, then %d)", before, after)
+	}
+	check("after deleting b")
+	e.restart()
+	check("after a restart")
+	e.kill()
+	check("after kill -9")
+	if err := e.vdisk(id).Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.vdisk(id).WaitUploaded(bg); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range e.vdisk(id).Snapshots() {
+		if !s.OnBackend {
+			t.Fatalf("snapshot %s not on the backend after the uploads", s.Name)
+		}
+	}
+	e.wipeFlash()
+	check("after a rebuild from the backend")
+	if names := snapshotNames(e.vdisk(id)); fmt.Sprint(names) != "[a c d]" {
+		t.Fatalf("snapshots %v after the rebuild", names)
+	}
+	// Deleting every snapshot leaves no versions behind.
+	for _, n := range []string{"a", "c", "d"} {
+		if err := e.vdisk(id).DeleteSnapshot(bg, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.vdisk(id).writeBack(bg); err != nil {
+		t.Fatal(err)
+	}
+	if n := countKeys(e, metaKeyVersion); n != 0 {
+		t.Fatalf("%d block-map versions left without snapshots", n)
+	}
+	want = nil
+	check("without snapshots")
+}
+
+func snapshotNames(v *VDisk) []string {
+	var out []string
+	for _, s := range v.Snapshots() {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// Snapshots taken while writers run hold every write acknowledged before
+// the call and none started after it returned.
+func TestSnapshotCrashConsistentUnderLoad(t *testing.T) {
+	e := newEnv(t)
+	const writers = 4
+	v, _ := e.pool.Create(bg, 16<<20)
+	var acked, started [writers]atomic.Uint64
+	ctx, cancel := context.WithCancel(bg)
+	var wg sync.WaitGroup
+	errc := make(chan error, writers+1)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := make([]byte, 4096)
+			for n := uint64(1); ctx.Err() == nil; n++ {
+				for i := 0; i < len(b); i += 8 {
+					binary.LittleEndian.PutUint64(b[i:], n)
+				}
+				started[w].Store(n)
+				// each writer owns cluster w*64 (its own page) and w*64+1
+				if err := v.WriteAt(bg, append(b, b...), int64(w*64*4096)); err != nil {
+					errc <- err
+					return
+				}
+				acked[w].Store(n)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // readers of the head do not disturb it
+		defer wg.Done()
+		b := make([]byte, 1<<20)
+		for ctx.Err() == nil {
+			if _, err := v.ReadAt(bg, b, 0); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	type bounds struct{ lo, hi [writers]uint64 }
+	var snaps []bounds
+	for i := 0; i < 20; i++ {
+		time.Sleep(5 * time.Millisecond)
+		var bd bounds
+		for w := range writers {
+			bd.lo[w] = acked[w].Load()
+		}
+		if _, err := v.CreateSnapshot(bg, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		for w := range writers {
+			bd.hi[w] = started[w].Load()
+		}
+		snaps = append(snaps, bd)
+	}
+	cancel()
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	for i, bd := range snaps {
+		img := readSnapshot(t, v, fmt.Sprint(i))
+		for w := range writers {
+			a := binary.LittleEndian.Uint64(img[w*64*4096:])
+			b := binary.LittleEndian.Uint64(img[(w*64+1)*4096:])
+			if a != b {
+				t.Fatalf("snapshot %d: writer %d's write is torn (%d, %d)", i, w, a, b)
+			}
+			if a < bd.lo[w] || a > bd.hi[w] {
+				t.Fatalf("snapshot %d: writer %d holds write %d, want %d..%d", i, w, a, bd.lo[w], bd.hi[w])
+			}
+		}
+	}
+}
+
+func TestSnapshotErrorsAndInfo(t *testing.T) {
+	e := newEnv(t)
+	v, _ := e.pool.Create(bg, 16<<20)
+	if err := v.WriteAt(bg, pattern(1<<20, 1), 0); err != nil {
+		t.Fatal(err)
+	}
+	s1, err := v.CreateSnapshot(bg, "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1.Written != 1<<20 || s1.Size != 16<<20 || s1.Epoch != 0 {
+		t.Fatalf("first snapshot %+v", s1)
+	}
+	if err := v.WriteAt(bg, pattern(8192, 2), 0); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := v.CreateSnapshot(bg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Written != 8192 || s2.Epoch != 1 || s2.Name == "" {
+		t.Fatalf("second snapshot %+v", s2)
+	}
+	if _, err := v.CreateSnapshot(bg, "one"); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	for _, bad := range []string{".", "..", "a/b", "a@b", " x", string(make([]byte, 201))} {
+		if _, err := v.CreateSnapshot(bg, bad); !errors.Is(err, ErrBadName) {
+			t.Fatalf("name %q: %v", bad, err)
+		}
+	}
+	if err := v.DeleteSnapshot(bg, "nope"); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("delete unknown: %v", err)
+	}
+	if _, err := v.OpenSnapshot("nope"); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("open unknown: %v", err)
+	}
+	open, err := v.OpenSnapshot("one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.DeleteSnapshot(bg, "one"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("delete while open: %v", err)
+	}
+	open.Close()
+	if _, err := open.ReadAt(bg, make([]byte, 10), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read after close: %v", err)
+	}
+	if err := v.DeleteSnapshot(bg, "one"); err != nil {
+		t.Fatal(err)
+	}
+	// The written count survives a restart.
+	if err := e.vdisk(v.ID()).WriteAt(bg, pattern(3*4096, 3), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	s3, err := e.vdisk(v.ID()).CreateSnapshot(bg, "three")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3.Written != 3*4096 {
+		t.Fatalf("written since the previous snapshot across a restart: %d", s3.Written)
+	}
+	// Deleting the vDisk leaves no metadata, versions included.
+	if err := e.vdisk(v.ID()).WriteAt(bg, pattern(1<<20, 4), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.vdisk(v.ID()).writeBack(bg); err != nil {
+		t.Fatal(err)
+	}
+	if countKeys(e, metaKeyVersion) == 0 {
+		t.Fatal("no block-map versions stored")
+	}
+	if err := e.pool.Delete(bg, v.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.meta.Len(); n != 0 {
+		t.Fatalf("metadata keeps %d keys", n)
+	}
+}
