@@ -28,12 +28,16 @@ type File struct {
 	n     *Namespace
 	ino   uint64
 	vdisk *volume.VDisk // vDisk files
+	snap  *volume.Snapshot // snapshot files (read-only; no openInode)
 	oi    *openInode
 	write bool
 }
 
 // Open opens a regular file (or vDisk) for I/O; write asks for writing.
 func (n *Namespace) Open(ctx context.Context, ino uint64, write bool) (*File, error) {
+	if isSnapIno(ino) {
+		return n.openSnapshot(ino, write)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	a, err := n.attrLocked(ino)
@@ -59,6 +63,9 @@ func (n *Namespace) Open(ctx context.Context, ino uint64, write bool) (*File, er
 	return f, nil
 }
 
+// IsSnapshot reports whether the file is a snapshot (read-only).
+func (f *File) IsSnapshot() bool { return f.snap != nil }
+
 // IsVDisk reports whether the file is a vDisk.
 func (f *File) IsVDisk() bool { return f.vdisk != nil }
 
@@ -67,6 +74,9 @@ func (f *File) Ino() uint64 { return f.ino }
 
 // Release closes the handle; the last one of an unlinked file frees it.
 func (f *File) Release(ctx context.Context) error {
+	if f.snap != nil {
+		return f.snap.Close()
+	}
 	n := f.n
 	f.n.storeMtime(f.ino)
 	n.mu.Lock()
@@ -121,15 +131,11 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%w: offset %d", ErrInvalid, off)
 	}
+	if f.snap != nil {
+		return readFull(ctx, f.snap.ReadAt, f.snap.Size(), p, off)
+	}
 	if f.vdisk != nil {
-		size := f.vdisk.Size()
-		if off >= size {
-			return 0, nil
-		}
-		if int64(len(p)) > size-off {
-			p = p[:size-off]
-		}
-		return f.vdisk.ReadAt(ctx, p, off)
+		return readFull(ctx, f.vdisk.ReadAt, f.vdisk.Size(), p, off)
 	}
 	l := f.n.dataLock(f.ino)
 	l.RLock()
@@ -160,8 +166,22 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// readFull reads from an image of size bytes: fewer bytes only at the end.
+func readFull(ctx context.Context, read func(context.Context, []byte, int64) (int, error), size int64, p []byte, off int64) (int, error) {
+	if off >= size {
+		return 0, nil
+	}
+	if int64(len(p)) > size-off {
+		p = p[:size-off]
+	}
+	return read(ctx, p, off)
+}
+
 // WriteAt writes to the file, extending it when the write ends past it.
 func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if f.snap != nil {
+		return 0, ErrReadOnly
+	}
 	if !f.write {
 		return 0, fmt.Errorf("%w: not open for writing", ErrBadFD)
 	}
@@ -230,6 +250,9 @@ func (f *File) growVDisk(ctx context.Context, size int64) error {
 // newest mtime is stored at close, not here: fsync is on the guest's hot
 // path and must not cost a metadata sync.
 func (f *File) Sync(ctx context.Context) error {
+	if f.snap != nil {
+		return nil // nothing to make durable
+	}
 	if f.vdisk != nil {
 		if err := f.vdisk.Flush(ctx); err != nil {
 			return err
@@ -253,6 +276,9 @@ const (
 func (f *File) Allocate(ctx context.Context, mode uint32, off, length int64) error {
 	if off < 0 || length <= 0 || off+length < off {
 		return fmt.Errorf("%w: fallocate [%d, +%d)", ErrInvalid, off, length)
+	}
+	if f.snap != nil {
+		return ErrReadOnly
 	}
 	if !f.write {
 		return fmt.Errorf("%w: not open for writing", ErrBadFD)
@@ -333,6 +359,18 @@ func forChunks(off, n int64, fn func(idx uint64, o, n, inner int64) error) error
 // Seek answers SEEK_DATA (whence 3) and SEEK_HOLE (4); for vDisks from
 // the block map, for other files treating all of the file as data.
 func (f *File) Seek(ctx context.Context, off int64, whence int) (int64, error) {
+	if f.snap != nil { // all data, as far as SEEK_DATA/SEEK_HOLE tell
+		if off < 0 || off >= f.snap.Size() {
+			return 0, fmt.Errorf("%w: offset %d of %d", ErrNoData, off, f.snap.Size())
+		}
+		switch whence {
+		case 3:
+			return off, nil
+		case 4:
+			return f.snap.Size(), nil
+		}
+		return 0, fmt.Errorf("%w: whence %d", ErrInvalid, whence)
+	}
 	if f.vdisk != nil {
 		switch whence { // past the data, volume.ErrOutOfRange: ENXIO
 		case 3:

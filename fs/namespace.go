@@ -333,6 +333,9 @@ func (n *Namespace) fill(a *Attr) {
 
 // GetAttr returns an inode's attributes.
 func (n *Namespace) GetAttr(ctx context.Context, ino uint64) (Attr, error) {
+	if isSnapIno(ino) {
+		return n.snapAttr(ino)
+	}
 	n.mu.Lock()
 	a, err := n.attrLocked(ino)
 	n.mu.Unlock()
@@ -345,6 +348,12 @@ func (n *Namespace) GetAttr(ctx context.Context, ino uint64) (Attr, error) {
 
 // Lookup finds name in directory parent.
 func (n *Namespace) Lookup(ctx context.Context, parent uint64, name string) (Attr, error) {
+	switch {
+	case isSnapIno(parent):
+		return n.snapLookup(ctx, parent, name)
+	case parent == RootIno && name == SnapshotsDir:
+		return n.snapAttr(mirrorIno(RootIno))
+	}
 	if name == "." {
 		return n.GetAttr(ctx, parent)
 	}
@@ -387,6 +396,9 @@ type NewNode struct {
 // is returned as it is unless nn.Exclusive; created reports which.
 func (n *Namespace) Create(ctx context.Context, parent uint64, name string, nn NewNode) (a Attr, created bool, err error) {
 	if err := checkName(name); err != nil {
+		return Attr{}, false, err
+	}
+	if err := writableEntry(parent, name); err != nil {
 		return Attr{}, false, err
 	}
 	typ := nn.Mode & syscall.S_IFMT
@@ -509,6 +521,9 @@ type SetAttrIn struct {
 // SetAttr changes attributes; a size change truncates or extends the file
 // (a vDisk is resized).
 func (n *Namespace) SetAttr(ctx context.Context, ino uint64, in SetAttrIn) (Attr, error) {
+	if isSnapIno(ino) {
+		return Attr{}, ErrReadOnly
+	}
 	if in.SetSize {
 		if in.Size < 0 {
 			return Attr{}, fmt.Errorf("%w: size %d", ErrInvalid, in.Size)
@@ -594,6 +609,13 @@ type DirEntry struct {
 // after ("" for the start), in name order, until fn returns false. The
 // order is stable, so a name is a resumable cookie.
 func (n *Namespace) ReadDir(ctx context.Context, ino uint64, after string, fn func(DirEntry) bool) error {
+	if isSnapIno(ino) {
+		return n.snapReadDir(ctx, ino, after, fn)
+	}
+	return n.readDir(ctx, ino, after, fn)
+}
+
+func (n *Namespace) readDir(ctx context.Context, ino uint64, after string, fn func(DirEntry) bool) error {
 	n.mu.Lock()
 	_, err := n.dirLocked(ino)
 	n.mu.Unlock()
@@ -673,6 +695,13 @@ func (n *Namespace) ID() uint64 {
 // An entry's inode number is a cookie that stays valid while entries come
 // and go (NFS READDIR).
 func (n *Namespace) ReadDirOrder(ctx context.Context, ino, after uint64, fn func(DirEntry) bool) error {
+	if isSnapIno(ino) {
+		return n.snapReadDirOrder(ctx, ino, after, fn)
+	}
+	return n.readDirOrder(ctx, ino, after, fn)
+}
+
+func (n *Namespace) readDirOrder(ctx context.Context, ino, after uint64, fn func(DirEntry) bool) error {
 	n.mu.Lock()
 	_, err := n.dirLocked(ino)
 	n.mu.Unlock()

@@ -14,6 +14,9 @@ func (n *Namespace) Unlink(ctx context.Context, parent uint64, name string) erro
 	if err := checkName(name); err != nil {
 		return err
 	}
+	if err := writableEntry(parent, name); err != nil {
+		return err
+	}
 	n.mu.Lock()
 	free, err := n.unlinkLocked(parent, name, nil)
 	n.mu.Unlock()
@@ -102,6 +105,9 @@ func (n *Namespace) freeOrphans(ctx context.Context) error {
 // Rmdir removes an empty directory.
 func (n *Namespace) Rmdir(ctx context.Context, parent uint64, name string) error {
 	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := writableEntry(parent, name); err != nil {
 		return err
 	}
 	n.mu.Lock()

@@ -24,6 +24,9 @@ func (n *Namespace) Rename(ctx context.Context, p1 uint64, n1 string, p2 uint64,
 	if err := checkName(n2); err != nil {
 		return err
 	}
+	if err := errors.Join(writableEntry(p1, n1), writableEntry(p2, n2)); err != nil {
+		return err
+	}
 	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
 		return fmt.Errorf("%w: rename flags %#x", ErrInvalid, flags)
 	}

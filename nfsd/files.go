@@ -2,6 +2,7 @@ package nfsd
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -53,6 +54,9 @@ func (c *fileCache) get(ctx context.Context, ino uint64) (*fs.File, error) {
 	}
 	c.mu.Unlock()
 	f, err := c.ns.Open(ctx, ino, true)
+	if errors.Is(err, fs.ErrReadOnly) { // a snapshot
+		f, err = c.ns.Open(ctx, ino, false)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +79,9 @@ func (c *fileCache) put(f *fs.File) {
 		cf.lastUsed = time.Now()
 	}
 	c.mu.Unlock()
+	if f.IsSnapshot() { // an open snapshot cannot be deleted: do not keep it
+		c.release(func(cf *cachedFile) bool { return cf.f == f && cf.refs == 0 })
+	}
 }
 
 func (c *fileCache) sweeper() {

@@ -24,7 +24,7 @@ type SnapshotInfo struct {
 	Written int64     `json:"written"` // bytes written since the previous snapshot
 	// OnBackend: every TLog of the snapshot (and its SCOs) is uploaded.
 	// Set by Snapshots; not stored.
-	OnBackend bool `json:"-"`
+	OnBackend bool `json:"on_backend,omitempty"`
 }
 
 // MaxSnapshots is how many snapshots one vDisk may have.

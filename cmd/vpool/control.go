@@ -173,7 +173,7 @@ func (s *controlServer) handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(s.status(r.Context()))
 	})
-	mux.HandleFunc("POST /template", s.setTemplate)
+	s.vdiskCalls(mux)
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		writeMetrics(w, s.status(r.Context()))
@@ -408,31 +408,6 @@ func (s *controlServer) vpoolPath(p string) string {
 		return rest
 	}
 	return p
-}
-
-// setTemplate serves POST /template: {"path": ...} becomes a template.
-func (s *controlServer) setTemplate(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Path string `json:"path"`
-	}
-	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Path == "" {
-		http.Error(w, "want {\"path\": \"...\"}", http.StatusBadRequest)
-		return
-	}
-	if s.e.ns == nil {
-		http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
-		return
-	}
-	v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
-	if err == nil {
-		err = v.SetTemplate(r.Context())
-	}
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	s.log.Info("vpool: vDisk is now a template", "path", req.Path, "vdisk", volume.FormatID(v.ID()))
-	json.NewEncoder(w).Encode(map[string]string{"path": req.Path, "vdisk": volume.FormatID(v.ID())})
 }
 
 func pathOf(v VDiskStatus) string {

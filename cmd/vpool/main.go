@@ -48,7 +48,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.config, "config", "", "YAML configuration file (see etc/vpool.yaml)")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envDataDir(), "data directory (default "+DefaultDataDir+", env VPOOL_DATA_DIR)")
-	root.AddCommand(serveCmd(g), statusCmd(g), templateCmd(g), versionCmd())
+	root.AddCommand(serveCmd(g), statusCmd(g), templateCmd(g), snapshotCmd(g), versionCmd())
 	return root
 }
 
@@ -301,34 +301,3 @@ func statusCmd(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
-func templateCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "template", Short: "read-only template vDisks (the base of clones)"}
-	set := &cobra.Command{
-		Use:   "set PATH",
-		Short: "make a vDisk a read-only template, for good",
-		Long: "set makes the vDisk at PATH (in the vPool's tree, or under its mountpoint) a template: writes,\n" +
-			"discards and resizes fail with EROFS through FUSE and NFS from then on; reads go on.",
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p := args[0]
-			if _, err := os.Stat(p); err == nil { // a file here: the daemon strips its mountpoint
-				if abs, err := filepath.Abs(p); err == nil {
-					p = abs
-				}
-			}
-			dir := g.dataDir
-			if dir == "" {
-				dir = DefaultDataDir
-			}
-			resp, err := controlCall(dir, "POST", "/template", map[string]string{"path": p}, time.Minute)
-			if err != nil {
-				return fmt.Errorf("template set %s: %w", args[0], err)
-			}
-			resp.Body.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "%s is a template\n", args[0])
-			return nil
-		},
-	}
-	cmd.AddCommand(set)
-	return cmd
-}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"vpool/volume"
+)
+
+// vdiskRequest is the body of every control call about one vDisk.
+type vdiskRequest struct {
+	Path string `json:"path"`
+	Name string `json:"name,omitempty"`
+}
+
+// vdiskCalls registers the control calls that act on one vDisk, named by
+// its path: POST /template, /snapshot/create, /snapshot/list and
+// /snapshot/delete.
+func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
+	type call func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error)
+	handle := func(route string, fn call) {
+		mux.HandleFunc("POST "+route, func(w http.ResponseWriter, r *http.Request) {
+			var req vdiskRequest
+			if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Path == "" {
+				http.Error(w, `want {"path": "...", "name": "..."}`, http.StatusBadRequest)
+				return
+			}
+			if s.e.ns == nil {
+				http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
+				return
+			}
+			v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
+			var out any
+			if err == nil {
+				out, err = fn(r.Context(), v, req)
+			}
+			if err != nil {
+				http.Error(w, fmt.Sprintf("%s: %v", req.Path, err), httpStatus(err))
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(out)
+		})
+	}
+	handle("/template", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
+		if err := v.SetTemplate(ctx); err != nil {
+			return nil, err
+		}
+		s.log.Info("vpool: vDisk is now a template", "path", req.Path, "vdisk", volume.FormatID(v.ID()))
+		return map[string]string{"path": req.Path, "vdisk": volume.FormatID(v.ID())}, nil
+	})
+	handle("/snapshot/create", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
+		return v.CreateSnapshot(ctx, req.Name)
+	})
+	handle("/snapshot/list", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
+		return v.Snapshots(), nil
+	})
+	handle("/snapshot/delete", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
+		return struct{}{}, v.DeleteSnapshot(ctx, req.Name)
+	})
+}
+
+func httpStatus(err error) int {
+	switch {
+	case errors.Is(err, volume.ErrNoSnapshot), errors.Is(err, volume.ErrNotFound), errors.Is(err, os.ErrNotExist):
+		return http.StatusNotFound
+	case errors.Is(err, volume.ErrExists), errors.Is(err, volume.ErrBusy):
+		return http.StatusConflict
+	case errors.Is(err, volume.ErrBadName), errors.Is(err, volume.ErrReadOnly):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// vdiskCall sends a control call about the vDisk at path (in the vPool's
+// tree, or under its mountpoint) and decodes the answer into out.
+func (g *globalFlags) vdiskCall(route, path, name string, timeout time.Duration, out any) error {
+	if _, err := os.Stat(path); err == nil { // a file here: the daemon strips its mountpoint
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+	}
+	dir := g.dataDir
+	if dir == "" {
+		dir = DefaultDataDir
+	}
+	resp, err := controlCall(dir, "POST", route, vdiskRequest{Path: path, Name: name}, timeout)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func templateCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "template", Short: "read-only template vDisks (the base of clones)"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "set PATH",
+		Short: "make a vDisk a read-only template, for good",
+		Long: "set makes the vDisk at PATH (in the vPool's tree, or under its mountpoint) a template: writes,\n" +
+			"discards and resizes fail with EROFS through FUSE and NFS from then on; reads go on.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.vdiskCall("/template", args[0], "", time.Minute, nil); err != nil {
+				return fmt.Errorf("template set: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is a template\n", args[0])
+			return nil
+		},
+	})
+	return cmd
+}
+
+func snapshotCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "point-in-time snapshots of vDisks",
+		Long: "Snapshots are instant, crash-consistent and copy nothing. A vDisk's snapshots are readable as\n" +
+			"files under <mountpoint>/.snapshots/<path of the vDisk>/<name>."}
+	create := &cobra.Command{
+		Use:   "create PATH [NAME]",
+		Short: "take a snapshot of the vDisk at PATH (NAME defaults to the UTC time)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 2 {
+				name = args[1]
+			}
+			var info volume.SnapshotInfo
+			if err := g.vdiskCall("/snapshot/create", args[0], name, time.Minute, &info); err != nil {
+				return fmt.Errorf("snapshot create: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s@%s\n", args[0], info.Name)
+			return nil
+		},
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list PATH",
+		Short: "list the snapshots of the vDisk at PATH, oldest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var snaps []volume.SnapshotInfo
+			if err := g.vdiskCall("/snapshot/list", args[0], "", 10*time.Second, &snaps); err != nil {
+				return fmt.Errorf("snapshot list: %w", err)
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(snaps)
+			}
+			tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tCREATED\tSIZE\tWRITTEN\tON BACKEND")
+			for _, s := range snaps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format(time.DateTime), human(s.Size), human(s.Written), yesNo(s.OnBackend))
+			}
+			tw.Flush()
+			if len(snaps) == 0 {
+				fmt.Fprintln(w, "(no snapshots)")
+			}
+			return nil
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	del := &cobra.Command{
+		Use:   "delete PATH NAME",
+		Short: "delete a snapshot (its space comes back at the next scrub)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.vdiskCall("/snapshot/delete", args[0], args[1], 10*time.Minute, nil); err != nil {
+				return fmt.Errorf("snapshot delete: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted %s@%s\n", args[0], args[1])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
