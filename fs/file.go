@@ -27,7 +27,7 @@ func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 type File struct {
 	n     *Namespace
 	ino   uint64
-	vdisk *volume.VDisk // vDisk files
+	vdisk *volume.VDisk    // vDisk files
 	snap  *volume.Snapshot // snapshot files (read-only; no openInode)
 	oi    *openInode
 	write bool
