@@ -23,6 +23,8 @@ type Manifest struct {
 	// Epoch is the head's epoch; Snapshots the live snapshots, oldest first.
 	Epoch     uint32         `json:"epoch,omitempty"`
 	Snapshots []SnapshotInfo `json:"snapshots,omitempty"`
+	// Dead are the TLogs that rollbacks undid: a rebuild skips them.
+	Dead []TLogRange `json:"dead_tlogs,omitempty"`
 }
 
 const manifestMagic = "VPMANIF1"

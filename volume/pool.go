@@ -162,6 +162,10 @@ type vdiskRecord struct {
 	// Epoch is the head's epoch; Snapshots the live snapshots, oldest first.
 	Epoch     uint32         `json:"epoch,omitempty"`
 	Snapshots []SnapshotInfo `json:"snapshots,omitempty"`
+	Dead      []TLogRange    `json:"dead_tlogs,omitempty"`
+	// Rollback is set while a rollback rewrites the block map; recovery
+	// finishes it.
+	Rollback *rollbackState `json:"rollback,omitempty"`
 }
 
 // Open opens a vPool's engine, recovering every vDisk: from local flash
@@ -246,7 +250,7 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) *VDisk {
 	v.mu.segs = map[uint32]*segment{}
 	v.lastWrite.Store(time.Now().UnixNano())
 	v.template.Store(rec.Template)
-	v.mu.epoch, v.mu.snaps = rec.Epoch, rec.Snapshots
+	v.mu.epoch, v.mu.snaps, v.mu.dead = rec.Epoch, rec.Snapshots, rec.Dead
 	v.mu.manifestStale = rec.Template // the backend may not know yet
 	p.wb.Register(id)
 	return v

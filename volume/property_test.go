@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -76,6 +77,7 @@ type propDisk struct {
 	id    uint64
 	m     *model
 	snaps map[string][]byte // snapshot name -> content
+	order []string          // snapshot names, oldest first
 	gone  map[string][]byte // deleted snapshots (a stale manifest may bring one back)
 }
 
@@ -86,8 +88,10 @@ type propDisk struct {
 func checkSnapshots(t *testing.T, ctx context.Context, v *VDisk, d *propDisk, what string, lostOK bool) {
 	t.Helper()
 	listed := map[string]bool{}
+	d.order = d.order[:0]
 	for _, si := range v.Snapshots() {
 		listed[si.Name] = true
+		d.order = append(d.order, si.Name)
 		want, ok := d.snaps[si.Name]
 		if !ok && lostOK {
 			want, ok = d.gone[si.Name]
@@ -202,6 +206,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 				t.Fatalf("snapshot: %v", err)
 			}
 			d.snaps[info.Name] = append([]byte(nil), d.m.data...)
+			d.order = append(d.order, info.Name)
 			d.m.flush()
 		case op >= 103: // delete a snapshot
 			for name, data := range d.snaps {
@@ -210,9 +215,24 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 					t.Fatalf("delete snapshot: %v", err)
 				}
 				delete(d.snaps, name)
+				d.order = slices.DeleteFunc(d.order, func(n string) bool { return n == name })
 				d.gone[name] = data
 				break
 			}
+		case op >= 101 && len(d.order) > 0: // roll back
+			i := r.IntN(len(d.order))
+			name := d.order[i]
+			trace = append(trace, "rollback "+name)
+			if err := v.Rollback(ctx, name); err != nil {
+				t.Fatalf("rollback: %v", err)
+			}
+			for _, later := range d.order[i+1:] {
+				d.gone[later] = d.snaps[later]
+				delete(d.snaps, later)
+			}
+			d.order = d.order[:i+1]
+			d.m.data = append(d.m.data[:0], d.snaps[name]...)
+			d.m.flush()
 		case op >= 100: // read a snapshot
 			checkSnapshots(t, ctx, v, d, "snapshot read", false)
 		case op < 45: // write: aligned or not, 512 B to 1 MiB

@@ -61,7 +61,7 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 		}
 		rec = vdiskRecord{ClusterSize: man.ClusterSize, SCOSize: man.SCOSize, InitialSize: man.Size,
 			Created: man.Created, Deleting: man.Deleting, Template: man.Template,
-			Epoch: man.Epoch, Snapshots: man.Snapshots}
+			Epoch: man.Epoch, Snapshots: man.Snapshots, Dead: man.Dead}
 		up = uploadState{UploadedThrough: man.UploadedThrough, ManifestGen: man.Generation}
 		sm.size = man.Size
 		rb, _ := json.Marshal(rec)
@@ -88,6 +88,17 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 	m := sm.pos
 	v.mu.committed, v.mu.watermark = m, m
 	v.mu.uploadedThrough, v.mu.syncedThrough, v.mu.manifestGen = up.UploadedThrough, up.SyncedThrough, up.ManifestGen
+	v.mu.manifestThrough = up.UploadedThrough
+	if rec.Rollback != nil { // interrupted: the block map first, then the TLogs after it
+		v.log.Info("volume: finishing an interrupted rollback", "vdisk", FormatID(id), "epoch", rec.Rollback.Epoch)
+		if err := v.rollbackPages(ctx, rec.Rollback.Epoch); err != nil {
+			v.closeFiles()
+			p.wb.Unregister(id)
+			return nil, err
+		}
+		v.size.Store(rec.Rollback.Size)
+		v.mu.recountPending = true
+	}
 	if _, ok, err := p.meta.Get(metaKey(metaKeyRecount, id)); err != nil {
 		return nil, err
 	} else if ok {
@@ -97,6 +108,16 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 		v.closeFiles()
 		p.wb.Unregister(id)
 		return nil, err
+	}
+	if rec.Rollback != nil {
+		v.recMu.Lock()
+		err := v.updateRecordLocked(func(r *vdiskRecord) { r.Rollback = nil })
+		v.recMu.Unlock()
+		if err != nil {
+			v.closeFiles()
+			p.wb.Unregister(id)
+			return nil, err
+		}
 	}
 	return v, nil
 }
@@ -170,6 +191,16 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 		if time.Since(lastLog) > 2*time.Second {
 			v.log.Info("volume: rebuilding block map", "vdisk", FormatID(v.id), "tlog", s, "of", last)
 			lastLog = time.Now()
+		}
+		if v.isDead(s) { // undone by a rollback: sized for upload, never replayed
+			if seg := v.mu.segs[s]; seg != nil {
+				recs, err := v.readTLog(ctx, s, true)
+				if err != nil {
+					return err
+				}
+				v.sizeSegment(seg, recs)
+			}
+			continue
 		}
 		recs, err := v.readTLog(ctx, s, isLocal[s])
 		if err != nil {

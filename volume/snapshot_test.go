@@ -302,3 +302,122 @@ func TestSnapshotErrorsAndInfo(t *testing.T) {
 		t.Fatalf("metadata keeps %d keys", n)
 	}
 }
+
+// A rollback cut short at any step (after the record, or after some pages
+// of the block map) is finished at the next start; so is a rebuild from
+// the backend after it.
+func TestRollbackCrashAtEachStep(t *testing.T) {
+	for _, stop := range []string{"record", "page1", "page5", "none"} {
+		t.Run(stop, func(t *testing.T) {
+			e := newEnv(t)
+			const size = 32 << 20
+			v, _ := e.pool.Create(bg, size)
+			id := v.ID()
+			a := pattern(size, 1)
+			if err := v.WriteAt(bg, a, 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.CreateSnapshot(bg, "a"); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.WriteAt(bg, pattern(size/2, 9), size/4); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.CreateSnapshot(bg, "b"); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.Discard(bg, 0, size/8); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.Resize(bg, size*2); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.WriteAt(bg, pattern(1<<20, 7), size+5<<20); err != nil {
+				t.Fatal(err)
+			}
+			pages := 0
+			rollbackHook = func(step string) error {
+				if step == "page" {
+					pages++
+					step = fmt.Sprintf("page%d", pages)
+				}
+				if step == stop {
+					return errors.New("crash")
+				}
+				return nil
+			}
+			err := v.Rollback(bg, "a")
+			rollbackHook = nil
+			if stop == "none" {
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if err == nil {
+					t.Fatalf("the rollback did not stop at %s", stop)
+				}
+				e.kill()
+			}
+			check := func(when string) {
+				t.Helper()
+				v := e.vdisk(id)
+				if v.Size() != size {
+					t.Fatalf("%s: size %d", when, v.Size())
+				}
+				if got := mustRead(t, v, 0, size); !bytes.Equal(got, a) {
+					t.Fatalf("%s: the vDisk is not what snapshot a holds", when)
+				}
+				if got := readSnapshot(t, v, "a"); !bytes.Equal(got, a) {
+					t.Fatalf("%s: snapshot a changed", when)
+				}
+				if names := fmt.Sprint(snapshotNames(v)); names != "[a]" {
+					t.Fatalf("%s: snapshots %s", when, names)
+				}
+				if v.Allocated() != size {
+					t.Fatalf("%s: allocated %d", when, v.Allocated())
+				}
+			}
+			check("after the rollback")
+			// writes go on, and a snapshot after the rollback is new
+			b := pattern(1<<20, 42)
+			if err := e.vdisk(id).WriteAt(bg, b, 3<<20); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.vdisk(id).CreateSnapshot(bg, "c"); err != nil {
+				t.Fatal(err)
+			}
+			copy(a[3<<20:], b)
+			e.vdisk(id).Seal()
+			if err := e.vdisk(id).WaitUploaded(bg); err != nil {
+				t.Fatal(err)
+			}
+			e.wipeFlash()
+			v = e.vdisk(id)
+			if got := mustRead(t, v, 0, size); !bytes.Equal(got, a) {
+				t.Fatal("after a rebuild from the backend: the TLogs the rollback undid were replayed")
+			}
+			if got := readSnapshot(t, v, "c"); !bytes.Equal(got, a) {
+				t.Fatal("after a rebuild from the backend: snapshot c")
+			}
+		})
+	}
+}
+
+func TestRollbackRefused(t *testing.T) {
+	e := newEnv(t)
+	v, _ := e.pool.Create(bg, 8<<20)
+	v.CreateSnapshot(bg, "a")
+	v.CreateSnapshot(bg, "b")
+	if err := v.Rollback(bg, "nope"); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("unknown snapshot: %v", err)
+	}
+	s, _ := v.OpenSnapshot("b")
+	if err := v.Rollback(bg, "a"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a later snapshot is open: %v", err)
+	}
+	s.Close()
+	v.SetTemplate(bg)
+	if err := v.Rollback(bg, "a"); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("template: %v", err)
+	}
+}

@@ -568,21 +568,24 @@ func (v *VDisk) trimClean(ctx context.Context) error {
 // writeManifest writes generation gen+1 naming uploadedThrough, then
 // deletes generation gen.
 func (v *VDisk) writeManifest(ctx context.Context, uploadedThrough uint32, deleting bool) error {
+	v.manifestMu.Lock() // the uploader and a rollback write manifests
+	defer v.manifestMu.Unlock()
 	v.mu.Lock()
 	gen := v.mu.manifestGen + 1
+	uploadedThrough = max(uploadedThrough, v.mu.manifestThrough) // never backwards
 	v.mu.Unlock()
 	m := &Manifest{VDisk: FormatID(v.id), Generation: gen, UploadedThrough: uploadedThrough,
 		ClusterSize: v.cs, SCOSize: int64(v.slots) * v.cs, Size: v.size.Load(), Created: v.created, Deleting: deleting,
 		Template: v.template.Load()}
 	v.mu.RLock()
-	m.Epoch, m.Snapshots = v.mu.epoch, v.mu.snaps
+	m.Epoch, m.Snapshots, m.Dead = v.mu.epoch, v.mu.snaps, v.mu.dead
 	v.mu.RUnlock()
 	b := encodeManifest(m)
 	if err := v.pool.backend.Put(ctx, manifestName(v.pool.cfg.Name, v.id, gen), bytesReaderAt(b), int64(len(b))); err != nil {
 		return fmt.Errorf("volume: write manifest %d: %w", gen, err)
 	}
 	v.mu.Lock()
-	v.mu.manifestGen = gen
+	v.mu.manifestGen, v.mu.manifestThrough = gen, uploadedThrough
 	v.mu.Unlock()
 	if gen > 1 {
 		if err := v.pool.backend.Delete(ctx, manifestName(v.pool.cfg.Name, v.id, gen-1)); err != nil {
