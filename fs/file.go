@@ -59,6 +59,9 @@ func (n *Namespace) Open(ctx context.Context, ino uint64, write bool) (*File, er
 		n.mu.open[ino] = oi
 	}
 	oi.refs++
+	if write {
+		oi.writers++
+	}
 	f.oi = oi
 	return f, nil
 }
@@ -81,6 +84,9 @@ func (f *File) Release(ctx context.Context) error {
 	f.n.storeMtime(f.ino)
 	n.mu.Lock()
 	f.oi.refs--
+	if f.write {
+		f.oi.writers--
+	}
 	last := f.oi.refs == 0
 	if last {
 		delete(n.mu.open, f.ino)

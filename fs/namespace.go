@@ -68,7 +68,8 @@ type Namespace struct {
 
 // openInode is the state of an inode with open handles.
 type openInode struct {
-	refs  int          // guarded by Namespace.mu
+	refs    int // guarded by Namespace.mu
+	writers int // handles open for writing; guarded by Namespace.mu
 	mtime atomic.Int64 // vDisks: newest write, not yet stored (0: none)
 }
 
@@ -801,6 +802,29 @@ func (n *Namespace) VDiskOf(ctx context.Context, path string) (*volume.VDisk, er
 		return nil, fmt.Errorf("%s: %w: not a vDisk (names ending in %s are)", path, ErrInvalid, strings.Join(n.cfg.VDiskSuffixes, " or "))
 	}
 	return n.pool.VDisk(a.VDisk)
+}
+
+// Rollback rolls the vDisk at path back to its snapshot name (see
+// volume.VDisk.Rollback), unless it is open for writing.
+func (n *Namespace) Rollback(ctx context.Context, path, name string) error {
+	a, err := n.Resolve(ctx, path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	v, err := n.VDiskOf(ctx, path)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	w := 0
+	if oi := n.mu.open[a.Ino]; oi != nil {
+		w = oi.writers
+	}
+	n.mu.Unlock()
+	if w > 0 {
+		return fmt.Errorf("%w: %s is open for writing (%d handles): stop what writes to it first", volume.ErrBusy, path, w)
+	}
+	return v.Rollback(ctx, name)
 }
 
 // MaxFileSize is the largest file the vPool holds (a vDisk's limit).

@@ -72,6 +72,12 @@ func (c *fileCache) get(ctx context.Context, ino uint64) (*fs.File, error) {
 	return f, nil
 }
 
+// ReleaseIdleFiles closes the files the gateway keeps open between calls
+// and no call uses now (before a rollback, which open writers prevent).
+func (s *Server) ReleaseIdleFiles() {
+	s.files.release(func(cf *cachedFile) bool { return cf.refs == 0 })
+}
+
 func (c *fileCache) put(f *fs.File) {
 	c.mu.Lock()
 	if cf := c.mu.files[f.Ino()]; cf != nil && cf.f == f {

@@ -40,10 +40,11 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 				return
 			}
 			v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
-			var out any
-			if err == nil {
-				out, err = fn(r.Context(), v, req)
+			if err != nil {
+				http.Error(w, err.Error(), httpStatus(err))
+				return
 			}
+			out, err := fn(r.Context(), v, req)
 			if err != nil {
 				http.Error(w, fmt.Sprintf("%s: %v", req.Path, err), httpStatus(err))
 				return
@@ -67,6 +68,16 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 	})
 	handle("/snapshot/delete", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
 		return struct{}{}, v.DeleteSnapshot(ctx, req.Name)
+	})
+	handle("/snapshot/rollback", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
+		if s.nfs != nil {
+			s.nfs.ReleaseIdleFiles() // NFS keeps files open between calls
+		}
+		if err := s.e.ns.Rollback(ctx, s.vpoolPath(req.Path), req.Name); err != nil {
+			return nil, err
+		}
+		s.log.Info("vpool: vDisk rolled back", "path", req.Path, "snapshot", req.Name)
+		return struct{}{}, nil
 	})
 }
 
@@ -186,7 +197,21 @@ func snapshotCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, del)
+	rollback := &cobra.Command{
+		Use:   "rollback PATH NAME",
+		Short: "make the vDisk what snapshot NAME holds again; later snapshots are deleted",
+		Long: "rollback restores the vDisk at PATH to snapshot NAME. It is refused while the vDisk is open for\n" +
+			"writing (stop the VM first). The snapshots taken after NAME are deleted.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.vdiskCall("/snapshot/rollback", args[0], args[1], 30*time.Minute, nil); err != nil {
+				return fmt.Errorf("snapshot rollback: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rolled %s back to %s\n", args[0], args[1])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, del, rollback)
 	return cmd
 }
 
