@@ -68,9 +68,9 @@ type Namespace struct {
 
 // openInode is the state of an inode with open handles.
 type openInode struct {
-	refs    int // guarded by Namespace.mu
-	writers int // handles open for writing; guarded by Namespace.mu
-	mtime atomic.Int64 // vDisks: newest write, not yet stored (0: none)
+	refs    int          // guarded by Namespace.mu
+	writers int          // handles open for writing; guarded by Namespace.mu
+	mtime   atomic.Int64 // vDisks: newest write, not yet stored (0: none)
 }
 
 // Caller is who asks: new inodes belong to them.

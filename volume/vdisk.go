@@ -25,22 +25,22 @@ type VDisk struct {
 	slots   uint32 // clusters per SCO
 	created time.Time
 
-	size      atomic.Int64
-	stripes   stripeLocks
-	resizeMu  sync.RWMutex // I/O holds it shared; Resize holds it alone
-	flushMu   sync.Mutex   // one device flush at a time; others share it
-	wbMu      sync.Mutex   // one block-map write-back at a time
-	recMu      sync.Mutex  // one change of the stored record at a time (snapshots, template)
-	manifestMu sync.Mutex  // one manifest write at a time
-	completed atomic.Uint64
-	durable   atomic.Uint64
-	lastWrite atomic.Int64
-	template  atomic.Bool   // read-only for good
-	kick      chan struct{} // wakes the uploader
-	wbKick    chan struct{} // wakes the block-map writer
-	done      chan struct{} // closed when the vDisk closes
-	bg        sync.WaitGroup
-	stats     ioStats
+	size       atomic.Int64
+	stripes    stripeLocks
+	resizeMu   sync.RWMutex // I/O holds it shared; Resize holds it alone
+	flushMu    sync.Mutex   // one device flush at a time; others share it
+	wbMu       sync.Mutex   // one block-map write-back at a time
+	recMu      sync.Mutex   // one change of the stored record at a time (snapshots, template)
+	manifestMu sync.Mutex   // one manifest write at a time
+	completed  atomic.Uint64
+	durable    atomic.Uint64
+	lastWrite  atomic.Int64
+	template   atomic.Bool   // read-only for good
+	kick       chan struct{} // wakes the uploader
+	wbKick     chan struct{} // wakes the block-map writer
+	done       chan struct{} // closed when the vDisk closes
+	bg         sync.WaitGroup
+	stats      ioStats
 
 	mu struct {
 		sync.RWMutex          // readers of the block map share it (withPages)
@@ -57,14 +57,14 @@ type VDisk struct {
 		uploadedThrough uint32
 		syncedThrough   uint32
 		manifestGen     uint64
-		manifestThrough uint32 // UploadedThrough of the newest manifest written
+		manifestThrough uint32   // UploadedThrough of the newest manifest written
 		manifestStale   bool     // settings changed since the newest manifest
 		tlogTrash       []uint32 // uploaded TLogs whose local files wait for the marker
 		recountPending  bool     // the stored allocated count may be off (see writeBack)
 		epoch           uint32   // the head's epoch: snapshots so far, counting deleted ones
 		replayEpoch     uint32   // during recovery: the epoch of the TLog being replayed
 		snaps           []SnapshotInfo
-		dead            []TLogRange // TLogs that a rollback undid: never replayed
+		dead            []TLogRange    // TLogs that a rollback undid: never replayed
 		written         int64          // clusters written in the head's epoch
 		readers         map[uint32]int // open Snapshot views by epoch
 		closed          bool
