@@ -25,6 +25,8 @@ type Manifest struct {
 	Snapshots []SnapshotInfo `json:"snapshots,omitempty"`
 	// Dead are the TLogs that rollbacks undid: a rebuild skips them.
 	Dead []TLogRange `json:"dead_tlogs,omitempty"`
+	// Parent is the snapshot a clone reads through to.
+	Parent *ParentRef `json:"parent,omitempty"`
 }
 
 const manifestMagic = "VPMANIF1"

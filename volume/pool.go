@@ -166,6 +166,7 @@ type vdiskRecord struct {
 	// Rollback is set while a rollback rewrites the block map; recovery
 	// finishes it.
 	Rollback *rollbackState `json:"rollback,omitempty"`
+	Parent   *ParentRef     `json:"parent,omitempty"` // clones
 }
 
 // Open opens a vPool's engine, recovering every vDisk: from local flash
@@ -221,15 +222,31 @@ func Open(ctx context.Context, cfg Config, d Deps) (*Pool, error) {
 		sorted = append(sorted, id)
 	}
 	sortU64(sorted)
-	for _, id := range sorted {
-		v, err := p.recoverVDisk(ctx, id)
+	// Parents before their clones: a clone reads through its parent.
+	tried := map[uint64]bool{}
+	var recoverOne func(id uint64) error
+	recoverOne = func(id uint64) error {
+		if tried[id] {
+			if p.mu.vdisks[id] == nil {
+				return fmt.Errorf("%w: %s", ErrNotFound, FormatID(id))
+			}
+			return nil
+		}
+		tried[id] = true
+		v, err := p.recoverVDisk(ctx, id, recoverOne)
 		if err != nil {
-			p.closeAll(ctx)
-			return nil, fmt.Errorf("volume: vPool %s: vDisk %s: %w", cfg.Name, FormatID(id), err)
+			return fmt.Errorf("vDisk %s: %w", FormatID(id), err)
 		}
 		if v != nil {
 			p.mu.vdisks[id] = v
 			v.start()
+		}
+		return nil
+	}
+	for _, id := range sorted {
+		if err := recoverOne(id); err != nil {
+			p.closeAll(ctx)
+			return nil, fmt.Errorf("volume: vPool %s: %w", cfg.Name, err)
 		}
 	}
 	return p, nil
@@ -239,7 +256,7 @@ func sortU64(s []uint64) { sort.Slice(s, func(a, b int) bool { return s[a] < s[b
 
 func pageIndex(k []byte) uint64 { return binary.BigEndian.Uint64(k[9:]) }
 
-func (p *Pool) newVDisk(id uint64, rec vdiskRecord) *VDisk {
+func (p *Pool) newVDisk(id uint64, rec vdiskRecord) (*VDisk, error) {
 	v := &VDisk{pool: p, id: id, log: p.log, cs: rec.ClusterSize, slots: uint32(rec.SCOSize / rec.ClusterSize),
 		created: rec.Created, kick: make(chan struct{}, 1), wbKick: make(chan struct{}, 1), done: make(chan struct{})}
 	for v.cs>>v.shift > 1 {
@@ -251,9 +268,21 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) *VDisk {
 	v.lastWrite.Store(time.Now().UnixNano())
 	v.template.Store(rec.Template)
 	v.mu.epoch, v.mu.snaps, v.mu.dead = rec.Epoch, rec.Snapshots, rec.Dead
+	if rec.Parent != nil {
+		pid, err := parseID(rec.Parent.ID)
+		var parent *VDisk
+		if err == nil {
+			parent, err = p.VDisk(pid)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("volume: clone %s: its parent is missing: %w", FormatID(id), err)
+		}
+		v.parent.Store(&parentRef{v: parent, epoch: rec.Parent.Epoch})
+		v.mu.allocated = rec.Parent.Allocated
+	}
 	v.mu.manifestStale = rec.Template // the backend may not know yet
 	p.wb.Register(id)
-	return v
+	return v, nil
 }
 
 func (v *VDisk) start() {
@@ -267,6 +296,11 @@ func (p *Pool) Create(ctx context.Context, size int64) (*VDisk, error) {
 	if size < 0 || size > p.cfg.MaxVDiskSize {
 		return nil, fmt.Errorf("%w: %d bytes (the maximum is %d)", ErrBadSize, size, p.cfg.MaxVDiskSize)
 	}
+	return p.create(ctx, vdiskRecord{ClusterSize: p.cfg.ClusterSize, SCOSize: p.cfg.SCOSize, InitialSize: size, Created: time.Now().UTC()})
+}
+
+func (p *Pool) create(ctx context.Context, rec vdiskRecord) (*VDisk, error) {
+	size := rec.InitialSize
 	p.mu.Lock()
 	closed := p.mu.closed
 	p.mu.Unlock()
@@ -281,14 +315,16 @@ func (p *Pool) Create(ctx context.Context, size int64) (*VDisk, error) {
 		}
 		id = binary.LittleEndian.Uint64(b[:])
 	}
-	rec := vdiskRecord{ClusterSize: p.cfg.ClusterSize, SCOSize: p.cfg.SCOSize, InitialSize: size, Created: time.Now().UTC()}
 	rb, _ := json.Marshal(rec)
 	// The record first: files without a record or manifest are garbage.
 	if err := p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb},
 		{Key: metaKey(metaKeyUpload, id), Value: uploadState{}.encode()}}); err != nil {
 		return nil, fmt.Errorf("volume: create vDisk: %w", err)
 	}
-	v := p.newVDisk(id, rec)
+	v, err := p.newVDisk(id, rec)
+	if err != nil {
+		return nil, err
+	}
 	seg, err := v.createSegment(1)
 	if err != nil {
 		p.wb.Unregister(id)
@@ -346,6 +382,9 @@ func (p *Pool) List() []uint64 {
 // caller ensures no I/O is in flight. A deletion cut short by a crash is
 // finished at the next Open.
 func (p *Pool) Delete(ctx context.Context, id uint64) error {
+	if c := p.clonesOf(id, anyEpoch); len(c) > 0 {
+		return &ClonesError{Clones: c}
+	}
 	p.mu.Lock()
 	v := p.mu.vdisks[id]
 	delete(p.mu.vdisks, id)

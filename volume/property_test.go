@@ -3,6 +3,7 @@ package volume
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -78,6 +79,9 @@ type propDisk struct {
 	m     *model
 	snaps map[string][]byte // snapshot name -> content
 	order []string          // snapshot names, oldest first
+	// clones: the disk and snapshot it was made from
+	parent     *propDisk
+	parentSnap string
 	gone  map[string][]byte // deleted snapshots (a stale manifest may bring one back)
 }
 
@@ -193,8 +197,31 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 		d := disks[r.IntN(len(disks))]
 		v := e.vdisk(d.id)
 		size := len(d.m.data)
-		op := r.IntN(112)
+		referenced := func(name string) bool {
+			for _, c := range disks {
+				if c.parent == d && c.parentSnap == name {
+					return true
+				}
+			}
+			return false
+		}
+		op := r.IntN(116)
 		switch {
+		case op >= 112: // clone
+			if len(d.order) == 0 || len(disks) >= 5 {
+				continue
+			}
+			name := d.order[r.IntN(len(d.order))]
+			trace = append(trace, "clone "+name)
+			c, err := e.pool.Clone(ctx, v, name)
+			if err != nil {
+				t.Fatalf("clone: %v", err)
+			}
+			m := newModel(0)
+			m.data = append([]byte(nil), d.snaps[name]...)
+			m.flush()
+			disks = append(disks, &propDisk{id: c.ID(), m: m, snaps: map[string][]byte{}, gone: map[string][]byte{},
+				parent: d, parentSnap: name})
 		case op >= 106: // snapshot
 			name := fmt.Sprintf("s%d", step)
 			if r.IntN(4) == 0 {
@@ -211,7 +238,14 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 		case op >= 103: // delete a snapshot
 			for name, data := range d.snaps {
 				trace = append(trace, "delete snapshot "+name)
-				if err := v.DeleteSnapshot(ctx, name); err != nil {
+				err := v.DeleteSnapshot(ctx, name)
+				if referenced(name) {
+					if !errors.Is(err, ErrBusy) {
+						t.Fatalf("delete a snapshot with clones: %v", err)
+					}
+					break
+				}
+				if err != nil {
 					t.Fatalf("delete snapshot: %v", err)
 				}
 				delete(d.snaps, name)
@@ -223,7 +257,14 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			i := r.IntN(len(d.order))
 			name := d.order[i]
 			trace = append(trace, "rollback "+name)
-			if err := v.Rollback(ctx, name); err != nil {
+			err := v.Rollback(ctx, name)
+			if slices.ContainsFunc(d.order[i+1:], referenced) {
+				if !errors.Is(err, ErrBusy) {
+					t.Fatalf("rollback past a snapshot with clones: %v", err)
+				}
+				continue
+			}
+			if err != nil {
 				t.Fatalf("rollback: %v", err)
 			}
 			for _, later := range d.order[i+1:] {

@@ -18,10 +18,11 @@ import (
 // stored marker (local TLog files first, the backend's copies otherwise).
 // It returns nil for a vDisk that was being deleted (the deletion is
 // finished) or that never got past creation.
-func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
+func (p *Pool) recoverVDisk(ctx context.Context, id uint64, needParent func(uint64) error) (*VDisk, error) {
 	var rec vdiskRecord
 	var up uploadState
 	var sm storedMarker
+	hasMarker := false
 	rb, ok, err := p.meta.Get(metaKey(metaKeyVDisk, id))
 	if err != nil {
 		return nil, err
@@ -44,6 +45,7 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 			if sm, err = decodeMarker(b); err != nil {
 				return nil, err
 			}
+			hasMarker = true
 		}
 	} else {
 		man, err := p.latestManifest(ctx, id)
@@ -61,7 +63,7 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 		}
 		rec = vdiskRecord{ClusterSize: man.ClusterSize, SCOSize: man.SCOSize, InitialSize: man.Size,
 			Created: man.Created, Deleting: man.Deleting, Template: man.Template,
-			Epoch: man.Epoch, Snapshots: man.Snapshots, Dead: man.Dead}
+			Epoch: man.Epoch, Snapshots: man.Snapshots, Dead: man.Dead, Parent: man.Parent}
 		up = uploadState{UploadedThrough: man.UploadedThrough, ManifestGen: man.Generation}
 		sm.size = man.Size
 		rb, _ := json.Marshal(rec)
@@ -79,9 +81,23 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64) (*VDisk, error) {
 	if err := checkGeometry(rec.ClusterSize, rec.SCOSize); err != nil {
 		return nil, errCorruptf("vDisk record: %v", err)
 	}
-	v := p.newVDisk(id, rec)
+	if rec.Parent != nil { // a clone reads through its parent, even while it recovers
+		pid, err := parseID(rec.Parent.ID)
+		if err == nil {
+			err = needParent(pid)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("clone of %s: %w", rec.Parent.ID, err)
+		}
+	}
+	v, err := p.newVDisk(id, rec)
+	if err != nil {
+		return nil, err
+	}
 	v.size.Store(sm.size)
-	v.mu.allocated = sm.allocated
+	if hasMarker {
+		v.mu.allocated = sm.allocated
+	}
 	if sm.epoch == v.mu.epoch {
 		v.mu.written = sm.written // else counted from zero by the replay
 	}

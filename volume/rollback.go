@@ -70,6 +70,10 @@ func (v *VDisk) Rollback(ctx context.Context, name string) error {
 			v.mu.Unlock()
 			return fmt.Errorf("%w: snapshot %q, which the rollback would delete, is open", ErrBusy, s.Name)
 		}
+		if c := v.pool.clonesOf(v.id, s.Epoch); len(c) > 0 {
+			v.mu.Unlock()
+			return &ClonesError{Snapshot: s.Name, Clones: c}
+		}
 	}
 	if cur := v.mu.cur; cur.slots != 0 || cur.recs != 0 {
 		for v.mu.cur == cur {
@@ -197,11 +201,11 @@ func (v *VDisk) rollbackPages(ctx context.Context, k uint32) error {
 					return err
 				}
 				nh.epoch = e
-				ops = append(ops, MetaOp{Key: versionKey(v.id, idx, e)})
-			} else {
-				nh = &page{} // the page was empty then
+				ops = append(ops, MetaOp{Key: versionKey(v.id, idx, e)},
+					MetaOp{Key: pageKey(v.id, idx), Value: v.encodePage(nh)})
+			} else { // not written then: zeros, or a clone's parent's
+				ops = append(ops, MetaOp{Key: pageKey(v.id, idx)})
 			}
-			ops = append(ops, MetaOp{Key: pageKey(v.id, idx), Value: nh.encode()})
 		}
 		if len(ops) >= 1000 || n == len(idxs)-1 || rollbackHook != nil {
 			if len(ops) > 0 {

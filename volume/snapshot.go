@@ -22,6 +22,8 @@ type SnapshotInfo struct {
 	Created time.Time `json:"created"`
 	Size    int64     `json:"size"`    // the vDisk's size when it was taken
 	Written int64     `json:"written"` // bytes written since the previous snapshot
+	// Allocated is the bytes mapped when it was taken.
+	Allocated int64 `json:"allocated"`
 	// OnBackend: every TLog of the snapshot (and its SCOs) is uploaded.
 	// Set by Snapshots; not stored.
 	OnBackend bool `json:"on_backend,omitempty"`
@@ -130,7 +132,7 @@ func (v *VDisk) CreateSnapshot(ctx context.Context, name string) (SnapshotInfo, 
 		last = cur.seq
 	}
 	info := SnapshotInfo{Name: name, Epoch: v.mu.epoch, TLog: last, Created: time.Now().UTC(),
-		Size: v.size.Load(), Written: v.mu.written * v.cs}
+		Size: v.size.Load(), Written: v.mu.written * v.cs, Allocated: v.mu.allocated * v.cs}
 	v.mu.Unlock()
 	// Durable before it is recorded: a snapshot does not lose writes in
 	// a power loss (the head keeps its usual promise too).
@@ -177,6 +179,10 @@ func (v *VDisk) DeleteSnapshot(ctx context.Context, name string) error {
 	if n := v.mu.readers[v.mu.snaps[i].Epoch]; n > 0 {
 		v.mu.Unlock()
 		return fmt.Errorf("%w: snapshot %q of vDisk %s is open %d times", ErrBusy, name, FormatID(v.id), n)
+	}
+	if c := v.pool.clonesOf(v.id, v.mu.snaps[i].Epoch); len(c) > 0 {
+		v.mu.Unlock()
+		return &ClonesError{Snapshot: name, Clones: c}
 	}
 	next := slices.Delete(slices.Clone(v.mu.snaps), i, i+1)
 	v.mu.Unlock()
@@ -231,7 +237,9 @@ func (v *VDisk) cowLocked(p *page) {
 	if p.epoch >= e {
 		return // this epoch's version, or (replay after a lagging marker) a newer one
 	}
-	if (p.mapped != 0 || p.epoch != 0) && v.seenLocked(p.epoch, e) {
+	// An empty page of epoch 0 reads as zeros without a version, except
+	// in a clone, where no version means the parent's.
+	if (p.mapped != 0 || p.epoch != 0 || v.parent.Load() != nil) && v.seenLocked(p.epoch, e) {
 		p.frozen = append(p.frozen, version{epoch: p.epoch, mapped: p.mapped, e: p.e})
 	}
 	p.epoch = e
@@ -278,8 +286,12 @@ func (v *VDisk) versionAt(idx uint64, k uint32) (*[pageEntries]loc, error) {
 	if err = firstErr(err, derr); err != nil {
 		return nil, fmt.Errorf("volume: vDisk %s: block map page %d of epoch %d: %w", FormatID(v.id), idx, k, err)
 	}
-	if out == nil {
-		out = &[pageEntries]loc{}
+	if out == nil { // the page had not been written then: zeros, or a clone's parent's
+		p, err := v.inherited(idx)
+		if err != nil {
+			return nil, err
+		}
+		out = &p.e
 	}
 	return out, nil
 }

@@ -174,7 +174,7 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 			for _, f := range p.frozen {
 				g = append(g, MetaOp{Key: versionKey(v.id, idx, f.epoch), Value: encodeEntries(&f.e, f.epoch)})
 			}
-			groups = append(groups, append(g, MetaOp{Key: pageKey(v.id, idx), Value: p.encode()}))
+			groups = append(groups, append(g, MetaOp{Key: pageKey(v.id, idx), Value: v.encodePage(p)}))
 			frozen = append(frozen, p.frozen)
 			p.frozen = nil
 			p.dirty = false
@@ -578,7 +578,7 @@ func (v *VDisk) writeManifest(ctx context.Context, uploadedThrough uint32, delet
 		ClusterSize: v.cs, SCOSize: int64(v.slots) * v.cs, Size: v.size.Load(), Created: v.created, Deleting: deleting,
 		Template: v.template.Load()}
 	v.mu.RLock()
-	m.Epoch, m.Snapshots, m.Dead = v.mu.epoch, v.mu.snaps, v.mu.dead
+	m.Epoch, m.Snapshots, m.Dead, m.Parent = v.mu.epoch, v.mu.snaps, v.mu.dead, v.parentRecord()
 	v.mu.RUnlock()
 	b := encodeManifest(m)
 	if err := v.pool.backend.Put(ctx, manifestName(v.pool.cfg.Name, v.id, gen), bytesReaderAt(b), int64(len(b))); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,10 +36,11 @@ type VDisk struct {
 	completed  atomic.Uint64
 	durable    atomic.Uint64
 	lastWrite  atomic.Int64
-	template   atomic.Bool   // read-only for good
-	kick       chan struct{} // wakes the uploader
-	wbKick     chan struct{} // wakes the block-map writer
-	done       chan struct{} // closed when the vDisk closes
+	template   atomic.Bool               // read-only for good
+	parent     atomic.Pointer[parentRef] // clones: the snapshot read through to
+	kick       chan struct{}             // wakes the uploader
+	wbKick     chan struct{}             // wakes the block-map writer
+	done       chan struct{}             // closed when the vDisk closes
 	bg         sync.WaitGroup
 	stats      ioStats
 
@@ -505,7 +507,7 @@ func (v *VDisk) loadPage(idx uint64) (*page, error) {
 		return nil, fmt.Errorf("volume: vDisk %s: block map page %d: %w", FormatID(v.id), idx, err)
 	}
 	if !ok {
-		return &page{}, nil
+		return v.inherited(idx)
 	}
 	return decodePage(b)
 }
@@ -724,8 +726,21 @@ func (v *VDisk) readRemote(ctx context.Context, locs []loc, dst []byte) error {
 }
 
 // ownerID maps a block-map owner index to a vDisk id (clones read their
-// ancestors' SCOs; index 0 is this vDisk).
-func (v *VDisk) ownerID(owner uint16) uint64 { return v.id }
+// ancestors' SCOs; index 0 is this vDisk, 1 its parent, and so on).
+func (v *VDisk) ownerID(owner uint16) uint64 {
+	d := v
+	for ; owner > 0 && d != nil; owner-- {
+		if pr := d.parent.Load(); pr != nil {
+			d = pr.v
+		} else {
+			d = nil
+		}
+	}
+	if d == nil {
+		return 0 // a flattened clone has no such reference left
+	}
+	return d.id
+}
 
 // Flush makes every write that returned before it durable on local flash.
 // Concurrent flushes share one device flush. It never waits for the
@@ -918,8 +933,44 @@ func (v *VDisk) existingPages(p0, p1 uint64) ([]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volume: vDisk %s: scan block map: %w", FormatID(v.id), err)
 	}
+	if pr := v.parent.Load(); pr != nil { // a clone also reads its parent's pages
+		more, err := pr.v.anyPages(p0, p1)
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range more {
+			if !seen[i] {
+				seen[i] = true
+				out = append(out, i)
+			}
+		}
+	}
 	sortU64(out)
 	return out, nil
+}
+
+// anyPages lists the pages in [p0, p1] that any version of the vDisk (or
+// of its parents) holds: what a clone of it may read.
+func (v *VDisk) anyPages(p0, p1 uint64) ([]uint64, error) {
+	out, err := v.existingPages(p0, p1)
+	if err != nil {
+		return nil, err
+	}
+	err = v.pool.meta.Scan(metaKey(metaKeyVersion, v.id), versionKey(v.id, p0, 0)[:17], func(k, _ []byte) bool {
+		i := pageIndex(k)
+		if i > p1 {
+			return false
+		}
+		if len(out) == 0 || out[len(out)-1] != i {
+			out = append(out, i)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortU64(out)
+	return slices.Compact(out), nil
 }
 
 // Resize grows or shrinks the vDisk. Shrinking drops the data past the new
@@ -1020,6 +1071,9 @@ func (v *VDisk) SeekHole(ctx context.Context, off int64) (int64, error) {
 // forEachPage calls fn for every existing block-map page from index from,
 // ascending, with the cached copy where there is one.
 func (v *VDisk) forEachPage(from uint64, fn func(idx uint64, p *page) bool) error {
+	if v.parent.Load() != nil {
+		return v.forEachPageOfClone(from, fn)
+	}
 	v.mu.Lock()
 	cached := v.mu.pages.sortedFrom(from)
 	v.mu.Unlock()
@@ -1078,6 +1132,32 @@ func (v *VDisk) forEachPage(from uint64, fn func(idx uint64, p *page) bool) erro
 		more, err := visit(idx, nil)
 		if err != nil || !more {
 			return err
+		}
+	}
+	return nil
+}
+
+// forEachPageOfClone is forEachPage for a clone, whose pages not written
+// yet read through to its parent.
+func (v *VDisk) forEachPageOfClone(from uint64, fn func(idx uint64, p *page) bool) error {
+	idx, err := v.existingPages(from, math.MaxUint64>>pageShift)
+	if err != nil {
+		return err
+	}
+	for _, i := range idx {
+		v.mu.Lock()
+		var cp *page
+		if p := v.mu.pages.pages[i]; p != nil {
+			cp = &page{e: p.e, mapped: p.mapped}
+		}
+		v.mu.Unlock()
+		if cp == nil {
+			if cp, err = v.loadPage(i); err != nil {
+				return err
+			}
+		}
+		if cp.mapped != 0 && !fn(i, cp) {
+			return nil
 		}
 	}
 	return nil

@@ -1,0 +1,180 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ParentRef names the snapshot a clone reads through to.
+type ParentRef struct {
+	ID        string `json:"id"`        // the parent vDisk (FormatID)
+	Epoch     uint32 `json:"epoch"`     // its snapshot's epoch
+	Allocated int64  `json:"allocated"` // mapped clusters of the snapshot: the clone's at creation
+}
+
+type parentRef struct {
+	v     *VDisk
+	epoch uint32
+}
+
+func (v *VDisk) parentRecord() *ParentRef {
+	pr := v.parent.Load()
+	if pr == nil {
+		return nil
+	}
+	return &ParentRef{ID: FormatID(pr.v.id), Epoch: pr.epoch}
+}
+
+// Parent returns the vDisk and snapshot epoch a clone reads through to
+// (nil for a vDisk that is not a clone).
+func (v *VDisk) Parent() (*VDisk, uint32) {
+	pr := v.parent.Load()
+	if pr == nil {
+		return nil, 0
+	}
+	return pr.v, pr.epoch
+}
+
+// inherited is page idx as a page never written reads: zeros, or in a
+// clone the parent's snapshot version, its owners one level further up.
+func (v *VDisk) inherited(idx uint64) (*page, error) {
+	pr := v.parent.Load()
+	if pr == nil {
+		return &page{}, nil
+	}
+	e, err := pr.v.versionAt(idx, pr.epoch)
+	if err != nil {
+		return nil, err
+	}
+	p := &page{e: *e}
+	for i := range p.e {
+		if p.e[i].SCO != 0 {
+			if p.e[i].Owner == 1<<16-1 {
+				return nil, fmt.Errorf("volume: vDisk %s: clones nested too deep", FormatID(v.id))
+			}
+			p.e[i].Owner++
+			p.mapped++
+		}
+	}
+	return p, nil
+}
+
+// encodePage is the stored form of a head page. A clone keeps its empty
+// pages: without one, the page would read through to the parent.
+func (v *VDisk) encodePage(p *page) []byte {
+	if b := p.encode(); b != nil || v.parent.Load() == nil {
+		return b
+	}
+	return encodeEntries(&p.e, p.epoch)
+}
+
+// syncManifest writes a new manifest now when the newest one is out of
+// date.
+func (v *VDisk) syncManifest(ctx context.Context) error {
+	v.mu.Lock()
+	stale := v.mu.manifestStale || v.mu.manifestGen == 0
+	v.mu.manifestStale = false
+	up := v.mu.uploadedThrough
+	v.mu.Unlock()
+	if !stale {
+		return nil
+	}
+	err := v.writeManifest(ctx, up, false)
+	v.mu.Lock()
+	if err == nil {
+		err = v.saveUploadStateLocked()
+	} else {
+		v.mu.manifestStale = true
+	}
+	v.mu.Unlock()
+	return err
+}
+
+// anyEpoch asks clonesOf for the clones of any snapshot.
+const anyEpoch = ^uint32(0)
+
+// clonesOf lists the clones that read through snapshot epoch of vDisk id.
+func (p *Pool) clonesOf(id uint64, epoch uint32) []uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []uint64
+	for cid, c := range p.mu.vdisks {
+		if pr := c.parent.Load(); pr != nil && pr.v.id == id && (epoch == anyEpoch || pr.epoch == epoch) {
+			out = append(out, cid)
+		}
+	}
+	sortU64(out)
+	return out
+}
+
+// ClonesError is ErrBusy because clones read through a snapshot (or, with
+// no Snapshot, through the vDisk).
+type ClonesError struct {
+	Snapshot string
+	Clones   []uint64
+}
+
+func (e *ClonesError) Error() string {
+	ids := make([]string, len(e.Clones))
+	for i, c := range e.Clones {
+		ids[i] = FormatID(c)
+	}
+	what := "the vDisk"
+	if e.Snapshot != "" {
+		what = fmt.Sprintf("snapshot %q", e.Snapshot)
+	}
+	return fmt.Sprintf("%v: %s has clones: %s (flatten or delete them first)", ErrBusy, what, strings.Join(ids, ", "))
+}
+
+func (e *ClonesError) Is(target error) bool { return target == ErrBusy }
+
+// TemplateSnapshot is the snapshot a template's clones read through to,
+// taken at the first clone.
+const TemplateSnapshot = "template"
+
+// Clone makes a new vDisk that reads as snapshot name of parent (for a
+// template, name may be empty) and then goes its own way: writes to
+// either never show in the other. It copies nothing.
+func (p *Pool) Clone(ctx context.Context, parent *VDisk, name string) (*VDisk, error) {
+	if name == "" {
+		if !parent.IsTemplate() {
+			return nil, fmt.Errorf("%w: a snapshot name is needed to clone vDisk %s (not a template)", ErrBadName, FormatID(parent.id))
+		}
+		name = TemplateSnapshot
+		if _, err := parent.CreateSnapshot(ctx, name); err != nil && !errors.Is(err, ErrExists) {
+			return nil, err
+		}
+	}
+	var snap *SnapshotInfo
+	for _, s := range parent.Snapshots() {
+		if s.Name == name {
+			snap = &s
+			break
+		}
+	}
+	if snap == nil {
+		return nil, fmt.Errorf("%w: %q of vDisk %s", ErrNoSnapshot, name, FormatID(parent.id))
+	}
+	// The backend must know the parent's snapshot and the clone's parent
+	// before anyone relies on the clone: a rebuild needs both.
+	if err := parent.syncManifest(ctx); err != nil {
+		return nil, err
+	}
+	rec := vdiskRecord{ClusterSize: parent.cs, SCOSize: p.cfg.SCOSize, InitialSize: snap.Size, Created: time.Now().UTC(),
+		Parent: &ParentRef{ID: FormatID(parent.id), Epoch: snap.Epoch, Allocated: snap.Allocated / parent.cs}}
+	v, err := p.create(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.syncManifest(ctx); err != nil {
+		if derr := p.Delete(ctx, v.id); derr != nil {
+			v.log.Error("volume: remove a clone whose manifest failed", "vdisk", FormatID(v.id), "err", derr)
+		}
+		return nil, err
+	}
+	v.log.Info("volume: clone created", "vdisk", FormatID(v.id), "parent", FormatID(parent.id), "snapshot", name)
+	return v, nil
+}
