@@ -617,11 +617,27 @@ func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
 // refSegmentLocked takes a reference on the local segment that holds l,
 // if any (v.mu held, read or write).
 func (v *VDisk) refSegmentLocked(l loc) *segment {
-	if l.SCO != 0 && l.Owner == 0 {
+	if l.SCO == 0 {
+		return nil
+	}
+	if l.Owner == 0 {
 		if s := v.mu.segs[l.SCO]; s != nil {
 			s.refs.Add(1)
 			return s
 		}
+		return nil
+	}
+	// a clone's parent's SCO, maybe not uploaded yet (locks go from a
+	// clone to its parents, never back)
+	d := v.ancestor(l.Owner)
+	if d == nil {
+		return nil
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if s := d.mu.segs[l.SCO]; s != nil {
+		s.refs.Add(1)
+		return s
 	}
 	return nil
 }
@@ -728,18 +744,23 @@ func (v *VDisk) readRemote(ctx context.Context, locs []loc, dst []byte) error {
 // ownerID maps a block-map owner index to a vDisk id (clones read their
 // ancestors' SCOs; index 0 is this vDisk, 1 its parent, and so on).
 func (v *VDisk) ownerID(owner uint16) uint64 {
+	if d := v.ancestor(owner); d != nil {
+		return d.id
+	}
+	return 0 // a flattened clone has no such reference left
+}
+
+// ancestor is the vDisk n parents up (0: v itself), nil past the top.
+func (v *VDisk) ancestor(n uint16) *VDisk {
 	d := v
-	for ; owner > 0 && d != nil; owner-- {
+	for ; n > 0 && d != nil; n-- {
 		if pr := d.parent.Load(); pr != nil {
 			d = pr.v
 		} else {
 			d = nil
 		}
 	}
-	if d == nil {
-		return 0 // a flattened clone has no such reference left
-	}
-	return d.id
+	return d
 }
 
 // Flush makes every write that returned before it durable on local flash.
