@@ -41,6 +41,11 @@ func (n *Namespace) unlinkLocked(parent uint64, name string, ops *[]volume.MetaO
 	if a.IsDir() {
 		return nil, fmt.Errorf("%w: %q", ErrIsDir, name)
 	}
+	if a.IsVDisk() {
+		if c := n.pool.Clones(a.VDisk); len(c) > 0 {
+			return nil, fmt.Errorf("%q: %w", name, &volume.ClonesError{Clones: c})
+		}
+	}
 	now := nowNanos()
 	a.Nlink, a.Ctime = 0, now
 	d.Mtime, d.Ctime = now, now

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 	"syscall"
@@ -259,4 +260,54 @@ func (n *Namespace) openSnapshot(ino uint64, write bool) (*File, error) {
 		return nil, fmt.Errorf("%w: %v", ErrStale, err)
 	}
 	return &File{n: n, ino: ino, snap: snap}, nil
+}
+
+// Clone makes dst (a new vDisk file: its name has a vDisk suffix) a clone
+// of snapshot name of the vDisk at src; for a template, name may be
+// empty. The new file takes src's mode and owner.
+func (n *Namespace) Clone(ctx context.Context, src, name, dst string) (Attr, error) {
+	sa, err := n.Resolve(ctx, src)
+	if err != nil {
+		return Attr{}, fmt.Errorf("%s: %w", src, err)
+	}
+	pv, err := n.VDiskOf(ctx, src)
+	if err != nil {
+		return Attr{}, err
+	}
+	dir, base := path.Split(strings.Trim(dst, "/"))
+	d, err := n.Resolve(ctx, dir)
+	if err == nil && !d.IsDir() {
+		err = ErrNotDir
+	}
+	if err == nil {
+		err = checkName(base)
+	}
+	if err == nil {
+		err = writableEntry(d.Ino, base)
+	}
+	if err == nil && !n.isVDiskName(base) {
+		err = fmt.Errorf("%w: a clone is a vDisk: its name must end in %s", ErrInvalid, strings.Join(n.cfg.VDiskSuffixes, " or "))
+	}
+	if err != nil {
+		return Attr{}, fmt.Errorf("%s: %w", dst, err)
+	}
+	cv, err := n.pool.Clone(ctx, pv, name)
+	if err != nil {
+		return Attr{}, fmt.Errorf("%s: %w", src, err)
+	}
+	n.mu.Lock()
+	a, _, err := n.createLocked(d.Ino, base, NewNode{Mode: syscall.S_IFREG | sa.Mode&0o7777, Exclusive: true,
+		Caller: Caller{Uid: sa.Uid, Gid: sa.Gid}}, cv)
+	n.mu.Unlock()
+	if err != nil {
+		if derr := n.pool.Delete(ctx, cv.ID()); derr != nil {
+			n.log.Warn("fs: drop unused clone", "vdisk", volume.FormatID(cv.ID()), "err", derr)
+		}
+		return Attr{}, fmt.Errorf("%s: %w", dst, err)
+	}
+	if err := n.SyncMeta(); err != nil {
+		return Attr{}, err
+	}
+	n.fill(&a)
+	return a, nil
 }

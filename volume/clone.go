@@ -96,6 +96,9 @@ func (v *VDisk) syncManifest(ctx context.Context) error {
 // anyEpoch asks clonesOf for the clones of any snapshot.
 const anyEpoch = ^uint32(0)
 
+// Clones lists the clones that read through any snapshot of vDisk id.
+func (p *Pool) Clones(id uint64) []uint64 { return p.clonesOf(id, anyEpoch) }
+
 // clonesOf lists the clones that read through snapshot epoch of vDisk id.
 func (p *Pool) clonesOf(id uint64, epoch uint32) []uint64 {
 	p.mu.Lock()

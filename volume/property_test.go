@@ -82,7 +82,7 @@ type propDisk struct {
 	// clones: the disk and snapshot it was made from
 	parent     *propDisk
 	parentSnap string
-	gone  map[string][]byte // deleted snapshots (a stale manifest may bring one back)
+	gone       map[string][]byte // deleted snapshots (a stale manifest may bring one back)
 }
 
 // checkSnapshots compares every snapshot of d with the model.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 type vdiskRequest struct {
 	Path string `json:"path"`
 	Name string `json:"name,omitempty"`
+	Dest string `json:"dest,omitempty"` // clone: the new vDisk's path
 }
 
 // vdiskCalls registers the control calls that act on one vDisk, named by
@@ -69,6 +71,15 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 	handle("/snapshot/delete", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
 		return struct{}{}, v.DeleteSnapshot(ctx, req.Name)
 	})
+	handle("/clone", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
+		start := time.Now()
+		a, err := s.e.ns.Clone(ctx, s.vpoolPath(req.Path), req.Name, s.vpoolPath(req.Dest))
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("vpool: clone created", "from", req.Path, "snapshot", req.Name, "path", req.Dest, "took", time.Since(start))
+		return map[string]any{"path": req.Dest, "vdisk": volume.FormatID(a.VDisk), "size": a.Size}, nil
+	})
 	handle("/snapshot/rollback", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
 		if s.nfs != nil {
 			s.nfs.ReleaseIdleFiles() // NFS keeps files open between calls
@@ -93,19 +104,35 @@ func httpStatus(err error) int {
 	return http.StatusInternalServerError
 }
 
+// cliPath is a path for the daemon: one that exists here (or whose
+// directory does) is made absolute, so that the daemon can strip its
+// mountpoint; anything else is taken from the vPool's root.
+func cliPath(p string) string {
+	if _, err := os.Stat(filepath.Dir(p)); err == nil && (filepath.IsAbs(p) || strings.HasPrefix(p, ".")) {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	if _, err := os.Stat(p); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	return p
+}
+
 // vdiskCall sends a control call about the vDisk at path (in the vPool's
 // tree, or under its mountpoint) and decodes the answer into out.
-func (g *globalFlags) vdiskCall(route, path, name string, timeout time.Duration, out any) error {
-	if _, err := os.Stat(path); err == nil { // a file here: the daemon strips its mountpoint
-		if abs, err := filepath.Abs(path); err == nil {
-			path = abs
-		}
+func (g *globalFlags) vdiskCall(route string, req vdiskRequest, timeout time.Duration, out any) error {
+	req.Path = cliPath(req.Path)
+	if req.Dest != "" {
+		req.Dest = cliPath(req.Dest)
 	}
 	dir := g.dataDir
 	if dir == "" {
 		dir = DefaultDataDir
 	}
-	resp, err := controlCall(dir, "POST", route, vdiskRequest{Path: path, Name: name}, timeout)
+	resp, err := controlCall(dir, "POST", route, req, timeout)
 	if err != nil {
 		return err
 	}
@@ -125,7 +152,7 @@ func templateCmd(g *globalFlags) *cobra.Command {
 			"discards and resizes fail with EROFS through FUSE and NFS from then on; reads go on.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := g.vdiskCall("/template", args[0], "", time.Minute, nil); err != nil {
+			if err := g.vdiskCall("/template", vdiskRequest{Path: args[0]}, time.Minute, nil); err != nil {
 				return fmt.Errorf("template set: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s is a template\n", args[0])
@@ -149,7 +176,7 @@ func snapshotCmd(g *globalFlags) *cobra.Command {
 				name = args[1]
 			}
 			var info volume.SnapshotInfo
-			if err := g.vdiskCall("/snapshot/create", args[0], name, time.Minute, &info); err != nil {
+			if err := g.vdiskCall("/snapshot/create", vdiskRequest{Path: args[0], Name: name}, time.Minute, &info); err != nil {
 				return fmt.Errorf("snapshot create: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s@%s\n", args[0], info.Name)
@@ -163,7 +190,7 @@ func snapshotCmd(g *globalFlags) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var snaps []volume.SnapshotInfo
-			if err := g.vdiskCall("/snapshot/list", args[0], "", 10*time.Second, &snaps); err != nil {
+			if err := g.vdiskCall("/snapshot/list", vdiskRequest{Path: args[0]}, 10*time.Second, &snaps); err != nil {
 				return fmt.Errorf("snapshot list: %w", err)
 			}
 			w := cmd.OutOrStdout()
@@ -190,7 +217,7 @@ func snapshotCmd(g *globalFlags) *cobra.Command {
 		Short: "delete a snapshot (its space comes back at the next scrub)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := g.vdiskCall("/snapshot/delete", args[0], args[1], 10*time.Minute, nil); err != nil {
+			if err := g.vdiskCall("/snapshot/delete", vdiskRequest{Path: args[0], Name: args[1]}, 10*time.Minute, nil); err != nil {
 				return fmt.Errorf("snapshot delete: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "deleted %s@%s\n", args[0], args[1])
@@ -204,7 +231,7 @@ func snapshotCmd(g *globalFlags) *cobra.Command {
 			"writing (stop the VM first). The snapshots taken after NAME are deleted.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := g.vdiskCall("/snapshot/rollback", args[0], args[1], 30*time.Minute, nil); err != nil {
+			if err := g.vdiskCall("/snapshot/rollback", vdiskRequest{Path: args[0], Name: args[1]}, 30*time.Minute, nil); err != nil {
 				return fmt.Errorf("snapshot rollback: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rolled %s back to %s\n", args[0], args[1])
@@ -213,6 +240,31 @@ func snapshotCmd(g *globalFlags) *cobra.Command {
 	}
 	cmd.AddCommand(create, list, del, rollback)
 	return cmd
+}
+
+func cloneCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "clone PATH@SNAPSHOT NEWPATH",
+		Short: "make a new vDisk that starts as a snapshot (or a template: PATH alone) and then goes its own way",
+		Long: "clone creates NEWPATH (any directory of the vPool; a name with a vDisk suffix) reading as\n" +
+			"snapshot SNAPSHOT of the vDisk at PATH, sharing its data: nothing is copied, and writes to either\n" +
+			"never show in the other. A template (vpool template set) is cloned without a snapshot name.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src, name := args[0], ""
+			if i := strings.LastIndex(src, "@"); i >= 0 {
+				src, name = src[:i], src[i+1:]
+			}
+			var out struct {
+				VDisk string `json:"vdisk"`
+			}
+			if err := g.vdiskCall("/clone", vdiskRequest{Path: src, Name: name, Dest: args[1]}, time.Minute, &out); err != nil {
+				return fmt.Errorf("clone: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is a clone of %s (vDisk %s)\n", args[1], args[0], out.VDisk)
+			return nil
+		},
+	}
 }
 
 func yesNo(b bool) string {
