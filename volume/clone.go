@@ -18,6 +18,7 @@ type ParentRef struct {
 type parentRef struct {
 	v     *VDisk
 	epoch uint32
+	alloc int64 // ParentRef.Allocated
 }
 
 func (v *VDisk) parentRecord() *ParentRef {
@@ -25,7 +26,7 @@ func (v *VDisk) parentRecord() *ParentRef {
 	if pr == nil {
 		return nil
 	}
-	return &ParentRef{ID: FormatID(pr.v.id), Epoch: pr.epoch}
+	return &ParentRef{ID: FormatID(pr.v.id), Epoch: pr.epoch, Allocated: pr.alloc}
 }
 
 // Parent returns the vDisk and snapshot epoch a clone reads through to
@@ -180,4 +181,114 @@ func (p *Pool) Clone(ctx context.Context, parent *VDisk, name string) (*VDisk, e
 	}
 	v.log.Info("volume: clone created", "vdisk", FormatID(v.id), "parent", FormatID(parent.id), "snapshot", name)
 	return v, nil
+}
+
+// FlattenProgress reports pages done of total.
+type FlattenProgress func(done, total int)
+
+// Flatten copies into the clone every cluster it still reads from a
+// parent, page by page, while the clone is in use; then it drops the
+// parent reference in one commit. Cut short (an error, a cancel, a
+// crash), it is resumed by running it again: pages already copied are
+// skipped. A clone with snapshots cannot be flattened (they read through
+// the parent too).
+func (v *VDisk) Flatten(ctx context.Context, progress FlattenProgress) error {
+	if v.parent.Load() == nil {
+		return nil
+	}
+	if err := v.writable(); err != nil {
+		return err
+	}
+	v.recMu.Lock()
+	defer v.recMu.Unlock()
+	v.mu.RLock()
+	nsnaps := len(v.mu.snaps)
+	v.mu.RUnlock()
+	if nsnaps > 0 {
+		return fmt.Errorf("%w: clone %s has %d snapshots, which read through its parent: delete them first", ErrBusy, FormatID(v.id), nsnaps)
+	}
+	idx, err := v.existingPages(0, ^uint64(0)>>pageShift)
+	if err != nil {
+		return err
+	}
+	for n, pi := range idx {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := v.flattenPage(ctx, pi); err != nil {
+			return fmt.Errorf("volume: flatten clone %s, page %d: %w", FormatID(v.id), pi, err)
+		}
+		if progress != nil {
+			progress(n+1, len(idx))
+		}
+		if err := crashPoint("flatten page"); err != nil {
+			return err
+		}
+	}
+	if err := v.writeBack(ctx); err != nil {
+		return err
+	}
+	if err := crashPoint("flatten stored"); err != nil {
+		return err
+	}
+	if err := v.updateRecordLocked(func(r *vdiskRecord) { r.Parent = nil }); err != nil {
+		return err
+	}
+	if err := crashPoint("flatten record"); err != nil {
+		return err
+	}
+	parent := v.parent.Swap(nil)
+	v.mu.Lock()
+	v.mu.manifestStale = true
+	v.mu.Unlock()
+	if err := v.syncManifest(ctx); err != nil {
+		v.log.Warn("volume: flattened; the manifest follows at the next upload round", "vdisk", FormatID(v.id), "err", err)
+	}
+	v.log.Info("volume: clone flattened", "vdisk", FormatID(v.id), "parent", FormatID(parent.v.id), "pages", len(idx))
+	return nil
+}
+
+// flattenPage rewrites the clusters of page pi that a parent holds, under
+// the stripe locks of the page (so no write to them runs meanwhile).
+func (v *VDisk) flattenPage(ctx context.Context, pi uint64) error {
+	v.resizeMu.RLock()
+	defer v.resizeMu.RUnlock()
+	end := uint64((v.size.Load() + v.cs - 1) >> v.shift)
+	c0, c1 := pi<<pageShift, min((pi+1)<<pageShift, end)
+	if c0 >= c1 {
+		return nil
+	}
+	held := v.stripes.lock(c0, c1, false, false, true, nil)
+	defer v.stripes.unlock(held)
+	var owners [pageEntries]uint16
+	err := v.withPages(ctx, c0, c1, true, func() {
+		p := v.mu.pages.pages[pi]
+		for i := range owners {
+			if p.e[i].SCO != 0 {
+				owners[i] = p.e[i].Owner
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for i := 0; i < int(c1-c0); {
+		if owners[i] == 0 {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < int(c1-c0) && owners[j] != 0 {
+			j++
+		}
+		buf := make([]byte, int64(j-i)*v.cs)
+		if err := v.readClusters(ctx, c0+uint64(i), buf); err != nil {
+			return err
+		}
+		if err := v.writeClusters(ctx, c0+uint64(i), buf); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
 }

@@ -277,7 +277,7 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) (*VDisk, error) {
 		if err != nil {
 			return nil, fmt.Errorf("volume: clone %s: its parent is missing: %w", FormatID(id), err)
 		}
-		v.parent.Store(&parentRef{v: parent, epoch: rec.Parent.Epoch})
+		v.parent.Store(&parentRef{v: parent, epoch: rec.Parent.Epoch, alloc: rec.Parent.Allocated})
 		v.mu.allocated = rec.Parent.Allocated
 	}
 	v.mu.manifestStale = rec.Template // the backend may not know yet

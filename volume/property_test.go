@@ -205,8 +205,24 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			}
 			return false
 		}
-		op := r.IntN(116)
+		op := r.IntN(118)
 		switch {
+		case op >= 116: // flatten
+			if d.parent == nil {
+				continue
+			}
+			trace = append(trace, "flatten")
+			err := v.Flatten(ctx, nil)
+			if len(d.order) > 0 {
+				if !errors.Is(err, ErrBusy) {
+					t.Fatalf("flatten a clone with snapshots: %v", err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("flatten: %v", err)
+			}
+			d.parent = nil
 		case op >= 112: // clone
 			if len(d.order) == 0 || len(disks) >= 5 {
 				continue

@@ -12,13 +12,13 @@ type TLogRange struct {
 	To   uint32 `json:"to"`
 }
 
-// rollbackHook, in tests, is called at each step of a rollback; an error
-// stops it there, as a crash would.
-var rollbackHook func(step string) error
+// crashHook, in tests, is called at each step of a rollback or flatten;
+// an error stops it there, as a crash would.
+var crashHook func(step string) error
 
-func rollbackStep(step string) error {
-	if rollbackHook != nil {
-		return rollbackHook(step)
+func crashPoint(step string) error {
+	if crashHook != nil {
+		return crashHook(step)
 	}
 	return nil
 }
@@ -118,7 +118,7 @@ func (v *VDisk) Rollback(ctx context.Context, name string) error {
 		})
 	}
 	if err == nil {
-		err = rollbackStep("record")
+		err = crashPoint("rollback record")
 	}
 	if err != nil {
 		return fmt.Errorf("volume: rollback of vDisk %s: %w", FormatID(v.id), err)
@@ -207,14 +207,14 @@ func (v *VDisk) rollbackPages(ctx context.Context, k uint32) error {
 				ops = append(ops, MetaOp{Key: pageKey(v.id, idx)})
 			}
 		}
-		if len(ops) >= 1000 || n == len(idxs)-1 || rollbackHook != nil {
+		if len(ops) >= 1000 || n == len(idxs)-1 || crashHook != nil {
 			if len(ops) > 0 {
 				if err := v.pool.meta.Commit(ops); err != nil {
 					return err
 				}
 			}
 			ops = ops[:0]
-			if err := rollbackStep("page"); err != nil {
+			if err := crashPoint("rollback page"); err != nil {
 				return err
 			}
 		}

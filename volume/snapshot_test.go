@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -336,7 +337,8 @@ func TestRollbackCrashAtEachStep(t *testing.T) {
 				t.Fatal(err)
 			}
 			pages := 0
-			rollbackHook = func(step string) error {
+			crashHook = func(step string) error {
+				step = strings.TrimPrefix(step, "rollback ")
 				if step == "page" {
 					pages++
 					step = fmt.Sprintf("page%d", pages)
@@ -347,7 +349,7 @@ func TestRollbackCrashAtEachStep(t *testing.T) {
 				return nil
 			}
 			err := v.Rollback(bg, "a")
-			rollbackHook = nil
+			crashHook = nil
 			if stop == "none" {
 				if err != nil {
 					t.Fatal(err)

@@ -167,7 +167,7 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 	// snapshot read an older one)
 	var groups [][]MetaOp
 	var pinned []*page
-	var frozen [][]version
+	var frozen []int // versions of each pinned page being stored
 	for idx, p := range v.mu.pages.pages {
 		if p.dirty {
 			var g []MetaOp
@@ -175,8 +175,9 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 				g = append(g, MetaOp{Key: versionKey(v.id, idx, f.epoch), Value: encodeEntries(&f.e, f.epoch)})
 			}
 			groups = append(groups, append(g, MetaOp{Key: pageKey(v.id, idx), Value: v.encodePage(p)}))
-			frozen = append(frozen, p.frozen)
-			p.frozen = nil
+			// The versions stay on the page until they are stored: a
+			// snapshot reader finds them there meanwhile.
+			frozen = append(frozen, len(p.frozen))
 			p.dirty = false
 			p.pins++
 			pinned = append(pinned, p)
@@ -191,8 +192,9 @@ func (v *VDisk) writeBack(ctx context.Context) error {
 		for i, p := range pinned {
 			p.pins--
 			if failed {
-				p.frozen = append(frozen[i], p.frozen...)
 				v.mu.pages.markDirty(p)
+			} else {
+				p.frozen = p.frozen[frozen[i]:]
 			}
 		}
 		v.mu.Unlock()
