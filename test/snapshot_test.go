@@ -193,3 +193,39 @@ func TestSnapshotRollback(t *testing.T) {
 	io("read -P 0x11 0 4M", img)
 	io("read -P 0 4M 60M", img)
 }
+
+// A template is cloned without a snapshot name; the clone is flattened
+// (with progress) and then stands alone: the template can go.
+func TestCloneTemplateAndFlatten(t *testing.T) {
+	d := startDaemon(t)
+	base, vm := d.path("base.raw"), d.path("vm1.raw")
+	io := func(cmd, file string) { run(t, time.Minute, "qemu-io", "-f", "raw", "-c", cmd, file) }
+	run(t, time.Minute, "qemu-img", "create", "-f", "raw", base, "256M")
+	io("write -P 0x5a 0 64M", base)
+	run(t, time.Minute, vpoolBin, "template", "set", base, "--data-dir", d.dataDir)
+	run(t, time.Minute, vpoolBin, "clone", "base.raw", "vm1.raw", "--data-dir", d.dataDir)
+	io("read -P 0x5a 0 64M", vm)
+	io("write -P 0x6b 0 1M", vm)
+	io("read -P 0x5a 0 1M", base)
+	if err := os.Remove(base); !isErrno(err, syscall.EBUSY) {
+		t.Fatalf("rm of a template with a clone: %v, want EBUSY", err)
+	}
+	if out, err := runErr(time.Minute, "", vpoolBin, "clone", "base.raw@nope", "vm2.raw", "--data-dir", d.dataDir); err == nil || !strings.Contains(out, "no such snapshot") {
+		t.Fatalf("clone of a snapshot that does not exist: %v\n%s", err, out)
+	}
+	if out, err := runErr(time.Minute, "", vpoolBin, "clone", "base.raw", "vm2.txt", "--data-dir", d.dataDir); err == nil || !strings.Contains(out, "must end in") {
+		t.Fatalf("clone to a name that is not a vDisk's: %v\n%s", err, out)
+	}
+	out := run(t, 5*time.Minute, vpoolBin, "clone", "flatten", vm, "--data-dir", d.dataDir)
+	if !strings.Contains(out, "of 256 block-map pages (100%)") || !strings.Contains(out, "is flattened") {
+		t.Fatalf("clone flatten: %s", out)
+	}
+	if err := os.Remove(base); err != nil {
+		t.Fatalf("rm of the template after its clone was flattened: %v", err)
+	}
+	io("read -P 0x6b 0 1M", vm)
+	io("read -P 0x5a 1M 63M", vm)
+	d.restart()
+	io("read -P 0x6b 0 1M", vm)
+	io("read -P 0x5a 1M 63M", vm)
+}

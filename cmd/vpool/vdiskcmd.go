@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -79,6 +80,49 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		}
 		s.log.Info("vpool: clone created", "from", req.Path, "snapshot", req.Name, "path", req.Dest, "took", time.Since(start))
 		return map[string]any{"path": req.Dest, "vdisk": volume.FormatID(a.VDisk), "size": a.Size}, nil
+	})
+	// Flatten streams its progress: lines "progress DONE TOTAL", then
+	// "done" or "error: ...".
+	mux.HandleFunc("POST /clone/flatten", func(w http.ResponseWriter, r *http.Request) {
+		var req vdiskRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Path == "" {
+			http.Error(w, `want {"path": "..."}`, http.StatusBadRequest)
+			return
+		}
+		if s.e.ns == nil {
+			http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
+			return
+		}
+		v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
+		if err != nil {
+			http.Error(w, err.Error(), httpStatus(err))
+			return
+		}
+		if p, _ := v.Parent(); p == nil {
+			http.Error(w, req.Path+": not a clone", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		fl, _ := w.(http.Flusher)
+		last := time.Time{}
+		start := time.Now()
+		err = v.Flatten(r.Context(), func(done, total int) {
+			if time.Since(last) < time.Second && done != total {
+				return
+			}
+			last = time.Now()
+			fmt.Fprintf(w, "progress %d %d\n", done, total)
+			if fl != nil {
+				fl.Flush()
+			}
+			s.log.Info("vpool: flattening", "path", req.Path, "pages", done, "of", total)
+		})
+		if err != nil {
+			fmt.Fprintf(w, "error: %s: %v\n", req.Path, err)
+			return
+		}
+		s.log.Info("vpool: clone flattened", "path", req.Path, "took", time.Since(start).Round(time.Millisecond))
+		fmt.Fprintln(w, "done")
 	})
 	handle("/snapshot/rollback", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
 		if s.nfs != nil {
@@ -243,7 +287,42 @@ func snapshotCmd(g *globalFlags) *cobra.Command {
 }
 
 func cloneCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
+	flatten := &cobra.Command{
+		Use:   "flatten PATH",
+		Short: "copy into a clone everything it still reads from its parent, so that it stands alone",
+		Long: "flatten runs while the clone is in use and shows its progress. Interrupted, it resumes where it\n" +
+			"stopped when run again. A clone with snapshots cannot be flattened (delete them first).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := g.dataDir
+			if dir == "" {
+				dir = DefaultDataDir
+			}
+			resp, err := controlCall(dir, "POST", "/clone/flatten", vdiskRequest{Path: cliPath(args[0])}, 24*time.Hour)
+			if err != nil {
+				return fmt.Errorf("clone flatten: %w", err)
+			}
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				line := sc.Text()
+				var done, total int
+				switch {
+				case line == "done":
+					fmt.Fprintf(cmd.OutOrStdout(), "%s is flattened: it no longer depends on its parent\n", args[0])
+					return nil
+				case strings.HasPrefix(line, "error: "):
+					return fmt.Errorf("clone flatten: %s", strings.TrimPrefix(line, "error: "))
+				default:
+					if _, err := fmt.Sscanf(line, "progress %d %d", &done, &total); err == nil && total > 0 {
+						fmt.Fprintf(cmd.ErrOrStderr(), "flatten %s: %d of %d block-map pages (%.0f%%)\n", args[0], done, total, 100*float64(done)/float64(total))
+					}
+				}
+			}
+			return fmt.Errorf("clone flatten: the daemon stopped answering (run it again to resume): %v", sc.Err())
+		},
+	}
+	cmd := &cobra.Command{
 		Use:   "clone PATH@SNAPSHOT NEWPATH",
 		Short: "make a new vDisk that starts as a snapshot (or a template: PATH alone) and then goes its own way",
 		Long: "clone creates NEWPATH (any directory of the vPool; a name with a vDisk suffix) reading as\n" +
@@ -265,6 +344,8 @@ func cloneCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.AddCommand(flatten)
+	return cmd
 }
 
 func yesNo(b bool) string {
