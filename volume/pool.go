@@ -143,6 +143,7 @@ type Pool struct {
 	cache   ReadCache
 	log     *slog.Logger
 	uploads chan struct{} // upload slots
+	scrubMu sync.Mutex    // one scrub pass at a time
 
 	mu struct {
 		sync.Mutex

@@ -205,8 +205,14 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			}
 			return false
 		}
-		op := r.IntN(118)
+		op := r.IntN(120)
 		switch {
+		case op >= 118: // scrub: frees only what nothing reads
+			trace = append(trace, "scrub")
+			if _, err := e.pool.Scrub(ctx); err != nil {
+				t.Fatalf("scrub: %v", err)
+			}
+			checkAll("after a scrub")
 		case op >= 116: // flatten
 			if d.parent == nil {
 				continue

@@ -423,3 +423,59 @@ func TestRollbackRefused(t *testing.T) {
 		t.Fatalf("template: %v", err)
 	}
 }
+
+// Overwriting a region four times leaves three copies of garbage: a scrub
+// frees at least 90% of it, keeps what a snapshot reads until the
+// snapshot goes, and a rebuild from the backend still reads everything.
+func TestScrubFreesGarbage(t *testing.T) {
+	e := newEnv(t)
+	const region = 32 << 20 // 8 SCOs of 4 MiB
+	v, _ := e.pool.Create(bg, region)
+	id := v.ID()
+	var want []byte
+	for round := 0; round < 4; round++ {
+		want = pattern(region, byte(round*10+1))
+		if err := v.WriteAt(bg, want, 0); err != nil {
+			t.Fatal(err)
+		}
+		if round == 1 {
+			if _, err := v.CreateSnapshot(bg, "keep"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	snap := pattern(region, 11)
+	v.Seal()
+	if err := v.WaitUploaded(bg); err != nil {
+		t.Fatal(err)
+	}
+	garbage := int64(3 * region)
+	res, err := e.pool.Scrub(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BytesFreed < (garbage-region)*9/10 || res.BytesFreed > garbage-region {
+		t.Fatalf("with a snapshot holding one round: freed %d of %d garbage bytes", res.BytesFreed, garbage-region)
+	}
+	if got := mustRead(t, v, 0, region); !bytes.Equal(got, want) {
+		t.Fatal("the head changed in a scrub")
+	}
+	if got := readSnapshot(t, v, "keep"); !bytes.Equal(got, snap) {
+		t.Fatal("the snapshot changed in a scrub")
+	}
+	if err := v.DeleteSnapshot(bg, "keep"); err != nil {
+		t.Fatal(err)
+	}
+	res2, err := e.pool.Scrub(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total := res.BytesFreed + res2.BytesFreed; total < garbage*9/10 {
+		t.Fatalf("freed %d of %d garbage bytes", total, garbage)
+	}
+	t.Logf("freed %d + %d of %d garbage bytes", res.BytesFreed, res2.BytesFreed, garbage)
+	e.wipeFlash()
+	if got := mustRead(t, e.vdisk(id), 0, region); !bytes.Equal(got, want) {
+		t.Fatal("after a rebuild from the backend")
+	}
+}

@@ -602,6 +602,10 @@ func (v *VDisk) writeManifest(ctx context.Context, uploadedThrough uint32, delet
 // it (see trashTLogsLocked): until then it is the fast way to replay.
 func (v *VDisk) dispose(ctx context.Context, seg *segment) error {
 	v.mu.Lock()
+	if v.mu.segs[seg.seq] != seg { // disposed of already (the uploader and a scrub both do)
+		v.mu.Unlock()
+		return nil
+	}
 	delete(v.mu.segs, seg.seq) // new reads go to the backend
 	v.mu.Unlock()
 	for seg.refs.Load() != 0 { // no new reference: the segment left v.mu.segs
