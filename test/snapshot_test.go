@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,4 +229,35 @@ func TestCloneTemplateAndFlatten(t *testing.T) {
 	d.restart()
 	io("read -P 0x6b 0 1M", vm)
 	io("read -P 0x5a 1M 63M", vm)
+}
+
+// `vpool scrub` frees the space of overwritten data once it is on the
+// backend, and what the vDisk reads does not change; status shows it.
+func TestScrubCommand(t *testing.T) {
+	d := startDaemon(t, "VPOOL_ENGINE_SCO_SIZE=4MiB", "VPOOL_ENGINE_SEAL_IDLE=1s")
+	img := d.path("s.raw")
+	run(t, time.Minute, "truncate", "-s", "32M", img)
+	for i := 1; i <= 4; i++ {
+		run(t, time.Minute, "qemu-io", "-f", "raw", "-c", fmt.Sprintf("write -P %d 0 32M", i), img)
+	}
+	waitUploaded(t, d)
+	out := run(t, 5*time.Minute, vpoolBin, "scrub", "s.raw", "--data-dir", d.dataDir)
+	var scanned, freed int
+	if _, err := fmt.Sscanf(out, "scrubbed %d SCOs", &scanned); err != nil {
+		t.Fatalf("scrub: %s", out)
+	}
+	if i := strings.Index(out, ": "); i > 0 {
+		fmt.Sscanf(out[i+2:], "%d freed", &freed)
+	}
+	// three rounds of 8 SCOs are garbage
+	if freed < 22 {
+		t.Fatalf("scrub freed %d SCOs, want about 24:\n%s", freed, out)
+	}
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 4 0 32M", img)
+	st := run(t, time.Minute, vpoolBin, "status", "--data-dir", d.dataDir)
+	if !strings.Contains(st, "scrub: last pass") {
+		t.Fatalf("status does not show the scrub:\n%s", st)
+	}
+	d.restart()
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 4 0 32M", img)
 }

@@ -37,7 +37,10 @@ type scoKey struct {
 // a read that looked its location up before an overwrite has finished
 // before the SCO goes. Deleting is idempotent: a crash part way leaves
 // garbage for the next pass.
-func (p *Pool) Scrub(ctx context.Context) (ScrubResult, error) {
+//
+// With only != 0, just that vDisk's SCOs are judged (the scan still
+// covers every vDisk: clones read their parents' SCOs).
+func (p *Pool) Scrub(ctx context.Context, only uint64) (ScrubResult, error) {
 	start := time.Now()
 	p.scrubMu.Lock()
 	defer p.scrubMu.Unlock()
@@ -73,6 +76,9 @@ func (p *Pool) Scrub(ctx context.Context) (ScrubResult, error) {
 		v.resizeMu.Unlock()
 	}
 	for _, v := range vds {
+		if only != 0 && v.id != only {
+			continue
+		}
 		if err := v.freeDead(ctx, live, &res); err != nil {
 			return res, err
 		}

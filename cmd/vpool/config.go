@@ -32,6 +32,12 @@ type Config struct {
 	Backend     BackendConfig     `mapstructure:"backend"`
 	Log         LogConfig         `mapstructure:"log"`
 	Metrics     MetricsConfig     `mapstructure:"metrics"`
+	Scrub       ScrubConfig       `mapstructure:"scrub"`
+}
+
+// ScrubConfig is the background scrubber's part.
+type ScrubConfig struct {
+	Interval time.Duration `mapstructure:"interval"` // 0: no background scrub
 }
 
 type FSConfig struct {
@@ -151,6 +157,7 @@ func defaults(dataDir string) map[string]any {
 		"mountpoint":                   "",
 		"fs.vdisk_suffixes":            []string{".raw", "-flat.vmdk"},
 		"fs.backup_interval":           "5s",
+		"scrub.interval":               "1h",
 		"nfs.listen":                   "127.0.0.1",
 		"nfs.portmap":                  true,
 		"nfs.allow":                    []string{},
@@ -230,6 +237,9 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 		if suf == "" || strings.Contains(suf, "/") {
 			return nil, fmt.Errorf("config: fs.vdisk_suffixes: bad suffix %q", suf)
 		}
+	}
+	if c.Scrub.Interval < 0 || c.Scrub.Interval > 0 && c.Scrub.Interval < time.Second {
+		return nil, fmt.Errorf("config: scrub.interval %s: want 0 (off) or at least 1s", c.Scrub.Interval)
 	}
 	if c.FS.BackupInterval < 100*time.Millisecond {
 		return nil, fmt.Errorf("config: fs.backup_interval %s is below 100ms", c.FS.BackupInterval)

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -53,7 +54,8 @@ type Status struct {
 	BackendTotal     uint64        `json:"backend_total_bytes"`
 	BackendFree      uint64        `json:"backend_free_bytes"`
 	RepairedReads    int64         `json:"backend_repaired_reads"`
-	NFS              *NFSStatus    `json:"nfs,omitempty"` // nil: the gateway is off
+	NFS              *NFSStatus    `json:"nfs,omitempty"`   // nil: the gateway is off
+	Scrub            *ScrubStatus  `json:"scrub,omitempty"` // nil: no pass yet
 	VDisks           []VDiskStatus `json:"vdisks"`
 }
 
@@ -136,6 +138,7 @@ type controlServer struct {
 	started time.Time
 	rates   rates
 	log     *slog.Logger
+	scrub   atomic.Pointer[ScrubStatus] // the newest scrub pass
 }
 
 func (s *controlServer) status(ctx context.Context) Status {
@@ -154,6 +157,7 @@ func (s *controlServer) status(ctx context.Context) Status {
 			}
 		}
 	}
+	st.Scrub = s.scrub.Load()
 	if s.nfs != nil {
 		n := &s.nfs.Stats
 		st.NFS = &NFSStatus{Export: "/" + s.c.Name, Port: s.nfs.Port(), Connections: n.Conns.Load(), Calls: n.Calls.Load(),
@@ -309,6 +313,12 @@ func printStatus(w io.Writer, st *Status) {
 	} else {
 		fmt.Fprintln(w, "nfs: off")
 	}
+	if sc := st.Scrub; sc != nil {
+		fmt.Fprintf(w, "scrub: last pass %s ago: %s freed; %s of garbage left in %d partly live SCOs%s\n",
+			time.Since(sc.At).Round(time.Second), human(sc.BytesFreed), human(sc.GarbageBytes), sc.PartlyLive, errSuffix(sc.Error))
+	} else {
+		fmt.Fprintln(w, "scrub: no pass yet")
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
@@ -345,6 +355,10 @@ func writeMetrics(w io.Writer, st Status) {
 	g("vpool_throttling", "1 while writers are slowed because the backend is behind.", b2i(st.Throttling), "")
 	g("vpool_backend_free_bytes", "Raw free bytes under the backend.", st.BackendFree, "")
 	g("vpool_backend_repaired_reads_total", "Fragment reads rebuilt from parity.", st.RepairedReads, "")
+	if sc := st.Scrub; sc != nil {
+		g("vpool_scrub_last_freed_bytes", "Bytes the newest scrub pass freed.", sc.BytesFreed, "")
+		g("vpool_scrub_reclaimable_bytes", "Garbage in partly live SCOs at the newest scrub pass.", sc.GarbageBytes, "")
+	}
 	if n := st.NFS; n != nil {
 		g("vpool_nfs_connections_total", "NFS connections accepted.", n.Connections, "")
 		g("vpool_nfs_calls_total", "RPC calls answered (portmapper, MOUNT, NFS).", n.Calls, "")
@@ -415,4 +429,11 @@ func pathOf(v VDiskStatus) string {
 		return v.Path + " (template)"
 	}
 	return v.Path
+}
+
+func errSuffix(e string) string {
+	if e == "" {
+		return ""
+	}
+	return " (failed: " + e + ")"
 }

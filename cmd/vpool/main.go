@@ -48,7 +48,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.config, "config", "", "YAML configuration file (see etc/vpool.yaml)")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envDataDir(), "data directory (default "+DefaultDataDir+", env VPOOL_DATA_DIR)")
-	root.AddCommand(serveCmd(g), statusCmd(g), templateCmd(g), snapshotCmd(g), cloneCmd(g), versionCmd())
+	root.AddCommand(serveCmd(g), statusCmd(g), templateCmd(g), snapshotCmd(g), cloneCmd(g), scrubCmd(g), versionCmd())
 	return root
 }
 
@@ -245,6 +245,9 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 		mnt.Unmount()
 		e.close(context.Background())
 		return err
+	}
+	if c.Scrub.Interval > 0 {
+		go cs.scrubber(srvCtx, c.Scrub.Interval)
 	}
 	log.Info("vpool: serving", "vpool", c.Name, "mountpoint", mnt.Dir(), "data_dir", c.DataDir, "vdisks", len(e.pool.List())-1,
 		"asds", len(c.Backend.ASDs), "preset", fmt.Sprintf("%d+%d", c.Backend.Preset.Data, c.Backend.Preset.Parity),

@@ -81,6 +81,30 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		s.log.Info("vpool: clone created", "from", req.Path, "snapshot", req.Name, "path", req.Dest, "took", time.Since(start))
 		return map[string]any{"path": req.Dest, "vdisk": volume.FormatID(a.VDisk), "size": a.Size}, nil
 	})
+	mux.HandleFunc("POST /scrub", func(w http.ResponseWriter, r *http.Request) {
+		var req vdiskRequest
+		json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req) // an empty body: everything
+		var only uint64
+		if req.Path != "" {
+			if s.e.ns == nil {
+				http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
+				return
+			}
+			v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
+			if err != nil {
+				http.Error(w, err.Error(), httpStatus(err))
+				return
+			}
+			only = v.ID()
+		}
+		res, err := s.runScrub(r.Context(), only)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(res)
+	})
 	// Flatten streams its progress: lines "progress DONE TOTAL", then
 	// "done" or "error: ...".
 	mux.HandleFunc("POST /clone/flatten", func(w http.ResponseWriter, r *http.Request) {
@@ -134,6 +158,76 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		s.log.Info("vpool: vDisk rolled back", "path", req.Path, "snapshot", req.Name)
 		return struct{}{}, nil
 	})
+}
+
+// ScrubStatus is the newest scrub pass, for status and metrics.
+type ScrubStatus struct {
+	At time.Time `json:"at"`
+	volume.ScrubResult
+	Error string `json:"error,omitempty"`
+}
+
+// runScrub runs one pass (of one vDisk's SCOs when only != 0).
+func (s *controlServer) runScrub(ctx context.Context, only uint64) (volume.ScrubResult, error) {
+	res, err := s.e.pool.Scrub(ctx, only)
+	st := &ScrubStatus{At: time.Now(), ScrubResult: res}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	s.scrub.Store(st)
+	return res, err
+}
+
+// scrubber runs a scrub pass every interval until ctx ends.
+func (s *controlServer) scrubber(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.runScrub(ctx, 0); err != nil && ctx.Err() == nil {
+				s.log.Error("vpool: background scrub", "err", err)
+			}
+		}
+	}
+}
+
+func scrubCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "scrub [PATH]",
+		Short: "free the backend space nothing reads any more (of one vDisk, or all), now",
+		Long: "scrub deletes the SCOs that no vDisk, snapshot or clone reads any more: garbage from overwrites,\n" +
+			"discards, deleted snapshots and rolled-back history. SCOs that are partly garbage are reported;\n" +
+			"rewriting them is not done yet. A background scrubber runs every scrub.interval.",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := vdiskRequest{}
+			if len(args) == 1 {
+				req.Path = args[0]
+			}
+			dir := g.dataDir
+			if dir == "" {
+				dir = DefaultDataDir
+			}
+			if req.Path != "" {
+				req.Path = cliPath(req.Path)
+			}
+			resp, err := controlCall(dir, "POST", "/scrub", req, time.Hour)
+			if err != nil {
+				return fmt.Errorf("scrub: %w", err)
+			}
+			defer resp.Body.Close()
+			var res volume.ScrubResult
+			if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+				return fmt.Errorf("scrub: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "scrubbed %d SCOs in %s: %d freed (%s reclaimed); %d partly garbage (%s, not rewritten yet)\n",
+				res.SCOsScanned, res.Took.Round(time.Millisecond), res.SCOsDeleted, human(res.BytesFreed), res.PartlyLive, human(res.GarbageBytes))
+			return nil
+		},
+	}
 }
 
 func httpStatus(err error) int {
