@@ -33,6 +33,7 @@ type Config struct {
 	Log         LogConfig         `mapstructure:"log"`
 	Metrics     MetricsConfig     `mapstructure:"metrics"`
 	Scrub       ScrubConfig       `mapstructure:"scrub"`
+	Snapshots   SnapshotsConfig   `mapstructure:"snapshots"`
 }
 
 // ScrubConfig is the background scrubber's part.
@@ -158,6 +159,7 @@ func defaults(dataDir string) map[string]any {
 		"fs.vdisk_suffixes":            []string{".raw", "-flat.vmdk"},
 		"fs.backup_interval":           "5s",
 		"scrub.interval":               "1h",
+		"snapshots.schedules":          []map[string]any{},
 		"nfs.listen":                   "127.0.0.1",
 		"nfs.portmap":                  true,
 		"nfs.allow":                    []string{},
@@ -236,6 +238,11 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 	for _, suf := range c.FS.VDiskSuffixes {
 		if suf == "" || strings.Contains(suf, "/") {
 			return nil, fmt.Errorf("config: fs.vdisk_suffixes: bad suffix %q", suf)
+		}
+	}
+	for i, sc := range c.Snapshots.Schedules {
+		if err := sc.check(i); err != nil {
+			return nil, err
 		}
 	}
 	if c.Scrub.Interval < 0 || c.Scrub.Interval > 0 && c.Scrub.Interval < time.Second {

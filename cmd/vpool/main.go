@@ -249,6 +249,9 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 	if c.Scrub.Interval > 0 {
 		go cs.scrubber(srvCtx, c.Scrub.Interval)
 	}
+	if len(c.Snapshots.Schedules) > 0 {
+		go cs.snapshotScheduler(srvCtx, c.Snapshots.Schedules)
+	}
 	log.Info("vpool: serving", "vpool", c.Name, "mountpoint", mnt.Dir(), "data_dir", c.DataDir, "vdisks", len(e.pool.List())-1,
 		"asds", len(c.Backend.ASDs), "preset", fmt.Sprintf("%d+%d", c.Backend.Preset.Data, c.Backend.Preset.Parity),
 		"control", socketPath(c.DataDir), "metrics", c.Metrics.Listen)
