@@ -59,10 +59,10 @@ func (v *VDisk) Rollback(ctx context.Context, name string) error {
 	v.resizeMu.Lock()
 	defer v.resizeMu.Unlock()
 	v.mu.Lock()
-	i := findSnapshot(v.mu.snaps, name)
-	if i < 0 {
+	i, err := v.snapshotLocked(name)
+	if err != nil {
 		v.mu.Unlock()
-		return fmt.Errorf("%w: %q of vDisk %s", ErrNoSnapshot, name, FormatID(v.id))
+		return err
 	}
 	target := v.mu.snaps[i]
 	for _, s := range v.mu.snaps[i+1:] {
@@ -109,7 +109,7 @@ func (v *VDisk) Rollback(ctx context.Context, name string) error {
 		return fmt.Errorf("volume: rollback of vDisk %s: the backend must learn of it first: %w", FormatID(v.id), err)
 	}
 	v.mu.Lock()
-	err := v.saveUploadStateLocked()
+	err = v.saveUploadStateLocked()
 	v.mu.Unlock()
 	if err == nil {
 		err = v.updateRecordLocked(func(r *vdiskRecord) {

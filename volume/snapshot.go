@@ -43,6 +43,14 @@ func checkSnapshotName(name string) error {
 	return nil
 }
 
+// snapshotLocked finds snapshot name in v.mu.snaps.
+func (v *VDisk) snapshotLocked(name string) (int, error) {
+	if i := findSnapshot(v.mu.snaps, name); i >= 0 {
+		return i, nil
+	}
+	return -1, fmt.Errorf("%w: %q of vDisk %s", ErrNoSnapshot, name, FormatID(v.id))
+}
+
 func findSnapshot(snaps []SnapshotInfo, name string) int {
 	return slices.IndexFunc(snaps, func(s SnapshotInfo) bool { return s.Name == name })
 }
@@ -171,10 +179,10 @@ func (v *VDisk) DeleteSnapshot(ctx context.Context, name string) error {
 	v.recMu.Lock()
 	defer v.recMu.Unlock()
 	v.mu.Lock()
-	i := findSnapshot(v.mu.snaps, name)
-	if i < 0 {
+	i, err := v.snapshotLocked(name)
+	if err != nil {
 		v.mu.Unlock()
-		return fmt.Errorf("%w: %q of vDisk %s", ErrNoSnapshot, name, FormatID(v.id))
+		return err
 	}
 	if n := v.mu.readers[v.mu.snaps[i].Epoch]; n > 0 {
 		v.mu.Unlock()
@@ -411,9 +419,9 @@ const snapshotCachePages = 512
 func (v *VDisk) OpenSnapshot(name string) (*Snapshot, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	i := findSnapshot(v.mu.snaps, name)
-	if i < 0 {
-		return nil, fmt.Errorf("%w: %q of vDisk %s", ErrNoSnapshot, name, FormatID(v.id))
+	i, err := v.snapshotLocked(name)
+	if err != nil {
+		return nil, err
 	}
 	if v.mu.readers == nil {
 		v.mu.readers = map[uint32]int{}

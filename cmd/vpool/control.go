@@ -224,16 +224,7 @@ func (s *controlServer) serve(ctx context.Context, l net.Listener, metricsListen
 	}
 	s.rates.sample(s.e.pool)
 	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.rates.sample(s.e.pool)
-			}
-		}
+		every(ctx, time.Second, func() { s.rates.sample(s.e.pool) })
 	}()
 	go srv.Serve(l)
 	if ml != nil {
@@ -436,4 +427,18 @@ func errSuffix(e string) string {
 		return ""
 	}
 	return " (failed: " + e + ")"
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }

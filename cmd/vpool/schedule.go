@@ -104,16 +104,9 @@ func (s *controlServer) snapshotScheduler(ctx context.Context, schedules []Sched
 	for _, sc := range schedules {
 		tick = min(tick, max(sc.Every/4, time.Second))
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, tick, func() {
 		if s.e.ns == nil {
-			continue
+			return
 		}
 		for id, path := range s.e.ns.VDiskNames(ctx) {
 			for _, sc := range schedules {
@@ -122,7 +115,7 @@ func (s *controlServer) snapshotScheduler(ctx context.Context, schedules []Sched
 				}
 			}
 		}
-	}
+	})
 }
 
 func (s *controlServer) runSchedule(ctx context.Context, id uint64, path string, sc ScheduleConfig) {

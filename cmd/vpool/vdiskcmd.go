@@ -33,18 +33,8 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 	type call func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error)
 	handle := func(route string, fn call) {
 		mux.HandleFunc("POST "+route, func(w http.ResponseWriter, r *http.Request) {
-			var req vdiskRequest
-			if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Path == "" {
-				http.Error(w, `want {"path": "...", "name": "..."}`, http.StatusBadRequest)
-				return
-			}
-			if s.e.ns == nil {
-				http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
-				return
-			}
-			v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
-			if err != nil {
-				http.Error(w, err.Error(), httpStatus(err))
+			req, v, ok := s.vdiskOf(w, r, false)
+			if !ok {
 				return
 			}
 			out, err := fn(r.Context(), v, req)
@@ -82,19 +72,12 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		return map[string]any{"path": req.Dest, "vdisk": volume.FormatID(a.VDisk), "size": a.Size}, nil
 	})
 	mux.HandleFunc("POST /scrub", func(w http.ResponseWriter, r *http.Request) {
-		var req vdiskRequest
-		json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req) // an empty body: everything
+		_, v, ok := s.vdiskOf(w, r, true) // no path: every vDisk
+		if !ok {
+			return
+		}
 		var only uint64
-		if req.Path != "" {
-			if s.e.ns == nil {
-				http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
-				return
-			}
-			v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
-			if err != nil {
-				http.Error(w, err.Error(), httpStatus(err))
-				return
-			}
+		if v != nil {
 			only = v.ID()
 		}
 		res, err := s.runScrub(r.Context(), only)
@@ -108,18 +91,8 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 	// Flatten streams its progress: lines "progress DONE TOTAL", then
 	// "done" or "error: ...".
 	mux.HandleFunc("POST /clone/flatten", func(w http.ResponseWriter, r *http.Request) {
-		var req vdiskRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Path == "" {
-			http.Error(w, `want {"path": "..."}`, http.StatusBadRequest)
-			return
-		}
-		if s.e.ns == nil {
-			http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
-			return
-		}
-		v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
-		if err != nil {
-			http.Error(w, err.Error(), httpStatus(err))
+		req, v, ok := s.vdiskOf(w, r, false)
+		if !ok {
 			return
 		}
 		if p, _ := v.Parent(); p == nil {
@@ -130,7 +103,7 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		fl, _ := w.(http.Flusher)
 		last := time.Time{}
 		start := time.Now()
-		err = v.Flatten(r.Context(), func(done, total int) {
+		err := v.Flatten(r.Context(), func(done, total int) {
 			if time.Since(last) < time.Second && done != total {
 				return
 			}
@@ -179,19 +152,12 @@ func (s *controlServer) runScrub(ctx context.Context, only uint64) (volume.Scrub
 }
 
 // scrubber runs a scrub pass every interval until ctx ends.
-func (s *controlServer) scrubber(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.runScrub(ctx, 0); err != nil && ctx.Err() == nil {
-				s.log.Error("vpool: background scrub", "err", err)
-			}
+func (s *controlServer) scrubber(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, func() {
+		if _, err := s.runScrub(ctx, 0); err != nil && ctx.Err() == nil {
+			s.log.Error("vpool: background scrub", "err", err)
 		}
-	}
+	})
 }
 
 func scrubCmd(g *globalFlags) *cobra.Command {
@@ -228,6 +194,31 @@ func scrubCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// vdiskOf reads a control call's request and finds the vDisk it names;
+// with optional, a request without a path is fine (v is nil). When it
+// returns false it has answered the call.
+func (s *controlServer) vdiskOf(w http.ResponseWriter, r *http.Request, optional bool) (vdiskRequest, *volume.VDisk, bool) {
+	var req vdiskRequest
+	err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req)
+	if optional && req.Path == "" {
+		return req, nil, true
+	}
+	if err != nil || req.Path == "" {
+		http.Error(w, `want {"path": "...", "name": "..."}`, http.StatusBadRequest)
+		return req, nil, false
+	}
+	if s.e.ns == nil {
+		http.Error(w, "the namespace is not open yet", http.StatusServiceUnavailable)
+		return req, nil, false
+	}
+	v, err := s.e.ns.VDiskOf(r.Context(), s.vpoolPath(req.Path))
+	if err != nil {
+		http.Error(w, err.Error(), httpStatus(err))
+		return req, nil, false
+	}
+	return req, v, true
 }
 
 func httpStatus(err error) int {
