@@ -15,7 +15,7 @@ type ScrubResult struct {
 	SCOsDeleted  int           `json:"scos_deleted"`  // no cluster of them was live
 	BytesFreed   int64         `json:"bytes_freed"`   // their size
 	PartlyLive   int           `json:"partly_live"`   // SCOs with garbage that a rewrite would free (not done yet)
-	GarbageBytes int64         `json:"garbage_bytes"` // the garbage in them
+	GarbageBytes int64         `json:"garbage_bytes"` // the garbage in them (taking them as full SCOs)
 	Took         time.Duration `json:"took_ns"`
 }
 
@@ -39,12 +39,17 @@ type scoKey struct {
 // garbage for the next pass.
 //
 // With only != 0, just that vDisk's SCOs are judged (the scan still
-// covers every vDisk: clones read their parents' SCOs).
-func (p *Pool) Scrub(ctx context.Context, only uint64) (ScrubResult, error) {
+// covers every vDisk: clones read their parents' SCOs). pace (0 to 1] is
+// the share of time the scrub works; it sleeps the rest, so that the
+// front end keeps the CPU and disks (the scan holds write-backs off
+// meanwhile, which writers only wait for when their dirty block map is
+// at its limit).
+func (p *Pool) Scrub(ctx context.Context, only uint64, pace float64) (ScrubResult, error) {
 	start := time.Now()
 	p.scrubMu.Lock()
 	defer p.scrubMu.Unlock()
 	var res ScrubResult
+	pc := newPacer(pace)
 	var vds []*VDisk
 	for _, id := range p.List() {
 		if v, err := p.VDisk(id); err == nil {
@@ -58,7 +63,7 @@ func (p *Pool) Scrub(ctx context.Context, only uint64) (ScrubResult, error) {
 	}
 	err := func() error {
 		for _, v := range vds {
-			if err := v.countLive(ctx, live); err != nil {
+			if err := v.countLive(ctx, live, pc); err != nil {
 				return fmt.Errorf("volume: scrub: vDisk %s: %w", FormatID(v.id), err)
 			}
 		}
@@ -79,7 +84,7 @@ func (p *Pool) Scrub(ctx context.Context, only uint64) (ScrubResult, error) {
 		if only != 0 && v.id != only {
 			continue
 		}
-		if err := v.freeDead(ctx, live, &res); err != nil {
+		if err := v.freeDead(ctx, live, &res, pc); err != nil {
 			return res, err
 		}
 	}
@@ -91,7 +96,7 @@ func (p *Pool) Scrub(ctx context.Context, only uint64) (ScrubResult, error) {
 
 // countLive adds the clusters that the vDisk's block map (head and
 // versions, cached and stored) maps, by SCO.
-func (v *VDisk) countLive(ctx context.Context, live map[scoKey]int) error {
+func (v *VDisk) countLive(ctx context.Context, live map[scoKey]int, pc *pacer) error {
 	add := func(e *[pageEntries]loc) {
 		for _, l := range e {
 			if l.SCO != 0 {
@@ -114,8 +119,7 @@ func (v *VDisk) countLive(ctx context.Context, live map[scoKey]int) error {
 	var derr error
 	scan := func(kind byte, skipCached bool) error {
 		return v.pool.meta.Scan(metaKey(kind, v.id), nil, func(k, val []byte) bool {
-			if ctx.Err() != nil {
-				derr = ctx.Err()
+			if derr = pc.step(ctx, 256); derr != nil {
 				return false
 			}
 			if skipCached && cached[pageIndex(k)] {
@@ -143,7 +147,7 @@ func (v *VDisk) countLive(ctx context.Context, live map[scoKey]int) error {
 }
 
 // freeDead deletes the vDisk's uploaded SCOs that nothing maps.
-func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubResult) error {
+func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubResult, pc *pacer) error {
 	v.mu.RLock()
 	up := v.mu.uploadedThrough
 	local := map[uint32]*segment{}
@@ -164,17 +168,19 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 			continue // not ours to judge, or not uploaded yet
 		}
 		res.SCOsScanned++
+		if err := pc.step(ctx, 1); err != nil {
+			return err
+		}
+		if n := live[scoKey{v.id, seq}]; n > 0 {
+			if n < int(v.slots) {
+				res.PartlyLive++
+				res.GarbageBytes += int64(int(v.slots)-n) * v.cs
+			}
+			continue
+		}
 		size, err := v.pool.backend.Size(ctx, name)
 		if err != nil {
 			return fmt.Errorf("volume: scrub: %s: %w", name, err)
-		}
-		liveBytes := int64(live[scoKey{v.id, seq}]) * v.cs
-		if liveBytes > 0 {
-			if liveBytes < size {
-				res.PartlyLive++
-				res.GarbageBytes += size - liveBytes
-			}
-			continue
 		}
 		if seg := local[seq]; seg != nil { // uploaded, but still in the write buffer
 			if err := v.dispose(ctx, seg); err != nil {
@@ -187,5 +193,39 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 		res.SCOsDeleted++
 		res.BytesFreed += size
 	}
+	return nil
+}
+
+// pacer makes a scrub work only a share of the time: every so many
+// steps it sleeps in proportion to the time it worked since.
+type pacer struct {
+	pace  float64
+	steps int
+	since time.Time
+}
+
+func newPacer(pace float64) *pacer {
+	if pace <= 0 || pace > 1 {
+		pace = 1
+	}
+	return &pacer{pace: pace, since: time.Now()}
+}
+
+// step counts one unit of work; after every `every` of them it sleeps.
+func (p *pacer) step(ctx context.Context, every int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.steps++
+	if p.steps%every != 0 || p.pace >= 1 {
+		return nil
+	}
+	worked := time.Since(p.since)
+	select {
+	case <-time.After(time.Duration(float64(worked) * (1 - p.pace) / p.pace)):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.since = time.Now()
 	return nil
 }

@@ -450,7 +450,7 @@ func TestScrubFreesGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	garbage := int64(3 * region)
-	res, err := e.pool.Scrub(bg, 0)
+	res, err := e.pool.Scrub(bg, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func TestScrubFreesGarbage(t *testing.T) {
 	if err := v.DeleteSnapshot(bg, "keep"); err != nil {
 		t.Fatal(err)
 	}
-	res2, err := e.pool.Scrub(bg, 0)
+	res2, err := e.pool.Scrub(bg, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

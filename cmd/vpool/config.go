@@ -39,6 +39,7 @@ type Config struct {
 // ScrubConfig is the background scrubber's part.
 type ScrubConfig struct {
 	Interval time.Duration `mapstructure:"interval"` // 0: no background scrub
+	Pace     float64       `mapstructure:"pace"`     // share of time a scrub works, (0, 1]
 }
 
 type FSConfig struct {
@@ -159,6 +160,7 @@ func defaults(dataDir string) map[string]any {
 		"fs.vdisk_suffixes":            []string{".raw", "-flat.vmdk"},
 		"fs.backup_interval":           "5s",
 		"scrub.interval":               "1h",
+		"scrub.pace":                   0.25,
 		"snapshots.schedules":          []map[string]any{},
 		"nfs.listen":                   "127.0.0.1",
 		"nfs.portmap":                  true,
@@ -244,6 +246,9 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 		if err := sc.check(i); err != nil {
 			return nil, err
 		}
+	}
+	if c.Scrub.Pace <= 0 || c.Scrub.Pace > 1 {
+		return nil, fmt.Errorf("config: scrub.pace %v: want a share of time in (0, 1]", c.Scrub.Pace)
 	}
 	if c.Scrub.Interval < 0 || c.Scrub.Interval > 0 && c.Scrub.Interval < time.Second {
 		return nil, fmt.Errorf("config: scrub.interval %s: want 0 (off) or at least 1s", c.Scrub.Interval)

@@ -142,7 +142,7 @@ type ScrubStatus struct {
 
 // runScrub runs one pass (of one vDisk's SCOs when only != 0).
 func (s *controlServer) runScrub(ctx context.Context, only uint64) (volume.ScrubResult, error) {
-	res, err := s.e.pool.Scrub(ctx, only)
+	res, err := s.e.pool.Scrub(ctx, only, s.c.Scrub.Pace)
 	st := &ScrubStatus{At: time.Now(), ScrubResult: res}
 	if err != nil {
 		st.Error = err.Error()
