@@ -76,6 +76,9 @@ func (p *Pool) Scrub(ctx context.Context, only uint64, pace float64) (ScrubResul
 	if err != nil {
 		return res, err
 	}
+	if err := crashPoint("scrub counted"); err != nil {
+		return res, err
+	}
 	for _, v := range vds { // drain reads that may still use a dead location
 		v.resizeMu.Lock()
 		v.resizeMu.Unlock()
@@ -189,6 +192,9 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 		}
 		if err := v.pool.backend.Delete(ctx, name); err != nil {
 			return fmt.Errorf("volume: scrub: delete %s: %w", name, err)
+		}
+		if err := crashPoint("scrub delete"); err != nil {
+			return err
 		}
 		res.SCOsDeleted++
 		res.BytesFreed += size
