@@ -569,6 +569,8 @@ type Stats struct {
 	MapPagesCached   int    `json:"map_pages_cached"`
 	MapPagesDirty    int    `json:"map_pages_dirty"`
 	Template         bool   `json:"template"`
+	Snapshots        int    `json:"snapshots"`
+	Parent           string `json:"parent,omitempty"` // a clone's parent vDisk
 }
 
 // Stats returns the vDisk's counters.
@@ -576,7 +578,10 @@ func (v *VDisk) Stats() Stats {
 	v.mu.Lock()
 	st := Stats{ID: FormatID(v.id), SizeBytes: v.size.Load(), AllocatedBytes: v.mu.allocated * v.cs,
 		UploadedThrough: v.mu.uploadedThrough, MapPagesCached: len(v.mu.pages.pages), MapPagesDirty: v.mu.pages.dirty,
-		Template: v.template.Load()}
+		Template: v.template.Load(), Snapshots: len(v.mu.snaps)}
+	if pr := v.parent.Load(); pr != nil {
+		st.Parent = FormatID(pr.v.id)
+	}
 	for s, seg := range v.mu.segs {
 		if s > v.mu.uploadedThrough && seg.sealed {
 			st.SCOsNotUploaded++

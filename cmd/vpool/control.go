@@ -312,7 +312,7 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
+	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tSNAPSHOTS\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
 	for _, v := range st.VDisks {
 		upload := "ok"
 		if v.UploadError != "" {
@@ -320,8 +320,8 @@ func printStatus(w io.Writer, st *Status) {
 		} else if v.SCOsNotUploaded > 0 {
 			upload = fmt.Sprintf("%d SCOs queued", v.SCOsNotUploaded)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
-			human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs, upload)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
+			v.Snapshots, human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs, upload)
 	}
 	tw.Flush()
 	if len(st.VDisks) == 0 {
@@ -363,6 +363,7 @@ func writeMetrics(w io.Writer, st Status) {
 	}{
 		{"vpool_vdisk_size_bytes", "vDisk size.", func(v VDiskStatus) any { return v.SizeBytes }},
 		{"vpool_vdisk_allocated_bytes", "Bytes of mapped clusters.", func(v VDiskStatus) any { return v.AllocatedBytes }},
+		{"vpool_vdisk_snapshots", "Snapshots of the vDisk.", func(v VDiskStatus) any { return v.Snapshots }},
 		{"vpool_vdisk_write_buffer_bytes", "vDisk bytes not yet on the backend.", func(v VDiskStatus) any { return v.WriteBufferBytes }},
 		{"vpool_vdisk_reads_total", "Reads.", func(v VDiskStatus) any { return v.Reads }},
 		{"vpool_vdisk_writes_total", "Writes.", func(v VDiskStatus) any { return v.Writes }},
@@ -418,6 +419,9 @@ func (s *controlServer) vpoolPath(p string) string {
 func pathOf(v VDiskStatus) string {
 	if v.Template {
 		return v.Path + " (template)"
+	}
+	if v.Parent != "" {
+		return v.Path + " (clone of " + v.Parent + ")"
 	}
 	return v.Path
 }
