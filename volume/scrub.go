@@ -16,6 +16,9 @@ type ScrubResult struct {
 	BytesFreed   int64         `json:"bytes_freed"`   // their size
 	PartlyLive   int           `json:"partly_live"`   // SCOs with garbage that a rewrite would free (not done yet)
 	GarbageBytes int64         `json:"garbage_bytes"` // the garbage in them (taking them as full SCOs)
+	// Waiting counts vDisks whose garbage waits for the next pass: what
+	// made it garbage is not on the backend yet.
+	Waiting int `json:"waiting_vdisks"`
 	Took         time.Duration `json:"took_ns"`
 }
 
@@ -157,7 +160,19 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 	for s, seg := range v.mu.segs {
 		local[s] = seg
 	}
+	// A rebuild from the backend replays only uploaded TLogs and reads
+	// the newest manifest: the SCOs that the records after them made
+	// garbage (or a snapshot deleted since) must stay until those are
+	// on the backend too, or the rebuilt block map would name SCOs gone.
+	need := v.mu.cur.seq - 1
+	if v.mu.cur.slots != 0 || v.mu.cur.recs != 0 {
+		need = v.mu.cur.seq
+	}
+	safe := up >= need && !v.mu.manifestStale && v.mu.manifestGen > 0
 	v.mu.RUnlock()
+	if !safe {
+		res.Waiting++
+	}
 	prefix := fmt.Sprintf("%s/%016x/sco/", v.pool.cfg.Name, v.id)
 	names, err := v.pool.backend.List(ctx, prefix)
 	if err != nil {
@@ -179,6 +194,9 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 				res.PartlyLive++
 				res.GarbageBytes += int64(int(v.slots)-n) * v.cs
 			}
+			continue
+		}
+		if !safe {
 			continue
 		}
 		size, err := v.pool.backend.Size(ctx, name)

@@ -11,7 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
 	"time"
+	"vpool/metastore"
+	"vpool/vfs"
 )
 
 func readSnapshot(t *testing.T, v *VDisk, name string) []byte {
@@ -529,6 +532,10 @@ func TestScrubCrashAtEachStep(t *testing.T) {
 				}
 			}
 			check("after the crash")
+			// garbage waits until what made it garbage is on the backend
+			if err := e.vdisk(id).WaitUploaded(bg); err != nil {
+				t.Fatal(err)
+			}
 			res, err := e.pool.Scrub(bg, 0, 1)
 			if err != nil {
 				t.Fatal(err)
@@ -540,5 +547,37 @@ func TestScrubCrashAtEachStep(t *testing.T) {
 			e.wipeFlash()
 			check("after a rebuild from the backend")
 		})
+	}
+}
+
+// An SCO made garbage by writes not yet on the backend stays until they
+// are: a rebuild from the backend alone would still map it.
+func TestScrubWaitsForTheBackend(t *testing.T) {
+	e := newEnv(t)
+	const size = 8 << 20
+	v, _ := e.pool.Create(bg, size)
+	old := pattern(size, 1)
+	v.WriteAt(bg, old, 0)
+	v.Seal()
+	if err := v.WaitUploaded(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.backend.SetDelayForTesting(time.Hour) // the overwrite does not reach the backend
+	v.WriteAt(bg, pattern(size, 2), 0)
+	v.Seal()
+	res, err := e.pool.Scrub(bg, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SCOsDeleted != 0 || res.Waiting != 1 {
+		t.Fatalf("scrub before the overwrite is uploaded: %+v", res)
+	}
+	e.pool.AbandonForTesting() // and local flash is lost
+	e.backend.SetDelayForTesting(0)
+	e.fs = vfs.NewMem()
+	e.meta = metastore.NewMem()
+	e.open()
+	if got := mustRead(t, e.vdisk(v.ID()), 0, size); !bytes.Equal(got, old) {
+		t.Fatal("after a rebuild from the backend: not the uploaded data")
 	}
 }

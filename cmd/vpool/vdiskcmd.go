@@ -191,6 +191,9 @@ func scrubCmd(g *globalFlags) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "scrubbed %d SCOs in %s: %d freed (%s reclaimed); %d partly garbage (%s, not rewritten yet)\n",
 				res.SCOsScanned, res.Took.Round(time.Millisecond), res.SCOsDeleted, human(res.BytesFreed), res.PartlyLive, human(res.GarbageBytes))
+			if res.Waiting > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d vDisks have writes not on the backend yet: their garbage is freed by a later pass\n", res.Waiting)
+			}
 			return nil
 		},
 	}
