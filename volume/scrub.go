@@ -11,15 +11,15 @@ import (
 
 // ScrubResult is what one scrub pass did.
 type ScrubResult struct {
-	SCOsScanned  int           `json:"scos_scanned"`  // uploaded SCOs looked at
-	SCOsDeleted  int           `json:"scos_deleted"`  // no cluster of them was live
-	BytesFreed   int64         `json:"bytes_freed"`   // their size
-	PartlyLive   int           `json:"partly_live"`   // SCOs with garbage that a rewrite would free (not done yet)
-	GarbageBytes int64         `json:"garbage_bytes"` // the garbage in them (taking them as full SCOs)
+	SCOsScanned  int   `json:"scos_scanned"`  // uploaded SCOs looked at
+	SCOsDeleted  int   `json:"scos_deleted"`  // no cluster of them was live
+	BytesFreed   int64 `json:"bytes_freed"`   // their size
+	PartlyLive   int   `json:"partly_live"`   // SCOs with garbage that a rewrite would free (not done yet)
+	GarbageBytes int64 `json:"garbage_bytes"` // the garbage in them (taking them as full SCOs)
 	// Waiting counts vDisks whose garbage waits for the next pass: what
 	// made it garbage is not on the backend yet.
-	Waiting int `json:"waiting_vdisks"`
-	Took         time.Duration `json:"took_ns"`
+	Waiting int           `json:"waiting_vdisks"`
+	Took    time.Duration `json:"took_ns"`
 }
 
 type scoKey struct {
