@@ -215,7 +215,7 @@ func (v *VDisk) Flatten(ctx context.Context, progress FlattenProgress) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := v.flattenPage(ctx, pi); err != nil {
+		if err := v.rewritePage(ctx, pi, func(l loc) bool { return l.Owner > 0 }); err != nil {
 			return fmt.Errorf("volume: flatten clone %s, page %d: %w", FormatID(v.id), pi, err)
 		}
 		if progress != nil {
@@ -248,9 +248,11 @@ func (v *VDisk) Flatten(ctx context.Context, progress FlattenProgress) error {
 	return nil
 }
 
-// flattenPage rewrites the clusters of page pi that a parent holds, under
-// the stripe locks of the page (so no write to them runs meanwhile).
-func (v *VDisk) flattenPage(ctx context.Context, pi uint64) error {
+// rewritePage writes again, as new data, the clusters of page pi whose
+// location want picks (flatten: those a parent holds; scrub: those in
+// SCOs to compact), under the stripe locks of the page, so that no write
+// to them runs meanwhile.
+func (v *VDisk) rewritePage(ctx context.Context, pi uint64, want func(loc) bool) error {
 	v.resizeMu.RLock()
 	defer v.resizeMu.RUnlock()
 	end := uint64((v.size.Load() + v.cs - 1) >> v.shift)
@@ -260,25 +262,23 @@ func (v *VDisk) flattenPage(ctx context.Context, pi uint64) error {
 	}
 	held := v.stripes.lock(c0, c1, false, false, true, nil)
 	defer v.stripes.unlock(held)
-	var owners [pageEntries]uint16
+	var pick [pageEntries]bool
 	err := v.withPages(ctx, c0, c1, true, func() {
 		p := v.mu.pages.pages[pi]
-		for i := range owners {
-			if p.e[i].SCO != 0 {
-				owners[i] = p.e[i].Owner
-			}
+		for i := range pick {
+			pick[i] = p.e[i].SCO != 0 && want(p.e[i])
 		}
 	})
 	if err != nil {
 		return err
 	}
 	for i := 0; i < int(c1-c0); {
-		if owners[i] == 0 {
+		if !pick[i] {
 			i++
 			continue
 		}
 		j := i + 1
-		for j < int(c1-c0) && owners[j] != 0 {
+		for j < int(c1-c0) && pick[j] {
 			j++
 		}
 		buf := make([]byte, int64(j-i)*v.cs)

@@ -209,7 +209,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 		switch {
 		case op >= 118: // scrub: frees only what nothing reads
 			trace = append(trace, "scrub")
-			if _, err := e.pool.Scrub(ctx, 0, 1); err != nil {
+			if _, err := e.pool.Scrub(ctx, ScrubOptions{Pace: 1, Threshold: 0.5, Wait: true}); err != nil {
 				t.Fatalf("scrub: %v", err)
 			}
 			checkAll("after a scrub")

@@ -11,11 +11,12 @@ import (
 
 // ScrubResult is what one scrub pass did.
 type ScrubResult struct {
-	SCOsScanned  int   `json:"scos_scanned"`  // uploaded SCOs looked at
-	SCOsDeleted  int   `json:"scos_deleted"`  // no cluster of them was live
-	BytesFreed   int64 `json:"bytes_freed"`   // their size
-	PartlyLive   int   `json:"partly_live"`   // SCOs with garbage that a rewrite would free (not done yet)
-	GarbageBytes int64 `json:"garbage_bytes"` // the garbage in them (taking them as full SCOs)
+	SCOsScanned   int   `json:"scos_scanned"`   // uploaded SCOs looked at
+	SCOsDeleted   int   `json:"scos_deleted"`   // no cluster of them was live
+	BytesFreed    int64 `json:"bytes_freed"`    // their size
+	PartlyLive    int   `json:"partly_live"`    // SCOs with garbage that a rewrite would free (not done yet)
+	GarbageBytes  int64 `json:"garbage_bytes"`  // the garbage in them (taking them as full SCOs)
+	SCOsRewritten int   `json:"scos_rewritten"` // partly live SCOs whose live clusters were written again
 	// Waiting counts vDisks whose garbage waits for the next pass: what
 	// made it garbage is not on the backend yet.
 	Waiting int           `json:"waiting_vdisks"`
@@ -30,8 +31,7 @@ type scoKey struct {
 // Scrub frees the backend space that nothing reads any more: every SCO
 // of the pool's vDisks none of whose clusters is mapped by a head, a
 // snapshot's block-map version or a clone. Garbage comes from overwrites,
-// discards, deleted snapshots and rolled-back history. SCOs partly live
-// are counted (PartlyLive, GarbageBytes) but not rewritten yet.
+// discards, deleted snapshots and rolled-back history.
 //
 // Safety: the scan holds every vDisk's write-back and record locks, so no
 // block-map version is stored or dropped meanwhile and nothing is missed;
@@ -41,63 +41,167 @@ type scoKey struct {
 // before the SCO goes. Deleting is idempotent: a crash part way leaves
 // garbage for the next pass.
 //
-// With only != 0, just that vDisk's SCOs are judged (the scan still
-// covers every vDisk: clones read their parents' SCOs). pace (0 to 1] is
-// the share of time the scrub works; it sleeps the rest, so that the
-// front end keeps the CPU and disks (the scan holds write-backs off
-// meanwhile, which writers only wait for when their dirty block map is
-// at its limit).
-func (p *Pool) Scrub(ctx context.Context, only uint64, pace float64) (ScrubResult, error) {
+// Partly live SCOs (live fraction under o.Threshold) are compacted: the
+// clusters the head still maps there are written again, through the
+// write path, as new data (a snapshot or clone that reads them keeps its
+// own reference: the page's old version is kept as for any write). The
+// old SCO is then garbage, freed once the new records are on the
+// backend: by this pass when o.Wait (it seals and waits for the uploads),
+// else by the next.
+func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 	start := time.Now()
 	p.scrubMu.Lock()
 	defer p.scrubMu.Unlock()
 	var res ScrubResult
-	pc := newPacer(pace)
+	pc := newPacer(o.Pace)
 	var vds []*VDisk
 	for _, id := range p.List() {
 		if v, err := p.VDisk(id); err == nil {
 			vds = append(vds, v)
 		}
 	}
-	live := map[scoKey]int{} // live clusters
-	for _, v := range vds {
-		v.recMu.Lock()
-		v.wbMu.Lock()
-	}
-	err := func() error {
+	judged := func(v *VDisk) bool { return o.Only == 0 || v.id == o.Only }
+	free := func() (map[scoKey]int, error) {
+		live, err := p.countLive(ctx, vds, pc)
+		if err != nil {
+			return nil, err
+		}
+		if err := crashPoint("scrub counted"); err != nil {
+			return nil, err
+		}
+		for _, v := range vds { // drain reads that may still use a dead location
+			v.resizeMu.Lock()
+			v.resizeMu.Unlock()
+		}
 		for _, v := range vds {
-			if err := v.countLive(ctx, live, pc); err != nil {
-				return fmt.Errorf("volume: scrub: vDisk %s: %w", FormatID(v.id), err)
+			if judged(v) {
+				if err := v.freeDead(ctx, live, &res, pc); err != nil {
+					return nil, err
+				}
 			}
 		}
-		return nil
-	}()
-	for _, v := range vds {
-		v.wbMu.Unlock()
-		v.recMu.Unlock()
+		return live, nil
 	}
+	live, err := free()
 	if err != nil {
 		return res, err
 	}
-	if err := crashPoint("scrub counted"); err != nil {
-		return res, err
-	}
-	for _, v := range vds { // drain reads that may still use a dead location
-		v.resizeMu.Lock()
-		v.resizeMu.Unlock()
-	}
-	for _, v := range vds {
-		if only != 0 && v.id != only {
-			continue
+	if o.Threshold > 0 {
+		var compacted []*VDisk
+		for _, v := range vds {
+			if !judged(v) || v.IsTemplate() {
+				continue
+			}
+			n, err := v.compact(ctx, live, o.Threshold, pc)
+			if err != nil {
+				return res, fmt.Errorf("volume: scrub: compact vDisk %s: %w", FormatID(v.id), err)
+			}
+			if n > 0 {
+				res.SCOsRewritten += n
+				compacted = append(compacted, v)
+			}
 		}
-		if err := v.freeDead(ctx, live, &res, pc); err != nil {
-			return res, err
+		if o.Wait && len(compacted) > 0 {
+			for _, v := range compacted {
+				if err := v.Seal(); err != nil {
+					return res, err
+				}
+				if err := v.WaitUploaded(ctx); err != nil {
+					return res, err
+				}
+			}
+			// what the rewrite made garbage, now that it is safe to free
+			res.SCOsScanned, res.PartlyLive, res.GarbageBytes, res.Waiting = 0, 0, 0, 0
+			if _, err := free(); err != nil {
+				return res, err
+			}
 		}
 	}
 	res.Took = time.Since(start)
 	p.log.Info("volume: scrub pass", "scos_scanned", res.SCOsScanned, "scos_deleted", res.SCOsDeleted,
-		"bytes_freed", res.BytesFreed, "partly_live", res.PartlyLive, "garbage_bytes", res.GarbageBytes, "took", res.Took)
+		"bytes_freed", res.BytesFreed, "scos_rewritten", res.SCOsRewritten, "partly_live", res.PartlyLive,
+		"garbage_bytes", res.GarbageBytes, "took", res.Took)
 	return res, nil
+}
+
+// ScrubOptions says what a scrub pass does.
+type ScrubOptions struct {
+	Only      uint64  // judge only this vDisk's SCOs (the scan still covers all: clones read their parents')
+	Pace      float64 // (0, 1]: the share of time it works; it sleeps the rest
+	Threshold float64 // rewrite SCOs whose live fraction is under it; 0: never
+	Wait      bool    // after rewriting, wait for the uploads and free the old SCOs in this pass
+}
+
+// countLive counts the live clusters of every SCO, holding every vDisk's
+// write-back and record locks so that no block-map version is stored or
+// dropped meanwhile (the pacer's sleeps hold them too: writers wait for
+// them only when their dirty block map is at its limit).
+func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer) (map[scoKey]int, error) {
+	live := map[scoKey]int{}
+	for _, v := range vds {
+		v.recMu.Lock()
+		v.wbMu.Lock()
+	}
+	defer func() {
+		for _, v := range vds {
+			v.wbMu.Unlock()
+			v.recMu.Unlock()
+		}
+	}()
+	for _, v := range vds {
+		if err := v.countLive(ctx, live, pc); err != nil {
+			return nil, fmt.Errorf("volume: scrub: vDisk %s: %w", FormatID(v.id), err)
+		}
+	}
+	return live, nil
+}
+
+// compact rewrites the head's clusters in this vDisk's uploaded SCOs
+// whose live fraction is under threshold, and returns how many SCOs.
+func (v *VDisk) compact(ctx context.Context, live map[scoKey]int, threshold float64, pc *pacer) (int, error) {
+	v.mu.RLock()
+	up := v.mu.uploadedThrough
+	v.mu.RUnlock()
+	cand := map[uint32]bool{}
+	for k, n := range live {
+		if k.vdisk != v.id || k.seq > up || n == 0 || float64(n) >= threshold*float64(v.slots) {
+			continue
+		}
+		// an SCO sealed early is smaller: judge it by its real size
+		size, err := v.pool.backend.Size(ctx, scoName(v.pool.cfg.Name, v.id, k.seq))
+		if err != nil {
+			continue // gone already
+		}
+		if float64(n) < threshold*float64(size/v.cs) {
+			cand[k.seq] = true
+		}
+	}
+	if len(cand) == 0 {
+		return 0, nil
+	}
+	var pages []uint64
+	err := v.forEachPage(0, func(idx uint64, p *page) bool {
+		for _, l := range p.e {
+			if l.SCO != 0 && l.Owner == 0 && cand[l.SCO] {
+				pages = append(pages, idx)
+				break
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, pi := range pages {
+		if err := pc.step(ctx, 1); err != nil {
+			return 0, err
+		}
+		if err := v.rewritePage(ctx, pi, func(l loc) bool { return l.Owner == 0 && cand[l.SCO] }); err != nil {
+			return 0, err
+		}
+	}
+	v.log.Info("volume: scrub rewrote partly live SCOs", "vdisk", FormatID(v.id), "scos", len(cand), "pages", len(pages))
+	return len(cand), nil
 }
 
 // countLive adds the clusters that the vDisk's block map (head and

@@ -453,7 +453,7 @@ func TestScrubFreesGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	garbage := int64(3 * region)
-	res, err := e.pool.Scrub(bg, 0, 1)
+	res, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +469,7 @@ func TestScrubFreesGarbage(t *testing.T) {
 	if err := v.DeleteSnapshot(bg, "keep"); err != nil {
 		t.Fatal(err)
 	}
-	res2, err := e.pool.Scrub(bg, 0, 1)
+	res2, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +516,7 @@ func TestScrubCrashAtEachStep(t *testing.T) {
 				}
 				return nil
 			}
-			_, err := e.pool.Scrub(bg, 0, 1)
+			_, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
 			crashHook = nil
 			if err == nil {
 				t.Fatalf("the scrub did not stop at %s", stop)
@@ -536,7 +536,7 @@ func TestScrubCrashAtEachStep(t *testing.T) {
 			if err := e.vdisk(id).WaitUploaded(bg); err != nil {
 				t.Fatal(err)
 			}
-			res, err := e.pool.Scrub(bg, 0, 1)
+			res, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -565,7 +565,7 @@ func TestScrubWaitsForTheBackend(t *testing.T) {
 	e.backend.SetDelayForTesting(time.Hour) // the overwrite does not reach the backend
 	v.WriteAt(bg, pattern(size, 2), 0)
 	v.Seal()
-	res, err := e.pool.Scrub(bg, 0, 1)
+	res, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -579,5 +579,59 @@ func TestScrubWaitsForTheBackend(t *testing.T) {
 	e.open()
 	if got := mustRead(t, e.vdisk(v.ID()), 0, size); !bytes.Equal(got, old) {
 		t.Fatal("after a rebuild from the backend: not the uploaded data")
+	}
+}
+
+// Random overwrites leave SCOs partly live: a scrub with a threshold
+// rewrites their live clusters and frees them, and the data and a
+// snapshot (which keeps the first data's SCOs live) read the same.
+func TestScrubCompactsPartlyLive(t *testing.T) {
+	e := newEnv(t)
+	const size = 32 << 20
+	v, _ := e.pool.Create(bg, size)
+	want := pattern(size, 1)
+	v.WriteAt(bg, want, 0)
+	v.CreateSnapshot(bg, "s")
+	snap := append([]byte(nil), want...)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 6000; i++ { // about 3/4 of the clusters overwritten
+		c := r.IntN(size / 4096)
+		b := pattern(4096, byte(i))
+		v.WriteAt(bg, b, int64(c)*4096)
+		copy(want[c*4096:], b)
+	}
+	// overwrite the overwrites, so that their SCOs are partly live
+	for i := 0; i < 3000; i++ {
+		c := r.IntN(size / 4096)
+		b := pattern(4096, byte(i+7))
+		v.WriteAt(bg, b, int64(c)*4096)
+		copy(want[c*4096:], b)
+	}
+	v.Seal()
+	if err := v.WaitUploaded(bg); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.backend.List(bg, fmt.Sprintf("vp/%016x/sco/", v.ID()))
+	res, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1, Threshold: 0.5, Wait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := e.backend.List(bg, fmt.Sprintf("vp/%016x/sco/", v.ID()))
+	t.Logf("%d SCOs before, %d after: %+v", len(before), len(after), res)
+	if res.SCOsRewritten == 0 || len(after) >= len(before) {
+		t.Fatalf("nothing compacted: %d SCOs before, %d after (%+v)", len(before), len(after), res)
+	}
+	if got := mustRead(t, v, 0, size); !bytes.Equal(got, want) {
+		t.Fatal("the vDisk changed in a compaction")
+	}
+	if got := readSnapshot(t, v, "s"); !bytes.Equal(got, snap) {
+		t.Fatal("the snapshot changed in a compaction")
+	}
+	e.wipeFlash()
+	if got := mustRead(t, e.vdisk(v.ID()), 0, size); !bytes.Equal(got, want) {
+		t.Fatal("after a rebuild from the backend")
+	}
+	if got := readSnapshot(t, e.vdisk(v.ID()), "s"); !bytes.Equal(got, snap) {
+		t.Fatal("the snapshot after a rebuild from the backend")
 	}
 }

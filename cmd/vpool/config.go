@@ -38,8 +38,9 @@ type Config struct {
 
 // ScrubConfig is the background scrubber's part.
 type ScrubConfig struct {
-	Interval time.Duration `mapstructure:"interval"` // 0: no background scrub
-	Pace     float64       `mapstructure:"pace"`     // share of time a scrub works, (0, 1]
+	Interval  time.Duration `mapstructure:"interval"`  // 0: no background scrub
+	Pace      float64       `mapstructure:"pace"`      // share of time a scrub works, (0, 1]
+	Threshold float64       `mapstructure:"threshold"` // rewrite SCOs less live than this; 0: never
 }
 
 type FSConfig struct {
@@ -161,6 +162,7 @@ func defaults(dataDir string) map[string]any {
 		"fs.backup_interval":           "5s",
 		"scrub.interval":               "1h",
 		"scrub.pace":                   0.25,
+		"scrub.threshold":              0.5,
 		"snapshots.schedules":          []map[string]any{},
 		"nfs.listen":                   "127.0.0.1",
 		"nfs.portmap":                  true,
@@ -246,6 +248,9 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 		if err := sc.check(i); err != nil {
 			return nil, err
 		}
+	}
+	if c.Scrub.Threshold < 0 || c.Scrub.Threshold >= 1 {
+		return nil, fmt.Errorf("config: scrub.threshold %v: want a live fraction in [0, 1)", c.Scrub.Threshold)
 	}
 	if c.Scrub.Pace <= 0 || c.Scrub.Pace > 1 {
 		return nil, fmt.Errorf("config: scrub.pace %v: want a share of time in (0, 1]", c.Scrub.Pace)

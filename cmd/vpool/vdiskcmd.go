@@ -80,7 +80,7 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		if v != nil {
 			only = v.ID()
 		}
-		res, err := s.runScrub(r.Context(), only)
+		res, err := s.runScrub(r.Context(), only, true)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -141,8 +141,8 @@ type ScrubStatus struct {
 }
 
 // runScrub runs one pass (of one vDisk's SCOs when only != 0).
-func (s *controlServer) runScrub(ctx context.Context, only uint64) (volume.ScrubResult, error) {
-	res, err := s.e.pool.Scrub(ctx, only, s.c.Scrub.Pace)
+func (s *controlServer) runScrub(ctx context.Context, only uint64, wait bool) (volume.ScrubResult, error) {
+	res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{Only: only, Pace: s.c.Scrub.Pace, Threshold: s.c.Scrub.Threshold, Wait: wait})
 	st := &ScrubStatus{At: time.Now(), ScrubResult: res}
 	if err != nil {
 		st.Error = err.Error()
@@ -154,7 +154,7 @@ func (s *controlServer) runScrub(ctx context.Context, only uint64) (volume.Scrub
 // scrubber runs a scrub pass every interval until ctx ends.
 func (s *controlServer) scrubber(ctx context.Context, interval time.Duration) {
 	every(ctx, interval, func() {
-		if _, err := s.runScrub(ctx, 0); err != nil && ctx.Err() == nil {
+		if _, err := s.runScrub(ctx, 0, false); err != nil && ctx.Err() == nil {
 			s.log.Error("vpool: background scrub", "err", err)
 		}
 	})
@@ -165,8 +165,9 @@ func scrubCmd(g *globalFlags) *cobra.Command {
 		Use:   "scrub [PATH]",
 		Short: "free the backend space nothing reads any more (of one vDisk, or all), now",
 		Long: "scrub deletes the SCOs that no vDisk, snapshot or clone reads any more: garbage from overwrites,\n" +
-			"discards, deleted snapshots and rolled-back history. SCOs that are partly garbage are reported;\n" +
-			"rewriting them is not done yet. A background scrubber runs every scrub.interval.",
+			"discards, deleted snapshots and rolled-back history. SCOs less live than scrub.threshold are\n" +
+			"compacted: their live data is written again and they are freed once that is on the backend.\n" +
+			"A background scrubber runs every scrub.interval.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := vdiskRequest{}
@@ -189,8 +190,8 @@ func scrubCmd(g *globalFlags) *cobra.Command {
 			if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
 				return fmt.Errorf("scrub: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "scrubbed %d SCOs in %s: %d freed (%s reclaimed); %d partly garbage (%s, not rewritten yet)\n",
-				res.SCOsScanned, res.Took.Round(time.Millisecond), res.SCOsDeleted, human(res.BytesFreed), res.PartlyLive, human(res.GarbageBytes))
+			fmt.Fprintf(cmd.OutOrStdout(), "scrubbed %d SCOs in %s: %d freed (%s reclaimed), %d rewritten; %d partly garbage left (%s, above scrub.threshold)\n",
+				res.SCOsScanned, res.Took.Round(time.Millisecond), res.SCOsDeleted, human(res.BytesFreed), res.SCOsRewritten, res.PartlyLive, human(res.GarbageBytes))
 			if res.Waiting > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "%d vDisks have writes not on the backend yet: their garbage is freed by a later pass\n", res.Waiting)
 			}
