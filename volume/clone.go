@@ -215,7 +215,7 @@ func (v *VDisk) Flatten(ctx context.Context, progress FlattenProgress) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := v.rewritePage(ctx, pi, func(l loc) bool { return l.Owner > 0 }); err != nil {
+		if _, err := v.rewritePage(ctx, pi, func(l loc) bool { return l.Owner > 0 }); err != nil {
 			return fmt.Errorf("volume: flatten clone %s, page %d: %w", FormatID(v.id), pi, err)
 		}
 		if progress != nil {
@@ -252,13 +252,13 @@ func (v *VDisk) Flatten(ctx context.Context, progress FlattenProgress) error {
 // location want picks (flatten: those a parent holds; scrub: those in
 // SCOs to compact), under the stripe locks of the page, so that no write
 // to them runs meanwhile.
-func (v *VDisk) rewritePage(ctx context.Context, pi uint64, want func(loc) bool) error {
+func (v *VDisk) rewritePage(ctx context.Context, pi uint64, want func(loc) bool) (int64, error) {
 	v.resizeMu.RLock()
 	defer v.resizeMu.RUnlock()
 	end := uint64((v.size.Load() + v.cs - 1) >> v.shift)
 	c0, c1 := pi<<pageShift, min((pi+1)<<pageShift, end)
 	if c0 >= c1 {
-		return nil
+		return 0, nil
 	}
 	held := v.stripes.lock(c0, c1, false, false, true, nil)
 	defer v.stripes.unlock(held)
@@ -270,8 +270,9 @@ func (v *VDisk) rewritePage(ctx context.Context, pi uint64, want func(loc) bool)
 		}
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var written int64
 	for i := 0; i < int(c1-c0); {
 		if !pick[i] {
 			i++
@@ -283,12 +284,13 @@ func (v *VDisk) rewritePage(ctx context.Context, pi uint64, want func(loc) bool)
 		}
 		buf := make([]byte, int64(j-i)*v.cs)
 		if err := v.readClusters(ctx, c0+uint64(i), buf); err != nil {
-			return err
+			return written, err
 		}
 		if err := v.writeClusters(ctx, c0+uint64(i), buf); err != nil {
-			return err
+			return written, err
 		}
+		written += int64(len(buf))
 		i = j
 	}
-	return nil
+	return written, nil
 }

@@ -92,7 +92,7 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 			if !judged(v) || v.IsTemplate() {
 				continue
 			}
-			n, err := v.compact(ctx, live, o.Threshold, pc)
+			n, err := v.compact(ctx, live, o.Threshold, pc, o.Rate)
 			if err != nil {
 				return res, fmt.Errorf("volume: scrub: compact vDisk %s: %w", FormatID(v.id), err)
 			}
@@ -130,6 +130,7 @@ type ScrubOptions struct {
 	Pace      float64 // (0, 1]: the share of time it works; it sleeps the rest
 	Threshold float64 // rewrite SCOs whose live fraction is under it; 0: never
 	Wait      bool    // after rewriting, wait for the uploads and free the old SCOs in this pass
+	Rate      int64   // bytes per second a compaction rewrites at most; 0: no limit
 }
 
 // countLive counts the live clusters of every SCO, holding every vDisk's
@@ -158,7 +159,7 @@ func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer) (map[scoK
 
 // compact rewrites the head's clusters in this vDisk's uploaded SCOs
 // whose live fraction is under threshold, and returns how many SCOs.
-func (v *VDisk) compact(ctx context.Context, live map[scoKey]int, threshold float64, pc *pacer) (int, error) {
+func (v *VDisk) compact(ctx context.Context, live map[scoKey]int, threshold float64, pc *pacer, rate int64) (int, error) {
 	v.mu.RLock()
 	up := v.mu.uploadedThrough
 	v.mu.RUnlock()
@@ -192,12 +193,25 @@ func (v *VDisk) compact(ctx context.Context, live map[scoKey]int, threshold floa
 	if err != nil {
 		return 0, err
 	}
+	start := time.Now()
+	var written int64
 	for _, pi := range pages {
 		if err := pc.step(ctx, 1); err != nil {
 			return 0, err
 		}
-		if err := v.rewritePage(ctx, pi, func(l loc) bool { return l.Owner == 0 && cand[l.SCO] }); err != nil {
+		n, err := v.rewritePage(ctx, pi, func(l loc) bool { return l.Owner == 0 && cand[l.SCO] })
+		if err != nil {
 			return 0, err
+		}
+		written += n
+		if rate > 0 { // at most rate bytes a second
+			if ahead := time.Duration(float64(written)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
+				select {
+				case <-time.After(ahead):
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+			}
 		}
 	}
 	v.log.Info("volume: scrub rewrote partly live SCOs", "vdisk", FormatID(v.id), "scos", len(cand), "pages", len(pages))

@@ -41,6 +41,7 @@ type ScrubConfig struct {
 	Interval  time.Duration `mapstructure:"interval"`  // 0: no background scrub
 	Pace      float64       `mapstructure:"pace"`      // share of time a scrub works, (0, 1]
 	Threshold float64       `mapstructure:"threshold"` // rewrite SCOs less live than this; 0: never
+	Rate      Size          `mapstructure:"rate"`      // bytes per second compaction rewrites at most; 0: no limit
 }
 
 type FSConfig struct {
@@ -163,6 +164,7 @@ func defaults(dataDir string) map[string]any {
 		"scrub.interval":               "1h",
 		"scrub.pace":                   0.25,
 		"scrub.threshold":              0.5,
+		"scrub.rate":                   "16MiB",
 		"snapshots.schedules":          []map[string]any{},
 		"nfs.listen":                   "127.0.0.1",
 		"nfs.portmap":                  true,

@@ -142,7 +142,7 @@ type ScrubStatus struct {
 
 // runScrub runs one pass (of one vDisk's SCOs when only != 0).
 func (s *controlServer) runScrub(ctx context.Context, only uint64, wait bool) (volume.ScrubResult, error) {
-	res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{Only: only, Pace: s.c.Scrub.Pace, Threshold: s.c.Scrub.Threshold, Wait: wait})
+	res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{Only: only, Pace: s.c.Scrub.Pace, Threshold: s.c.Scrub.Threshold, Wait: wait, Rate: int64(s.c.Scrub.Rate)})
 	st := &ScrubStatus{At: time.Now(), ScrubResult: res}
 	if err != nil {
 		st.Error = err.Error()
