@@ -72,7 +72,10 @@ iops() {
 }
 idle=() busy=()
 for i in $(seq "$n"); do
+	# each measurement starts with the uploads (and a compaction's) done
+	quiesce "$scratch/bin/vpool" "$scratch/vpool"
 	a=$(iops); idle+=("$a")
+	quiesce "$scratch/bin/vpool" "$scratch/vpool"
 	( while :; do vp scrub >/dev/null 2>&1 || true; done ) & sp=$!
 	b=$(iops); busy+=("$b")
 	kill "$sp"; wait "$sp" 2>/dev/null || true
