@@ -173,6 +173,9 @@ func (p *Pool) Clone(ctx context.Context, parent *VDisk, name string) (*VDisk, e
 	if err != nil {
 		return nil, err
 	}
+	if err := crashPoint("clone created"); err != nil {
+		return nil, err
+	}
 	if err := v.syncManifest(ctx); err != nil {
 		if derr := p.Delete(ctx, v.id); derr != nil {
 			v.log.Error("volume: remove a clone whose manifest failed", "vdisk", FormatID(v.id), "err", derr)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vpool/metastore"
 )
 
 // A clone of a clone of a template, each written on its own: every one
@@ -149,5 +151,54 @@ func TestFlattenCrashAtEachStep(t *testing.T) {
 				t.Fatal("the flattened clone differs after a rebuild from the backend")
 			}
 		})
+	}
+}
+
+// A clone cut short (after its record; after its manifest and first
+// TLog, before the manifest sync that follows; or done) is,
+// after kill -9 and after the loss of the metadata store, either a
+// complete clone reading the snapshot or gone; the parent is untouched.
+func TestCloneCrashAtEachStep(t *testing.T) {
+	for _, stop := range []string{"clone record", "clone created", "none"} {
+		for _, loss := range []string{"kill", "metadata"} {
+			t.Run(stop+"/"+loss, func(t *testing.T) {
+				e := newEnv(t)
+				const size = 8 << 20
+				p, _ := e.pool.Create(bg, size)
+				a := pattern(size, 1)
+				p.WriteAt(bg, a, 0)
+				p.CreateSnapshot(bg, "s")
+				p.WriteAt(bg, pattern(size, 2), 0)
+				crashHook = func(step string) error {
+					if step == stop {
+						return errors.New("crash")
+					}
+					return nil
+				}
+				_, err := e.pool.Clone(bg, p, "s")
+				crashHook = nil
+				if (err == nil) != (stop == "none") {
+					t.Fatalf("clone: %v", err)
+				}
+				e.pool.AbandonForTesting()
+				if loss == "metadata" {
+					e.meta = metastore.NewMem()
+				}
+				e.open()
+				for _, id := range e.pool.List() {
+					v := e.vdisk(id)
+					want := pattern(size, 2) // the parent's head
+					if par, _ := v.Parent(); par != nil {
+						want = a
+					}
+					if got := mustRead(t, v, 0, size); !bytes.Equal(got, want) {
+						t.Fatalf("vDisk %s (clone: %v) reads wrong after the crash", FormatID(id), want[0] == a[0])
+					}
+				}
+				if got := readSnapshot(t, e.vdisk(p.ID()), "s"); !bytes.Equal(got, a) {
+					t.Fatal("the parent's snapshot changed")
+				}
+			})
+		}
 	}
 }

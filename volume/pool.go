@@ -326,6 +326,21 @@ func (p *Pool) create(ctx context.Context, rec vdiskRecord) (*VDisk, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rec.Parent != nil {
+		// A clone's manifest first: its TLogs do not name its parent, so
+		// with the metadata lost, a clone with TLogs but no manifest would
+		// come back as a vDisk of its own. Without TLog 1 and manifest it
+		// is a vDisk never completed, removed at the next open.
+		err := crashPoint("clone record")
+		if err == nil {
+			err = v.syncManifest(ctx)
+		}
+		if err != nil {
+			p.wb.Unregister(id)
+			p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id)}, {Key: metaKey(metaKeyUpload, id)}})
+			return nil, err
+		}
+	}
 	seg, err := v.createSegment(1)
 	if err != nil {
 		p.wb.Unregister(id)
