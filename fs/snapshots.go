@@ -233,7 +233,7 @@ func (n *Namespace) snapEntries(ctx context.Context, ino uint64, inodeOrder bool
 	return n.readDir(ctx, real, "", mirror)
 }
 
-// readDirAfter and readDirOrderAfter skip what a cookie says was listed.
+// snapReadDir and snapReadDirOrder skip what a cookie says was listed.
 func (n *Namespace) snapReadDir(ctx context.Context, ino uint64, after string, fn func(DirEntry) bool) error {
 	return n.snapEntries(ctx, ino, false, func(e DirEntry) bool { return e.Name <= after && after != "" || fn(e) })
 }
@@ -242,7 +242,7 @@ func (n *Namespace) snapReadDirOrder(ctx context.Context, ino, after uint64, fn 
 	return n.snapEntries(ctx, ino, true, func(e DirEntry) bool { return e.Ino <= after && after != 0 || fn(e) })
 }
 
-// snapshotFile opens a snapshot file for reading.
+// openSnapshot opens a snapshot file for reading.
 func (n *Namespace) openSnapshot(ino uint64, write bool) (*File, error) {
 	if write {
 		return nil, ErrReadOnly

@@ -3,7 +3,6 @@ package volume
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -102,17 +101,7 @@ func TestFlattenCrashAtEachStep(t *testing.T) {
 			id := c.ID()
 			copy(a[5000:], pattern(9000, 3))
 			c.WriteAt(bg, a[5000:14000], 5000)
-			pages := 0
-			crashHook = func(step string) error {
-				if step == "flatten page" {
-					pages++
-					step = fmt.Sprintf("page%d", pages)
-				}
-				if step == stop {
-					return errors.New("crash")
-				}
-				return nil
-			}
+			crashAt(stop, "flatten page", "page")
 			var last [2]int
 			err = c.Flatten(bg, func(done, total int) { last = [2]int{done, total} })
 			crashHook = nil
@@ -169,12 +158,7 @@ func TestCloneCrashAtEachStep(t *testing.T) {
 				p.WriteAt(bg, a, 0)
 				p.CreateSnapshot(bg, "s")
 				p.WriteAt(bg, pattern(size, 2), 0)
-				crashHook = func(step string) error {
-					if step == stop {
-						return errors.New("crash")
-					}
-					return nil
-				}
+				crashAt(stop, "", "")
 				_, err := e.pool.Clone(bg, p, "s")
 				crashHook = nil
 				if (err == nil) != (stop == "none") {

@@ -2,6 +2,8 @@ package volume
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -114,4 +116,21 @@ func (e *env) vdisk(id uint64) *VDisk {
 		e.t.Fatal(err)
 	}
 	return v
+}
+
+// crashAt makes step stop of a rollback, flatten, clone or scrub fail as
+// a crash there would (reset crashHook after). The step counted repeats:
+// its n-th time is named name+n ("page3").
+func crashAt(stop, counted, name string) {
+	n := 0
+	crashHook = func(step string) error {
+		if step == counted {
+			n++
+			step = fmt.Sprintf("%s%d", name, n)
+		}
+		if step == stop {
+			return errors.New("crash")
+		}
+		return nil
+	}
 }

@@ -75,16 +75,11 @@ func (v *VDisk) Rollback(ctx context.Context, name string) error {
 			return &ClonesError{Snapshot: s.Name, Clones: c}
 		}
 	}
-	if cur := v.mu.cur; cur.slots != 0 || cur.recs != 0 {
-		for v.mu.cur == cur {
-			if err := v.sealLocked(); err != nil {
-				v.mu.Unlock()
-				return err
-			}
-		}
-	}
-	last := v.mu.cur.seq - 1
+	last, err := v.sealOpenLocked()
 	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if err := v.writeBack(ctx); err != nil {
 		return err
 	}

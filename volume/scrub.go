@@ -282,11 +282,7 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 	// the newest manifest: the SCOs that the records after them made
 	// garbage (or a snapshot deleted since) must stay until those are
 	// on the backend too, or the rebuilt block map would name SCOs gone.
-	need := v.mu.cur.seq - 1
-	if v.mu.cur.slots != 0 || v.mu.cur.recs != 0 {
-		need = v.mu.cur.seq
-	}
-	safe := up >= need && !v.mu.manifestStale && v.mu.manifestGen > 0
+	safe := up >= v.lastTLogLocked() && !v.mu.manifestStale && v.mu.manifestGen > 0
 	v.mu.RUnlock()
 	if !safe {
 		res.Waiting++

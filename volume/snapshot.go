@@ -127,17 +127,11 @@ func (v *VDisk) CreateSnapshot(ctx context.Context, name string) (SnapshotInfo, 
 		v.mu.Unlock()
 		return SnapshotInfo{}, ErrClosed
 	}
-	// The boundary is the end of a TLog: seal the open one unless empty.
-	cur := v.mu.cur
-	last := cur.seq - 1
-	if cur.slots != 0 || cur.recs != 0 {
-		for v.mu.cur == cur {
-			if err := v.sealLocked(); err != nil {
-				v.mu.Unlock()
-				return SnapshotInfo{}, err
-			}
-		}
-		last = cur.seq
+	// The boundary is the end of a TLog.
+	last, err := v.sealOpenLocked()
+	if err != nil {
+		v.mu.Unlock()
+		return SnapshotInfo{}, err
 	}
 	info := SnapshotInfo{Name: name, Epoch: v.mu.epoch, TLog: last, Created: time.Now().UTC(),
 		Size: v.size.Load(), Written: v.mu.written * v.cs, Allocated: v.mu.allocated * v.cs}

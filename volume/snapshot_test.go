@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -311,7 +310,7 @@ func TestSnapshotErrorsAndInfo(t *testing.T) {
 // of the block map) is finished at the next start; so is a rebuild from
 // the backend after it.
 func TestRollbackCrashAtEachStep(t *testing.T) {
-	for _, stop := range []string{"record", "page1", "page5", "none"} {
+	for _, stop := range []string{"rollback record", "page1", "page5", "none"} {
 		t.Run(stop, func(t *testing.T) {
 			e := newEnv(t)
 			const size = 32 << 20
@@ -339,18 +338,7 @@ func TestRollbackCrashAtEachStep(t *testing.T) {
 			if err := v.WriteAt(bg, pattern(1<<20, 7), size+5<<20); err != nil {
 				t.Fatal(err)
 			}
-			pages := 0
-			crashHook = func(step string) error {
-				step = strings.TrimPrefix(step, "rollback ")
-				if step == "page" {
-					pages++
-					step = fmt.Sprintf("page%d", pages)
-				}
-				if step == stop {
-					return errors.New("crash")
-				}
-				return nil
-			}
+			crashAt(stop, "rollback page", "page")
 			err := v.Rollback(bg, "a")
 			crashHook = nil
 			if stop == "none" {
@@ -505,17 +493,7 @@ func TestScrubCrashAtEachStep(t *testing.T) {
 			if err := v.WaitUploaded(bg); err != nil {
 				t.Fatal(err)
 			}
-			deletes := 0
-			crashHook = func(step string) error {
-				if step == "scrub delete" {
-					deletes++
-					step = fmt.Sprintf("delete%d", deletes)
-				}
-				if step == stop {
-					return errors.New("crash")
-				}
-				return nil
-			}
+			crashAt(stop, "scrub delete", "delete")
 			_, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
 			crashHook = nil
 			if err == nil {

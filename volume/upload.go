@@ -139,15 +139,29 @@ func (v *VDisk) sealLocked() error {
 func (v *VDisk) Seal() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.mu.cur.slots == 0 && v.mu.cur.recs == 0 {
-		return nil
+	_, err := v.sealOpenLocked()
+	return err
+}
+
+// lastTLogLocked is the newest TLog that holds records: the open one
+// unless it is empty.
+func (v *VDisk) lastTLogLocked() uint32 {
+	if cur := v.mu.cur; cur.slots != 0 || cur.recs != 0 {
+		return cur.seq
 	}
-	for cur := v.mu.cur; v.mu.cur == cur; {
+	return v.mu.cur.seq - 1
+}
+
+// sealOpenLocked seals the open SCO unless it is empty, and returns the
+// last TLog of what was written before: a TLog boundary.
+func (v *VDisk) sealOpenLocked() (uint32, error) {
+	last := v.lastTLogLocked()
+	for v.mu.cur.seq == last {
 		if err := v.sealLocked(); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return last, nil
 }
 
 // writeBack stores the dirty block-map pages with the watermark in one
