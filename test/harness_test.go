@@ -64,11 +64,18 @@ type daemon struct {
 	starts  int
 	netns   string // the daemon's network namespace: its own loopback, ports 111 and 2049
 	nfsUp   int    // the start whose NFS gateway answered
+	config  string // a --config file, or ""
 }
 
 // startDaemon runs `vpool serve` and waits until the tree is mounted.
 // env adds VPOOL_* settings.
 func startDaemon(t *testing.T, env ...string) *daemon {
+	t.Helper()
+	return startDaemonConfig(t, "", env...)
+}
+
+// startDaemonConfig is startDaemon with a config file holding yaml.
+func startDaemonConfig(t *testing.T, yaml string, env ...string) *daemon {
 	t.Helper()
 	root, err := os.MkdirTemp("/var/tmp", "vpool-e2e-")
 	if err != nil {
@@ -77,6 +84,13 @@ func startDaemon(t *testing.T, env ...string) *daemon {
 	d := &daemon{t: t, root: root, dataDir: filepath.Join(root, "data"), mnt: filepath.Join(root, "mnt"),
 		env:   append([]string{"VPOOL_WRITE_BUFFER_SIZE=2GiB", "VPOOL_READ_CACHE_SIZE=128MiB"}, env...),
 		netns: filepath.Base(root)}
+	if yaml != "" {
+		d.config = filepath.Join(root, "vpool.yaml")
+		if err := os.WriteFile(d.config, []byte(yaml), 0o644); err != nil {
+			os.RemoveAll(root)
+			t.Fatal(err)
+		}
+	}
 	// Each daemon gets a network namespace with only loopback, kept
 	// across its restarts, so that the NFS gateway's fixed ports never
 	// meet another daemon's or the host's.
@@ -108,7 +122,11 @@ func (d *daemon) start() {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	d.cmd = exec.Command("nsenter", "--net="+d.netnsPath(), "--", vpoolBin, "serve", "--data-dir", d.dataDir, "--mountpoint", d.mnt)
+	args := []string{"--net=" + d.netnsPath(), "--", vpoolBin, "serve", "--data-dir", d.dataDir, "--mountpoint", d.mnt}
+	if d.config != "" {
+		args = append(args, "--config", d.config)
+	}
+	d.cmd = exec.Command("nsenter", args...)
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {

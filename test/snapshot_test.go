@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,15 +233,51 @@ func TestCloneTemplateAndFlatten(t *testing.T) {
 }
 
 // `vpool scrub` frees the space of overwritten data once it is on the
-// backend, and what the vDisk reads does not change; status shows it.
+// backend, and what the vDisk reads does not change; status shows the
+// garbage a deleted snapshot leaves within seconds, and the scrub.
 func TestScrubCommand(t *testing.T) {
 	d := startDaemon(t, "VPOOL_ENGINE_SCO_SIZE=4MiB", "VPOOL_ENGINE_SEAL_IDLE=1s")
 	img := d.path("s.raw")
 	run(t, time.Minute, "truncate", "-s", "32M", img)
 	for i := 1; i <= 4; i++ {
 		run(t, time.Minute, "qemu-io", "-f", "raw", "-c", fmt.Sprintf("write -P %d 0 32M", i), img)
+		if i == 1 {
+			run(t, time.Minute, vpoolBin, "snapshot", "create", "s.raw", "first", "--data-dir", d.dataDir)
+		}
 	}
 	waitUploaded(t, d)
+	// reclaimable is the status's newest count: after a snapshot delete,
+	// a count comes within seconds (without a scrub)
+	reclaimable := func(after time.Time) (total, vdisk float64) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			st := d.status()
+			if r, ok := st["reclaimable"].(map[string]any); ok {
+				if at, err := time.Parse(time.RFC3339Nano, r["at"].(string)); err == nil && at.After(after) {
+					for _, v := range st["vdisks"].([]any) {
+						if m := v.(map[string]any); m["path"] == "/s.raw" {
+							vdisk = m["reclaimable_bytes"].(float64)
+						}
+					}
+					return r["bytes"].(float64), vdisk
+				}
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		t.Fatalf("no count of reclaimable bytes in a minute: %v", d.status())
+		return 0, 0
+	}
+	deleted := time.Now()
+	run(t, time.Minute, vpoolBin, "snapshot", "delete", "s.raw", "first", "--data-dir", d.dataDir)
+	// three rounds of 32 MiB are garbage now
+	if total, vd := reclaimable(deleted); total < 90<<20 || total > 100<<20 || vd != total {
+		t.Fatalf("after the snapshot's delete: reclaimable %.0f bytes, of s.raw %.0f; want about 96 MiB", total, vd)
+	}
+	if st := run(t, time.Minute, vpoolBin, "status", "--data-dir", d.dataDir); !strings.Contains(st, "reclaimable: 9") {
+		t.Fatalf("status does not show the reclaimable bytes:\n%s", st)
+	}
+	scrubbed := time.Now()
 	out := run(t, 5*time.Minute, vpoolBin, "scrub", "s.raw", "--data-dir", d.dataDir)
 	var scanned, freed int
 	if _, err := fmt.Sscanf(out, "scrubbed %d SCOs", &scanned); err != nil {
@@ -258,6 +295,88 @@ func TestScrubCommand(t *testing.T) {
 	if !strings.Contains(st, "scrub: last pass") {
 		t.Fatalf("status does not show the scrub:\n%s", st)
 	}
+	if total, _ := reclaimable(scrubbed); total > 8<<20 {
+		t.Fatalf("after the scrub: reclaimable %.0f bytes", total)
+	}
 	d.restart()
 	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 4 0 32M", img)
+}
+
+// Scheduled snapshots from the config file: taken every interval of the
+// vDisks the schedule covers, expired by its retention, readable as
+// files, and kept across a restart.
+func TestScheduledSnapshots(t *testing.T) {
+	d := startDaemonConfig(t, "snapshots:\n  schedules:\n    - path: vms/\n      every: 2s\n      keep: {last: 4}\n")
+	if err := os.Mkdir(d.path("vms"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img, other := d.path("vms/a.raw"), d.path("b.raw")
+	run(t, time.Minute, "truncate", "-s", "16M", img, other)
+	snaps := func(rel string) []string { // oldest first
+		t.Helper()
+		ents, err := os.ReadDir(d.path(".snapshots/" + rel))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), "auto-") {
+				t.Fatalf("a scheduled snapshot named %q", e.Name())
+			}
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	// waitNewer waits for a scheduled snapshot taken after the moment
+	// (the names have whole seconds).
+	waitNewer := func(after time.Time) string {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			for _, n := range snaps("vms/a.raw") {
+				at, err := time.Parse("20060102-150405", strings.TrimPrefix(n, "auto-"))
+				if err != nil {
+					t.Fatalf("snapshot %s: %v", n, err)
+				}
+				if at.After(after.UTC().Truncate(time.Second)) {
+					return n
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("no scheduled snapshot after %s in a minute: %v", after, snaps("vms/a.raw"))
+		return ""
+	}
+	read := func(pattern, name string) {
+		t.Helper()
+		run(t, time.Minute, "qemu-io", "-f", "raw", "-r", "-c", "read -P "+pattern+" 0 16M", d.path(".snapshots/vms/a.raw/"+name))
+	}
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "write -P 0x31 0 16M", img)
+	first := waitNewer(time.Now())
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "write -P 0x32 0 16M", img)
+	read("0x31", first)
+	read("0x32", waitNewer(time.Now()))
+
+	// more intervals: the oldest go, four stay
+	waitNewer(time.Now().Add(8 * time.Second))
+	var got []string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if got = snaps("vms/a.raw"); len(got) == 4 { // not between a snapshot and the expiry after it
+			break
+		}
+	}
+	if len(got) != 4 || slices.Contains(got, first) {
+		t.Fatalf("with keep last 4: %v (the first was %s)", got, first)
+	}
+	if n := snaps("b.raw"); len(n) != 0 {
+		t.Fatalf("b.raw is outside the schedule's directory and has snapshots %v", n)
+	}
+	restarted := time.Now()
+	d.restart()
+	after := snaps("vms/a.raw")
+	if len(after) < 3 || after[0] < got[0] {
+		t.Fatalf("after a restart: %v, before %v", after, got)
+	}
+	read("0x32", after[len(after)-1])
+	waitNewer(restarted) // the schedule goes on
 }

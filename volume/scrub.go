@@ -2,11 +2,14 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"vpool/objstore"
 )
 
 // ScrubResult is what one scrub pass did.
@@ -19,8 +22,22 @@ type ScrubResult struct {
 	SCOsRewritten int   `json:"scos_rewritten"` // partly live SCOs whose live clusters were written again
 	// Waiting counts vDisks whose garbage waits for the next pass: what
 	// made it garbage is not on the backend yet.
-	Waiting int           `json:"waiting_vdisks"`
-	Took    time.Duration `json:"took_ns"`
+	Waiting int `json:"waiting_vdisks"`
+	// ReclaimableBytes is the garbage this pass left: SCOs nothing reads
+	// that it did not delete (a dry run, or waiting) and GarbageBytes;
+	// Reclaimable splits it by vDisk (FormatID).
+	ReclaimableBytes int64            `json:"reclaimable_bytes"`
+	Reclaimable      map[string]int64 `json:"reclaimable_by_vdisk,omitempty"`
+	Took             time.Duration    `json:"took_ns"`
+}
+
+// reclaimable adds n bytes of garbage of vDisk id.
+func (r *ScrubResult) reclaimable(id uint64, n int64) {
+	if r.Reclaimable == nil {
+		r.Reclaimable = map[string]int64{}
+	}
+	r.Reclaimable[FormatID(id)] += n
+	r.ReclaimableBytes += n
 }
 
 type scoKey struct {
@@ -62,9 +79,19 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 	}
 	judged := func(v *VDisk) bool { return o.Only == 0 || v.id == o.Only }
 	free := func() (map[scoKey]int, error) {
-		live, err := p.countLive(ctx, vds, pc)
+		live, err := p.countLive(ctx, vds, pc, !o.DryRun)
 		if err != nil {
 			return nil, err
+		}
+		if o.DryRun {
+			for _, v := range vds {
+				if judged(v) {
+					if err := v.freeDead(ctx, live, &res, pc, true); err != nil {
+						return nil, err
+					}
+				}
+			}
+			return live, nil
 		}
 		if err := crashPoint("scrub counted"); err != nil {
 			return nil, err
@@ -75,7 +102,7 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 		}
 		for _, v := range vds {
 			if judged(v) {
-				if err := v.freeDead(ctx, live, &res, pc); err != nil {
+				if err := v.freeDead(ctx, live, &res, pc, false); err != nil {
 					return nil, err
 				}
 			}
@@ -85,6 +112,10 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 	live, err := free()
 	if err != nil {
 		return res, err
+	}
+	if o.DryRun {
+		res.Took = time.Since(start)
+		return res, nil
 	}
 	if o.Threshold > 0 {
 		var compacted []*VDisk
@@ -112,6 +143,7 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 			}
 			// what the rewrite made garbage, now that it is safe to free
 			res.SCOsScanned, res.PartlyLive, res.GarbageBytes, res.Waiting = 0, 0, 0, 0
+			res.ReclaimableBytes, res.Reclaimable = 0, nil
 			if _, err := free(); err != nil {
 				return res, err
 			}
@@ -131,24 +163,30 @@ type ScrubOptions struct {
 	Threshold float64 // rewrite SCOs whose live fraction is under it; 0: never
 	Wait      bool    // after rewriting, wait for the uploads and free the old SCOs in this pass
 	Rate      int64   // bytes per second a compaction rewrites at most; 0: no limit
+	// DryRun counts the garbage (ReclaimableBytes) and changes nothing.
+	// Its scan takes no lock: a write meanwhile may make the count a
+	// little off, which is what an estimate may be.
+	DryRun bool
 }
 
-// countLive counts the live clusters of every SCO, holding every vDisk's
-// write-back and record locks so that no block-map version is stored or
-// dropped meanwhile (the pacer's sleeps hold them too: writers wait for
-// them only when their dirty block map is at its limit).
-func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer) (map[scoKey]int, error) {
+// countLive counts the live clusters of every SCO. With lock it holds
+// every vDisk's write-back and record locks so that no block-map version
+// is stored or dropped meanwhile (the pacer's sleeps hold them too:
+// writers wait for them only when their dirty block map is at its limit).
+func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer, lock bool) (map[scoKey]int, error) {
 	live := map[scoKey]int{}
-	for _, v := range vds {
-		v.recMu.Lock()
-		v.wbMu.Lock()
-	}
-	defer func() {
+	if lock {
 		for _, v := range vds {
-			v.wbMu.Unlock()
-			v.recMu.Unlock()
+			v.recMu.Lock()
+			v.wbMu.Lock()
 		}
-	}()
+		defer func() {
+			for _, v := range vds {
+				v.wbMu.Unlock()
+				v.recMu.Unlock()
+			}
+		}()
+	}
 	for _, v := range vds {
 		if err := v.countLive(ctx, live, pc); err != nil {
 			return nil, fmt.Errorf("volume: scrub: vDisk %s: %w", FormatID(v.id), err)
@@ -270,8 +308,9 @@ func (v *VDisk) countLive(ctx context.Context, live map[scoKey]int, pc *pacer) e
 	return derr
 }
 
-// freeDead deletes the vDisk's uploaded SCOs that nothing maps.
-func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubResult, pc *pacer) error {
+// freeDead deletes the vDisk's uploaded SCOs that nothing maps (with
+// dry, it only counts them).
+func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubResult, pc *pacer, dry bool) error {
 	v.mu.RLock()
 	up := v.mu.uploadedThrough
 	local := map[uint32]*segment{}
@@ -284,7 +323,7 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 	// on the backend too, or the rebuilt block map would name SCOs gone.
 	safe := up >= v.lastTLogLocked() && !v.mu.manifestStale && v.mu.manifestGen > 0
 	v.mu.RUnlock()
-	if !safe {
+	if !safe && !dry {
 		res.Waiting++
 	}
 	prefix := fmt.Sprintf("%s/%016x/sco/", v.pool.cfg.Name, v.id)
@@ -307,15 +346,20 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 			if n < int(v.slots) {
 				res.PartlyLive++
 				res.GarbageBytes += int64(int(v.slots)-n) * v.cs
+				res.reclaimable(v.id, int64(int(v.slots)-n)*v.cs)
 			}
-			continue
-		}
-		if !safe {
 			continue
 		}
 		size, err := v.pool.backend.Size(ctx, name)
 		if err != nil {
+			if dry && errors.Is(err, objstore.ErrNotFound) {
+				continue // a scrub freed it meanwhile
+			}
 			return fmt.Errorf("volume: scrub: %s: %w", name, err)
+		}
+		if dry || !safe {
+			res.reclaimable(v.id, size)
+			continue
 		}
 		if seg := local[seq]; seg != nil { // uploaded, but still in the write buffer
 			if err := v.dispose(ctx, seg); err != nil {

@@ -441,9 +441,32 @@ func TestScrubFreesGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	garbage := int64(3 * region)
+	// a dry run counts what the pass then frees, and frees nothing
+	dry := func() ScrubResult {
+		t.Helper()
+		before, _ := e.backend.List(bg, "vp/")
+		res, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1, DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := e.backend.List(bg, "vp/"); len(after) != len(before) || res.BytesFreed != 0 {
+			t.Fatalf("a dry run changed the backend: %d objects before, %d after (%+v)", len(before), len(after), res)
+		}
+		if res.Reclaimable[FormatID(id)] != res.ReclaimableBytes {
+			t.Fatalf("reclaimable by vDisk %v, in all %d", res.Reclaimable, res.ReclaimableBytes)
+		}
+		return res
+	}
+	d := dry()
 	res, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d.ReclaimableBytes-d.GarbageBytes != res.BytesFreed {
+		t.Fatalf("a dry run counted %d bytes in SCOs nothing reads, the pass freed %d", d.ReclaimableBytes-d.GarbageBytes, res.BytesFreed)
+	}
+	if res.ReclaimableBytes != res.GarbageBytes {
+		t.Fatalf("a pass left %d reclaimable bytes beyond the partly live SCOs' %d", res.ReclaimableBytes, res.GarbageBytes)
 	}
 	if res.BytesFreed < (garbage-region)*9/10 || res.BytesFreed > garbage-region {
 		t.Fatalf("with a snapshot holding one round: freed %d of %d garbage bytes", res.BytesFreed, garbage-region)
@@ -457,9 +480,13 @@ func TestScrubFreesGarbage(t *testing.T) {
 	if err := v.DeleteSnapshot(bg, "keep"); err != nil {
 		t.Fatal(err)
 	}
+	d = dry()
 	res2, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d.ReclaimableBytes-d.GarbageBytes != res2.BytesFreed || res2.BytesFreed < region*9/10 {
+		t.Fatalf("after the snapshot's delete a dry run counted %d bytes in SCOs nothing reads, the pass freed %d", d.ReclaimableBytes-d.GarbageBytes, res2.BytesFreed)
 	}
 	if total := res.BytesFreed + res2.BytesFreed; total < garbage*9/10 {
 		t.Fatalf("freed %d of %d garbage bytes", total, garbage)

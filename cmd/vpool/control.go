@@ -41,22 +41,25 @@ type VDiskStatus struct {
 	ReadLatencyUs   float64 `json:"read_latency_us"`
 	WriteLatencyUs  float64 `json:"write_latency_us"`
 	CacheHitPercent float64 `json:"cache_hit_percent"`
+	// ReclaimableBytes is the vDisk's garbage at the newest count.
+	ReclaimableBytes int64 `json:"reclaimable_bytes"`
 }
 
 // Status is the daemon's answer to GET /status.
 type Status struct {
-	VPool            string        `json:"vpool"`
-	DataDir          string        `json:"data_dir"`
-	Uptime           string        `json:"uptime"`
-	WriteBufferBytes int64         `json:"write_buffer_bytes"`
-	WriteBufferLimit int64         `json:"write_buffer_limit"`
-	Throttling       bool          `json:"throttling"`
-	BackendTotal     uint64        `json:"backend_total_bytes"`
-	BackendFree      uint64        `json:"backend_free_bytes"`
-	RepairedReads    int64         `json:"backend_repaired_reads"`
-	NFS              *NFSStatus    `json:"nfs,omitempty"`   // nil: the gateway is off
-	Scrub            *ScrubStatus  `json:"scrub,omitempty"` // nil: no pass yet
-	VDisks           []VDiskStatus `json:"vdisks"`
+	VPool            string         `json:"vpool"`
+	DataDir          string         `json:"data_dir"`
+	Uptime           string         `json:"uptime"`
+	WriteBufferBytes int64          `json:"write_buffer_bytes"`
+	WriteBufferLimit int64          `json:"write_buffer_limit"`
+	Throttling       bool           `json:"throttling"`
+	BackendTotal     uint64         `json:"backend_total_bytes"`
+	BackendFree      uint64         `json:"backend_free_bytes"`
+	RepairedReads    int64          `json:"backend_repaired_reads"`
+	NFS              *NFSStatus     `json:"nfs,omitempty"`         // nil: the gateway is off
+	Scrub            *ScrubStatus   `json:"scrub,omitempty"`       // nil: no pass yet
+	Reclaimable      *ReclaimStatus `json:"reclaimable,omitempty"` // nil: not counted yet
+	VDisks           []VDiskStatus  `json:"vdisks"`
 }
 
 // rates turns the engine's counters into per-second figures, sampled
@@ -139,6 +142,9 @@ type controlServer struct {
 	rates   rates
 	log     *slog.Logger
 	scrub   atomic.Pointer[ScrubStatus] // the newest scrub pass
+	reclaim atomic.Pointer[ReclaimStatus]
+	// recountCh asks reclaimCounter for a count
+	recountCh chan struct{}
 }
 
 func (s *controlServer) status(ctx context.Context) Status {
@@ -158,6 +164,12 @@ func (s *controlServer) status(ctx context.Context) Status {
 		}
 	}
 	st.Scrub = s.scrub.Load()
+	if r := s.reclaim.Load(); r != nil {
+		st.Reclaimable = r
+		for i := range st.VDisks {
+			st.VDisks[i].ReclaimableBytes = r.ByVDisk[st.VDisks[i].ID]
+		}
+	}
 	if s.nfs != nil {
 		n := &s.nfs.Stats
 		st.NFS = &NFSStatus{Export: "/" + s.c.Name, Port: s.nfs.Port(), Connections: n.Conns.Load(), Calls: n.Calls.Load(),
@@ -310,9 +322,15 @@ func printStatus(w io.Writer, st *Status) {
 	} else {
 		fmt.Fprintln(w, "scrub: no pass yet")
 	}
+	if r := st.Reclaimable; r != nil {
+		fmt.Fprintf(w, "reclaimable: %s (counted %s ago), %s of it in partly live SCOs\n",
+			human(r.Bytes), time.Since(r.At).Round(time.Second), human(r.PartlyLive))
+	} else {
+		fmt.Fprintln(w, "reclaimable: not counted yet")
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tSNAPSHOTS\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
+	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tRECLAIMABLE\tSNAPSHOTS\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
 	for _, v := range st.VDisks {
 		upload := "ok"
 		if v.UploadError != "" {
@@ -320,8 +338,8 @@ func printStatus(w io.Writer, st *Status) {
 		} else if v.SCOsNotUploaded > 0 {
 			upload = fmt.Sprintf("%d SCOs queued", v.SCOsNotUploaded)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
-			v.Snapshots, human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs, upload)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
+			human(v.ReclaimableBytes), v.Snapshots, human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs, upload)
 	}
 	tw.Flush()
 	if len(st.VDisks) == 0 {
@@ -348,7 +366,9 @@ func writeMetrics(w io.Writer, st Status) {
 	g("vpool_backend_repaired_reads_total", "Fragment reads rebuilt from parity.", st.RepairedReads, "")
 	if sc := st.Scrub; sc != nil {
 		g("vpool_scrub_last_freed_bytes", "Bytes the newest scrub pass freed.", sc.BytesFreed, "")
-		g("vpool_scrub_reclaimable_bytes", "Garbage in partly live SCOs at the newest scrub pass.", sc.GarbageBytes, "")
+	}
+	if r := st.Reclaimable; r != nil {
+		g("vpool_reclaimable_bytes", "Garbage on the backend that scrubs would free, at the newest count.", r.Bytes, "")
 	}
 	if n := st.NFS; n != nil {
 		g("vpool_nfs_connections_total", "NFS connections accepted.", n.Connections, "")
@@ -363,6 +383,7 @@ func writeMetrics(w io.Writer, st Status) {
 	}{
 		{"vpool_vdisk_size_bytes", "vDisk size.", func(v VDiskStatus) any { return v.SizeBytes }},
 		{"vpool_vdisk_allocated_bytes", "Bytes of mapped clusters.", func(v VDiskStatus) any { return v.AllocatedBytes }},
+		{"vpool_vdisk_reclaimable_bytes", "The vDisk's garbage on the backend at the newest count.", func(v VDiskStatus) any { return v.ReclaimableBytes }},
 		{"vpool_vdisk_snapshots", "Snapshots of the vDisk.", func(v VDiskStatus) any { return v.Snapshots }},
 		{"vpool_vdisk_write_buffer_bytes", "vDisk bytes not yet on the backend.", func(v VDiskStatus) any { return v.WriteBufferBytes }},
 		{"vpool_vdisk_reads_total", "Reads.", func(v VDiskStatus) any { return v.Reads }},

@@ -235,7 +235,7 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 		}
 	}
 	srvCtx, stopSrv := context.WithCancel(ctx)
-	cs := &controlServer{c: c, e: e, nfs: gw, started: time.Now(), log: log}
+	cs := &controlServer{c: c, e: e, nfs: gw, started: time.Now(), log: log, recountCh: make(chan struct{}, 1)}
 	if err := cs.serve(srvCtx, l, c.Metrics.Listen); err != nil {
 		stopSrv()
 		l.Close()
@@ -249,6 +249,7 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 	if c.Scrub.Interval > 0 {
 		go cs.scrubber(srvCtx, c.Scrub.Interval)
 	}
+	go cs.reclaimCounter(srvCtx)
 	if len(c.Snapshots.Schedules) > 0 {
 		go cs.snapshotScheduler(srvCtx, c.Snapshots.Schedules)
 	}

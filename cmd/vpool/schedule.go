@@ -142,5 +142,6 @@ func (s *controlServer) runSchedule(ctx context.Context, id uint64, path string,
 		if err := v.DeleteSnapshot(ctx, name); err != nil {
 			s.log.Warn("vpool: expire a scheduled snapshot", "path", path, "snapshot", name, "err", err)
 		}
+		s.recount()
 	}
 }

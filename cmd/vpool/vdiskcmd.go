@@ -60,6 +60,7 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		return v.Snapshots(), nil
 	})
 	handle("/snapshot/delete", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
+		defer s.recount()
 		return struct{}{}, v.DeleteSnapshot(ctx, req.Name)
 	})
 	handle("/clone", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
@@ -103,6 +104,7 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		fl, _ := w.(http.Flusher)
 		last := time.Time{}
 		start := time.Now()
+		defer s.recount()
 		err := v.Flatten(r.Context(), func(done, total int) {
 			if time.Since(last) < time.Second && done != total {
 				return
@@ -125,6 +127,7 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		if s.nfs != nil {
 			s.nfs.ReleaseIdleFiles() // NFS keeps files open between calls
 		}
+		defer s.recount()
 		if err := s.e.ns.Rollback(ctx, s.vpoolPath(req.Path), req.Name); err != nil {
 			return nil, err
 		}
@@ -148,7 +151,80 @@ func (s *controlServer) runScrub(ctx context.Context, only uint64, wait bool) (v
 		st.Error = err.Error()
 	}
 	s.scrub.Store(st)
+	if err == nil {
+		s.reclaim.Store(reclaimFrom(res))
+	}
 	return res, err
+}
+
+// ReclaimStatus is the newest count of the garbage on the backend: what
+// scrubs would free.
+type ReclaimStatus struct {
+	At         time.Time        `json:"at"`
+	Bytes      int64            `json:"bytes"`
+	PartlyLive int64            `json:"partly_live_bytes"` // of Bytes: in SCOs still partly live
+	ByVDisk    map[string]int64 `json:"by_vdisk,omitempty"`
+}
+
+func reclaimFrom(res volume.ScrubResult) *ReclaimStatus {
+	return &ReclaimStatus{At: time.Now(), Bytes: res.ReclaimableBytes, PartlyLive: res.GarbageBytes, ByVDisk: res.Reclaimable}
+}
+
+// recount asks the reclaim counter for a count soon.
+func (s *controlServer) recount() {
+	select {
+	case s.recountCh <- struct{}{}:
+	default:
+	}
+}
+
+// reclaimCounter keeps the reclaimable bytes in status current without
+// a scrub: it counts (a dry-run scrub pass, paced like one) a few seconds
+// after a snapshot delete, rollback or flatten, and at most once a minute
+// while the vDisks change (uploads, snapshots, vDisks created or deleted).
+func (s *controlServer) reclaimCounter(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	var seen string
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.recountCh:
+			select { // let a burst of deletes settle
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+				return
+			}
+		case <-t.C:
+			if f := s.fingerprint(); f == seen || time.Since(last) < time.Minute {
+				continue
+			}
+		}
+		seen, last = s.fingerprint(), time.Now()
+		res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{DryRun: true, Pace: s.c.Scrub.Pace})
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("vpool: counting reclaimable bytes", "err", err)
+			}
+			continue
+		}
+		s.reclaim.Store(reclaimFrom(res))
+	}
+}
+
+// fingerprint changes when the vDisks change in a way that may make
+// garbage on the backend.
+func (s *controlServer) fingerprint() string {
+	var b strings.Builder
+	for _, id := range s.e.pool.List() {
+		if v, err := s.e.pool.VDisk(id); err == nil {
+			st := v.Stats()
+			fmt.Fprintf(&b, "%s:%d:%d:%d;", st.ID, st.UploadedThrough, st.Snapshots, st.AllocatedBytes)
+		}
+	}
+	return b.String()
 }
 
 // scrubber runs a scrub pass every interval until ctx ends.
