@@ -6,7 +6,12 @@
 #  2. a 4 GiB region of it overwritten 4 times (3 x 4 GiB garbage, plus
 #     the first 4 GiB that phase 1 wrote there): bytes `vpool scrub` frees
 #     against the garbage present;
-#  3. 4 KiB random-write IOPS (fio, libaio, direct, iodepth 16) without a
+#  3. compaction: a 1 GiB vDisk filled, then overwritten 4 times by
+#     64 KiB random writes (fio --norandommap: each pass hits about 63% of
+#     the blocks, so SCOs stay partly live); `vpool scrub` of it, and its
+#     SCOs' bytes on the backend before and after against the garbage
+#     (SCO bytes minus the 1 GiB the vDisk maps);
+#  4. 4 KiB random-write IOPS (fio, libaio, direct, iodepth 16) without a
 #     scrub and while scrubs run back to back, the ratio of the two.
 #   bench/snapshots.sh [repeats]      (RUNTIME=seconds per fio run, default 15)
 # Scratch space: /var/tmp/vpool-bench-<pid> (about 40 GiB at the peak),
@@ -65,6 +70,30 @@ echo "$out"
 freed=$(vp status --json | sed -n 's/^    "bytes_freed": \([0-9]*\),*/\1/p')
 garbage=$((16 << 30))
 echo "scrub freed ${freed:-0} of ${garbage} garbage bytes: $(awk -v f="${freed:-0}" -v g="$garbage" 'BEGIN {printf "%.1f%%", 100 * f / g}')"
+
+echo "compaction: a 1 GiB vDisk overwritten 4 times at random (64 KiB blocks)"
+rnd=$scratch/mnt/rand.raw
+truncate -s 1G "$rnd"
+fio --name=rfill --filename="$rnd" --rw=write --bs=1M --size=1G --direct=1 --ioengine=libaio --iodepth=8 >/dev/null
+for r in 1 2 3 4; do
+	fio --name=rover$r --filename="$rnd" --rw=randwrite --bs=64k --size=1G --norandommap --randseed=$r \
+		--direct=1 --ioengine=libaio --iodepth=16 >/dev/null
+done
+quiesce "$scratch/bin/vpool" "$scratch/vpool"
+sleep 3 # the open SCO seals when idle
+quiesce "$scratch/bin/vpool" "$scratch/vpool"
+rid=$(vp status --json | awk '/"path": "\/rand.raw"/ {f=1} f && /"id":/ {gsub(/[",]/, "", $2); print $2; exit}')
+scobytes() { # rand.raw's SCOs on the backend, as SCO bytes (fragments are 1.5x with 2+1)
+	du -cb "$scratch"/vpool/asd/*/objects/*"%2F${rid}%2Fsco%2F"* 2>/dev/null | awk 'END {printf "%.0f", $1 / 1.5}'
+}
+before=$(scobytes)
+vp status | grep '^reclaimable' || true
+out=$(vp scrub rand.raw)
+echo "$out"
+after=$(scobytes)
+rgarbage=$((before - (1 << 30)))
+echo "compaction: SCO bytes ${before} before, ${after} after; garbage ${rgarbage}; reclaimed $(awk -v b="$before" -v a="$after" -v g="$rgarbage" 'BEGIN {printf "%.1f%%", 100 * (b - a) / g}')"
+rm "$rnd"
 
 iops() {
 	fio --name=rw --filename="$disk" --rw=randwrite --bs=4k --size=4G --direct=1 --ioengine=libaio --iodepth=16 \

@@ -50,10 +50,9 @@ type scoKey struct {
 // snapshot's block-map version or a clone. Garbage comes from overwrites,
 // discards, deleted snapshots and rolled-back history.
 //
-// Safety: the scan holds every vDisk's write-back and record locks, so no
-// block-map version is stored or dropped meanwhile and nothing is missed;
-// a new reference can only be to an SCO not uploaded yet, which a scrub
-// never touches. After the scan each vDisk's I/O is drained once, so that
+// Safety: the scan misses no reference that moves meanwhile (see
+// countLive); a new reference can only be to an SCO not uploaded yet,
+// which a scrub never touches. After the scan each vDisk's I/O is drained once, so that
 // a read that looked its location up before an overwrite has finished
 // before the SCO goes. Deleting is idempotent: a crash part way leaves
 // garbage for the next pass.
@@ -78,7 +77,7 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 		}
 	}
 	judged := func(v *VDisk) bool { return o.Only == 0 || v.id == o.Only }
-	free := func() (map[scoKey]int, error) {
+	free := func() (*liveCount, error) {
 		live, err := p.countLive(ctx, vds, pc, !o.DryRun)
 		if err != nil {
 			return nil, err
@@ -169,40 +168,60 @@ type ScrubOptions struct {
 	DryRun bool
 }
 
-// countLive counts the live clusters of every SCO. With lock it holds
-// every vDisk's write-back and record locks so that no block-map version
-// is stored or dropped meanwhile (the pacer's sleeps hold them too:
-// writers wait for them only when their dirty block map is at its limit).
-func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer, lock bool) (map[scoKey]int, error) {
-	live := map[scoKey]int{}
+// countLive counts the live clusters of every SCO. A reference can
+// move while it counts; the scan never misses one that moves:
+//   - a write-back moves a page's old entries from the cache (or the
+//     stored head) into a stored version, in one commit: the cache is
+//     counted first, then the stored heads, then the stored versions,
+//     each stored scan one consistent snapshot;
+//   - writes add references only to SCOs not uploaded yet, which a scrub
+//     does not judge; deletes of versions only drop references;
+//   - a rollback moves entries from versions back into heads, the other
+//     way: with lock, every vDisk's record lock keeps rollbacks (and
+//     snapshot and clone changes) out meanwhile (the pacer's sleeps hold
+//     it too). Writers never wait for it.
+//
+// It also notes, before it starts, the last SCO each vDisk has uploaded:
+// only SCOs up to it are judged by this count. A later one may have been
+// open during the count, and written to after its vDisk was counted.
+func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer, lock bool) (*liveCount, error) {
+	live := &liveCount{n: map[scoKey]int{}, through: map[uint64]uint32{}}
+	for _, v := range vds {
+		v.mu.RLock()
+		live.through[v.id] = v.mu.uploadedThrough
+		v.mu.RUnlock()
+	}
 	if lock {
 		for _, v := range vds {
 			v.recMu.Lock()
-			v.wbMu.Lock()
 		}
 		defer func() {
 			for _, v := range vds {
-				v.wbMu.Unlock()
 				v.recMu.Unlock()
 			}
 		}()
 	}
 	for _, v := range vds {
-		if err := v.countLive(ctx, live, pc); err != nil {
+		if err := v.countLive(ctx, live.n, pc); err != nil {
 			return nil, fmt.Errorf("volume: scrub: vDisk %s: %w", FormatID(v.id), err)
 		}
 	}
 	return live, nil
 }
 
+// liveCount is countLive's result: the live clusters per SCO, and the
+// SCOs it may judge.
+type liveCount struct {
+	n       map[scoKey]int
+	through map[uint64]uint32 // per vDisk: the last SCO uploaded when the count began
+}
+
 // compact rewrites the head's clusters in this vDisk's uploaded SCOs
 // whose live fraction is under threshold, and returns how many SCOs.
-func (v *VDisk) compact(ctx context.Context, live map[scoKey]int, threshold float64, pc *pacer, rate int64) (int, error) {
-	v.mu.RLock()
-	up := v.mu.uploadedThrough
-	v.mu.RUnlock()
+func (v *VDisk) compact(ctx context.Context, live *liveCount, threshold float64, pc *pacer, rate int64) (int, error) {
+	up := live.through[v.id]
 	cand := map[uint32]bool{}
-	for k, n := range live {
+	for k, n := range live.n {
 		if k.vdisk != v.id || k.seq > up || n == 0 || float64(n) >= threshold*float64(v.slots) {
 			continue
 		}
@@ -310,7 +329,8 @@ func (v *VDisk) countLive(ctx context.Context, live map[scoKey]int, pc *pacer) e
 
 // freeDead deletes the vDisk's uploaded SCOs that nothing maps (with
 // dry, it only counts them).
-func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubResult, pc *pacer, dry bool) error {
+func (v *VDisk) freeDead(ctx context.Context, live *liveCount, res *ScrubResult, pc *pacer, dry bool) error {
+	judge := live.through[v.id]
 	v.mu.RLock()
 	up := v.mu.uploadedThrough
 	local := map[uint32]*segment{}
@@ -335,14 +355,14 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 	for _, name := range names {
 		n, err := strconv.ParseUint(strings.TrimPrefix(name, prefix), 10, 32)
 		seq := uint32(n)
-		if err != nil || seq > up {
-			continue // not ours to judge, or not uploaded yet
+		if err != nil || seq > judge {
+			continue // not ours to judge, or not uploaded when the count began
 		}
 		res.SCOsScanned++
 		if err := pc.step(ctx, 1); err != nil {
 			return err
 		}
-		if n := live[scoKey{v.id, seq}]; n > 0 {
+		if n := live.n[scoKey{v.id, seq}]; n > 0 {
 			if n < int(v.slots) {
 				res.PartlyLive++
 				res.GarbageBytes += int64(int(v.slots)-n) * v.cs
@@ -350,14 +370,18 @@ func (v *VDisk) freeDead(ctx context.Context, live map[scoKey]int, res *ScrubRes
 			}
 			continue
 		}
+		if !safe && !dry { // left for a later pass: count it as a full SCO
+			res.reclaimable(v.id, int64(v.slots)*v.cs)
+			continue
+		}
 		size, err := v.pool.backend.Size(ctx, name)
 		if err != nil {
 			if dry && errors.Is(err, objstore.ErrNotFound) {
-				continue // a scrub freed it meanwhile
+				continue // the vDisk was deleted meanwhile
 			}
 			return fmt.Errorf("volume: scrub: %s: %w", name, err)
 		}
-		if dry || !safe {
+		if dry {
 			res.reclaimable(v.id, size)
 			continue
 		}

@@ -180,13 +180,16 @@ func (s *controlServer) recount() {
 
 // reclaimCounter keeps the reclaimable bytes in status current without
 // a scrub: it counts (a dry-run scrub pass, paced like one) a few seconds
-// after a snapshot delete, rollback or flatten, and at most once a minute
-// while the vDisks change (uploads, snapshots, vDisks created or deleted).
+// after a snapshot delete, rollback or flatten, and while the vDisks
+// change (uploads, snapshots, vDisks created or deleted) at most every
+// 10 s or 20 times as long as the last count took, whichever is longer,
+// so that counting costs a big pool no more than a small share of time.
 func (s *controlServer) reclaimCounter(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	var seen string
 	var last time.Time
+	gap := 10 * time.Second
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,12 +201,13 @@ func (s *controlServer) reclaimCounter(ctx context.Context) {
 				return
 			}
 		case <-t.C:
-			if f := s.fingerprint(); f == seen || time.Since(last) < time.Minute {
+			if f := s.fingerprint(); f == seen || time.Since(last) < gap {
 				continue
 			}
 		}
 		seen, last = s.fingerprint(), time.Now()
 		res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{DryRun: true, Pace: s.c.Scrub.Pace})
+		gap = max(10*time.Second, 20*time.Since(last))
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("vpool: counting reclaimable bytes", "err", err)
