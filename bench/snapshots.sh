@@ -87,7 +87,16 @@ scobytes() { # rand.raw's SCOs on the backend, as SCO bytes (fragments are 1.5x 
 	du -cb "$scratch"/vpool/asd/*/objects/*"%2F${rid}%2Fsco%2F"* 2>/dev/null | awk 'END {printf "%.0f", $1 / 1.5}'
 }
 before=$(scobytes)
-vp status | grep '^reclaimable' || true
+# the daemon's own count of the garbage (status), once it has counted
+# since the uploads finished
+t0=$(date +%s)
+for i in $(seq 90); do
+	line=$(vp status | grep '^reclaimable' || true)
+	age=$(sed -n 's/.*(counted \([0-9]*\)s ago).*/\1/p' <<<"$line")
+	[[ -n $age && $age -lt $(($(date +%s) - t0)) ]] && break
+	sleep 1
+done
+echo "status before the scrub: $line"
 out=$(vp scrub rand.raw)
 echo "$out"
 after=$(scobytes)

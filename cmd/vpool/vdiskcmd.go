@@ -182,8 +182,8 @@ func (s *controlServer) recount() {
 // a scrub: it counts (a dry-run scrub pass, paced like one) a few seconds
 // after a snapshot delete, rollback or flatten, and while the vDisks
 // change (uploads, snapshots, vDisks created or deleted) at most every
-// 10 s or 20 times as long as the last count took, whichever is longer,
-// so that counting costs a big pool no more than a small share of time.
+// 10 s or 4 times as long as the last count took, whichever is longer:
+// paced at scrub.pace (0.25), counting then works at most 5% of the time.
 func (s *controlServer) reclaimCounter(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
@@ -207,7 +207,7 @@ func (s *controlServer) reclaimCounter(ctx context.Context) {
 		}
 		seen, last = s.fingerprint(), time.Now()
 		res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{DryRun: true, Pace: s.c.Scrub.Pace})
-		gap = max(10*time.Second, 20*time.Since(last))
+		gap = max(10*time.Second, 4*time.Since(last))
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("vpool: counting reclaimable bytes", "err", err)
