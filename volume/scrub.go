@@ -131,6 +131,9 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 				compacted = append(compacted, v)
 			}
 		}
+		if err := crashPoint("scrub compacted"); err != nil {
+			return res, err
+		}
 		if o.Wait && len(compacted) > 0 {
 			for _, v := range compacted {
 				if err := v.Seal(); err != nil {
@@ -258,6 +261,9 @@ func (v *VDisk) compact(ctx context.Context, live *liveCount, threshold float64,
 		}
 		n, err := v.rewritePage(ctx, pi, func(l loc) bool { return l.Owner == 0 && cand[l.SCO] })
 		if err != nil {
+			return 0, err
+		}
+		if err := crashPoint("scrub rewrite"); err != nil {
 			return 0, err
 		}
 		written += n

@@ -555,6 +555,95 @@ func TestScrubCrashAtEachStep(t *testing.T) {
 	}
 }
 
+// A compaction killed at any step (after some pages rewritten, after all,
+// at the frees that follow) leaves the vDisk and its snapshot reading the
+// same, after a restart and after a rebuild from the backend, and the
+// next pass finishes the job.
+func TestScrubCompactionCrashAtEachStep(t *testing.T) {
+	for _, stop := range []string{"rewrite1", "rewrite7", "scrub compacted", "delete1", "delete2"} {
+		t.Run(stop, func(t *testing.T) {
+			e := newEnv(t)
+			const size = 16 << 20
+			v, _ := e.pool.Create(bg, size)
+			id := v.ID()
+			want := pattern(size, 1)
+			v.WriteAt(bg, want, 0)
+			v.CreateSnapshot(bg, "s")
+			snap := append([]byte(nil), want...)
+			r := rand.New(rand.NewPCG(7, 8))
+			for i := 0; i < 3000; i++ { // most of the first round's clusters
+				c := r.IntN(size / 4096)
+				b := pattern(4096, byte(i))
+				v.WriteAt(bg, b, int64(c)*4096)
+				copy(want[c*4096:], b)
+			}
+			for i := 0; i < 1500; i++ { // and some of the overwrites'
+				c := r.IntN(size / 4096)
+				b := pattern(4096, byte(i+3))
+				v.WriteAt(bg, b, int64(c)*4096)
+				copy(want[c*4096:], b)
+			}
+			v.Seal()
+			if err := v.WaitUploaded(bg); err != nil {
+				t.Fatal(err)
+			}
+			if stop == "delete1" || stop == "delete2" {
+				// the frees after the compaction (the first pass's free
+				// step finds nothing wholly dead here)
+				n := 0
+				crashHook = func(step string) error {
+					if step == "scrub compacted" {
+						n = 1
+					}
+					if step == "scrub delete" && n > 0 {
+						if fmt.Sprintf("delete%d", n) == stop {
+							return errors.New("crash")
+						}
+						n++
+					}
+					return nil
+				}
+			} else {
+				crashAt(stop, "scrub rewrite", "rewrite")
+			}
+			_, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1, Threshold: 0.5, Wait: true})
+			crashHook = nil
+			if err == nil {
+				t.Fatalf("the scrub did not stop at %s", stop)
+			}
+			e.kill()
+			check := func(when string) {
+				t.Helper()
+				if got := mustRead(t, e.vdisk(id), 0, size); !bytes.Equal(got, want) {
+					t.Fatalf("%s: the vDisk changed", when)
+				}
+				if got := readSnapshot(t, e.vdisk(id), "s"); !bytes.Equal(got, snap) {
+					t.Fatalf("%s: the snapshot changed", when)
+				}
+			}
+			check("after the crash")
+			v = e.vdisk(id)
+			v.Seal()
+			if err := v.WaitUploaded(bg); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := e.backend.List(bg, fmt.Sprintf("vp/%016x/sco/", id))
+			res, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1, Threshold: 0.5, Wait: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, _ := e.backend.List(bg, fmt.Sprintf("vp/%016x/sco/", id))
+			t.Logf("next pass: %d SCOs before, %d after (%+v)", len(before), len(after), res)
+			if res.ReclaimableBytes >= int64(size) {
+				t.Fatalf("the next pass left %d bytes of garbage", res.ReclaimableBytes)
+			}
+			check("after the next pass")
+			e.wipeFlash()
+			check("after a rebuild from the backend")
+		})
+	}
+}
+
 // An SCO made garbage by writes not yet on the backend stays until they
 // are: a rebuild from the backend alone would still map it.
 func TestScrubWaitsForTheBackend(t *testing.T) {
