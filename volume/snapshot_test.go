@@ -521,22 +521,7 @@ func TestScrubCrashAtEachStep(t *testing.T) {
 				t.Fatal(err)
 			}
 			crashAt(stop, "scrub delete", "delete")
-			_, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1})
-			crashHook = nil
-			if err == nil {
-				t.Fatalf("the scrub did not stop at %s", stop)
-			}
-			e.kill()
-			check := func(when string) {
-				t.Helper()
-				if got := mustRead(t, e.vdisk(id), 0, size); !bytes.Equal(got, want) {
-					t.Fatalf("%s: the vDisk changed", when)
-				}
-				if got := readSnapshot(t, e.vdisk(id), "s"); !bytes.Equal(got, snap) {
-					t.Fatalf("%s: the snapshot changed", when)
-				}
-			}
-			check("after the crash")
+			check := scrubCrashed(t, e, id, ScrubOptions{Pace: 1}, stop, want, snap)
 			// garbage waits until what made it garbage is on the backend
 			if err := e.vdisk(id).WaitUploaded(bg); err != nil {
 				t.Fatal(err)
@@ -553,6 +538,30 @@ func TestScrubCrashAtEachStep(t *testing.T) {
 			check("after a rebuild from the backend")
 		})
 	}
+}
+
+// scrubCrashed runs a scrub pass that the crash hook stops at stop, kills
+// and reopens the pool, and returns a check that the vDisk id and its
+// snapshot "s" read want and snap, run once at once.
+func scrubCrashed(t *testing.T, e *env, id uint64, o ScrubOptions, stop string, want, snap []byte) func(when string) {
+	t.Helper()
+	_, err := e.pool.Scrub(bg, o)
+	crashHook = nil
+	if err == nil {
+		t.Fatalf("the scrub did not stop at %s", stop)
+	}
+	e.kill()
+	check := func(when string) {
+		t.Helper()
+		if got := mustRead(t, e.vdisk(id), 0, len(want)); !bytes.Equal(got, want) {
+			t.Fatalf("%s: the vDisk changed", when)
+		}
+		if got := readSnapshot(t, e.vdisk(id), "s"); !bytes.Equal(got, snap) {
+			t.Fatalf("%s: the snapshot changed", when)
+		}
+	}
+	check("after the crash")
+	return check
 }
 
 // A compaction killed at any step (after some pages rewritten, after all,
@@ -606,22 +615,7 @@ func TestScrubCompactionCrashAtEachStep(t *testing.T) {
 			} else {
 				crashAt(stop, "scrub rewrite", "rewrite")
 			}
-			_, err := e.pool.Scrub(bg, ScrubOptions{Pace: 1, Threshold: 0.5, Wait: true})
-			crashHook = nil
-			if err == nil {
-				t.Fatalf("the scrub did not stop at %s", stop)
-			}
-			e.kill()
-			check := func(when string) {
-				t.Helper()
-				if got := mustRead(t, e.vdisk(id), 0, size); !bytes.Equal(got, want) {
-					t.Fatalf("%s: the vDisk changed", when)
-				}
-				if got := readSnapshot(t, e.vdisk(id), "s"); !bytes.Equal(got, snap) {
-					t.Fatalf("%s: the snapshot changed", when)
-				}
-			}
-			check("after the crash")
+			check := scrubCrashed(t, e, id, ScrubOptions{Pace: 1, Threshold: 0.5, Wait: true}, stop, want, snap)
 			v = e.vdisk(id)
 			v.Seal()
 			if err := v.WaitUploaded(bg); err != nil {
