@@ -250,6 +250,9 @@ func (w *WriteBuffer) OwnerUsed(owner uint64) int64 {
 // Throttling reports whether writers are being slowed right now.
 func (w *WriteBuffer) Throttling() bool { return w.used.Load() > w.soft }
 
+// Fill is the share of the buffer that holds data not yet on the backend.
+func (w *WriteBuffer) Fill() float64 { return float64(w.used.Load()) / float64(w.limit) }
+
 // Stats returns the buffer's counters.
 func (w *WriteBuffer) Stats() Stats {
 	w.mu.Lock()
@@ -295,6 +298,13 @@ func (w *WriteBuffer) CreateSCO(owner uint64, seq uint32, sizeBytes int64) (vfs.
 		return nil, wrapFull(fmt.Errorf("flashcache: create SCO %d: %w", seq, err))
 	}
 	return f, nil
+}
+
+// OpenSCODirect opens an existing SCO for writing with O_DIRECT: large
+// writes then bypass the page cache. It fails where the filesystem has no
+// direct I/O (tmpfs); writers then use the buffered handle.
+func (w *WriteBuffer) OpenSCODirect(owner uint64, seq uint32) (vfs.File, error) {
+	return w.fs.OpenFile(w.SCOPath(owner, seq), os.O_WRONLY|syscall.O_DIRECT, 0)
 }
 
 // OpenSCO opens an existing SCO.

@@ -41,8 +41,10 @@ type WriteBuffer interface {
 	CleanExcess(owner uint64) int64
 	OwnerUsed(owner uint64) int64
 	Throttling() bool
+	Fill() float64
 	CreateSCO(owner uint64, seq uint32, sizeBytes int64) (vfs.File, error)
 	OpenSCO(owner uint64, seq uint32) (vfs.File, error)
+	OpenSCODirect(owner uint64, seq uint32) (vfs.File, error)
 	RemoveSCO(owner uint64, seq uint32) error
 	RemoveOwner(owner uint64) error
 	ListSCOs(owner uint64) ([]uint32, error)
@@ -65,6 +67,9 @@ type Config struct {
 	MapCachePages     int           // block-map pages (1 KiB, 64 clusters each) kept in memory per vDisk
 	UploadConcurrency int           // SCO uploads at once per vPool
 	SealIdle          time.Duration // seal a partly filled SCO after this long without writes; 0: never
+	// UploadDefer is how long an SCO's upload may give way to writes (see
+	// deferUpload); 0: DefaultUploadDefer, negative: never.
+	UploadDefer time.Duration
 	Log               *slog.Logger
 }
 
@@ -110,6 +115,9 @@ func (c *Config) fill() error {
 	}
 	if c.UploadConcurrency == 0 {
 		c.UploadConcurrency = 2
+	}
+	if c.UploadDefer == 0 {
+		c.UploadDefer = DefaultUploadDefer
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -554,6 +562,7 @@ func (v *VDisk) closeFiles() {
 	}
 	v.mu.Unlock()
 	for _, s := range segs {
+		s.closeDirect()
 		if s.sco != nil {
 			s.sco.Close()
 		}

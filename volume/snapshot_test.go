@@ -732,6 +732,7 @@ func TestScrubCompactsPartlyLive(t *testing.T) {
 // model says, also after a rebuild from the backend.
 func TestScrubWhileWriting(t *testing.T) {
 	e := newEnv(t)
+	e.pool.cfg.UploadDefer = -1 // uploads (and so garbage) while writing
 	const size = 32 << 20
 	v, _ := e.pool.Create(bg, size)
 	want := pattern(size, 1)

@@ -78,6 +78,11 @@ func (v *VDisk) createSegment(seq uint32) (*segment, error) {
 		tl.Close()
 		return nil, v.ioErr("create TLog", seq, err)
 	}
+	if d, err := v.pool.wb.OpenSCODirect(v.id, seq); err == nil {
+		seg.direct = d
+	} else {
+		v.log.Debug("volume: no direct I/O for SCOs", "vdisk", FormatID(v.id), "err", err)
+	}
 	return seg, nil
 }
 
@@ -125,6 +130,7 @@ func (v *VDisk) sealLocked() error {
 	}
 	v.mu.spare = nil
 	cur.sealed = true
+	cur.sealedAt = time.Now()
 	v.mu.segs[next.seq] = next
 	v.mu.cur = next
 	select {
@@ -443,6 +449,7 @@ func (v *VDisk) prepareSpare() {
 		v.log.Warn("volume: cannot prepare next SCO", "vdisk", FormatID(v.id), "err", err)
 	}
 	if s != nil { // cannot happen: nobody else creates while creating is set
+		s.closeDirect()
 		s.sco.Close()
 		s.tlog.Close()
 	}
@@ -491,6 +498,13 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 		return errNothingToUpload
 	}
 	v.mu.Unlock()
+	for v.deferUpload(seg) {
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	select {
 	case v.pool.uploads <- struct{}{}:
 		defer func() { <-v.pool.uploads }()
@@ -512,6 +526,7 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	seg.closeDirect() // sealed, and its writers are done
 	if !seg.synced {
 		var b [recordSize]byte
 		r := record{Type: recSeal, SCO: seg.seq, Count: seg.slots}
@@ -558,6 +573,25 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 	// so that recent writes still read locally.
 	v.pool.wb.MarkClean(v.id, seg.reserved)
 	return v.trimClean(ctx)
+}
+
+// Uploads give way to a burst of writes, as the kernel's writeback gives
+// way to a writer until dirty pages pass a share of memory or grow old:
+// while the vDisk was written in the last deferWhileWritten, the write
+// buffer is under deferBelowFill full, and the SCO was sealed less than
+// Config.UploadDefer ago, its upload waits. Uploads on the same flash device as
+// the write buffer otherwise halve a burst's bandwidth, and encoding takes
+// the CPU the writer needs; in steady writing the buffer's fill or the
+// SCO's age starts them, long before throttling would.
+const (
+	deferWhileWritten  = 100 * time.Millisecond
+	deferBelowFill     = 0.25
+	DefaultUploadDefer = 5 * time.Second
+)
+
+func (v *VDisk) deferUpload(seg *segment) bool {
+	return time.Since(time.Unix(0, v.lastWrite.Load())) < deferWhileWritten &&
+		v.pool.wb.Fill() < deferBelowFill && time.Since(seg.sealedAt) < v.pool.cfg.UploadDefer
 }
 
 // trimClean disposes of the oldest uploaded SCOs beyond the clean budget.
@@ -631,6 +665,7 @@ func (v *VDisk) dispose(ctx context.Context, seg *segment) error {
 			return ctx.Err()
 		}
 	}
+	seg.closeDirect()
 	seg.sco.Close()
 	seg.tlog.Close()
 	if err := v.pool.wb.RemoveSCO(v.id, seg.seq); err != nil {

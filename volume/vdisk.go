@@ -88,6 +88,10 @@ type segment struct {
 	sealed   bool
 	synced   bool // sealed, and SCO + TLog fsynced
 	reserved int64
+	// direct is the SCO opened with O_DIRECT for large writes (nil: none,
+	// or closed once the segment is sealed and its writers are done).
+	direct   vfs.File
+	sealedAt time.Time
 }
 
 // marker is a position in the TLog stream: record Rec of TLog Seq.
@@ -348,7 +352,7 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 
 func (v *VDisk) doWrites(datas []dataWrite, recw []tlogWrite) error {
 	for _, d := range datas {
-		if _, err := d.seg.sco.WriteAt(d.data, int64(d.slot0)*v.cs); err != nil {
+		if err := d.seg.writeData(d.data, int64(d.slot0)*v.cs); err != nil {
 			return v.ioErr("write SCO", d.seg.seq, err)
 		}
 	}
