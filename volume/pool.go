@@ -70,7 +70,7 @@ type Config struct {
 	// UploadDefer is how long an SCO's upload may give way to writes (see
 	// deferUpload); 0: DefaultUploadDefer, negative: never.
 	UploadDefer time.Duration
-	Log               *slog.Logger
+	Log         *slog.Logger
 }
 
 // Defaults for Config fields left zero.
