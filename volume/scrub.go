@@ -52,9 +52,9 @@ type scoKey struct {
 //
 // Safety: the scan misses no reference that moves meanwhile (see
 // countLive); a new reference can only be to an SCO not uploaded yet,
-// which a scrub never touches. After the scan each vDisk's I/O is drained once, so that
-// a read that looked its location up before an overwrite has finished
-// before the SCO goes. Deleting is idempotent: a crash part way leaves
+// which a scrub never touches. After the scan each vDisk's I/O is
+// drained once, so that a read that looked its location up before an
+// overwrite has finished before the SCO goes. Deleting is idempotent: a crash part way leaves
 // garbage for the next pass.
 //
 // Partly live SCOs (live fraction under o.Threshold) are compacted: the
@@ -82,26 +82,18 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if o.DryRun {
-			for _, v := range vds {
-				if judged(v) {
-					if err := v.freeDead(ctx, live, &res, pc, true); err != nil {
-						return nil, err
-					}
-				}
+		if !o.DryRun {
+			if err := crashPoint("scrub counted"); err != nil {
+				return nil, err
 			}
-			return live, nil
-		}
-		if err := crashPoint("scrub counted"); err != nil {
-			return nil, err
-		}
-		for _, v := range vds { // drain reads that may still use a dead location
-			v.resizeMu.Lock()
-			v.resizeMu.Unlock()
+			for _, v := range vds { // drain reads that may still use a dead location
+				v.resizeMu.Lock()
+				v.resizeMu.Unlock()
+			}
 		}
 		for _, v := range vds {
 			if judged(v) {
-				if err := v.freeDead(ctx, live, &res, pc, false); err != nil {
+				if err := v.freeDead(ctx, live, &res, pc, o.DryRun); err != nil {
 					return nil, err
 				}
 			}

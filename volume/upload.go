@@ -579,10 +579,10 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 // way to a writer until dirty pages pass a share of memory or grow old:
 // while the vDisk was written in the last deferWhileWritten, the write
 // buffer is under deferBelowFill full, and the SCO was sealed less than
-// Config.UploadDefer ago, its upload waits. Uploads on the same flash device as
-// the write buffer otherwise halve a burst's bandwidth, and encoding takes
-// the CPU the writer needs; in steady writing the buffer's fill or the
-// SCO's age starts them, long before throttling would.
+// Config.UploadDefer ago, its upload waits. Uploads on the same flash
+// device as the write buffer otherwise halve a burst's bandwidth, and
+// encoding takes the CPU the writer needs; in steady writing the buffer's
+// fill or the SCO's age starts them, long before throttling would.
 const (
 	deferWhileWritten  = 100 * time.Millisecond
 	deferBelowFill     = 0.25
