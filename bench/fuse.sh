@@ -4,7 +4,8 @@
 # direct I/O and parallel direct writes, kernel passthrough off) over the
 # same disk, in one run, repeated; prints every run and the medians.
 #   bench/fuse.sh [repeats]          (RUNTIME=seconds per fio run, default 8)
-#   PROFILE=1 bench/fuse.sh 1        (also a CPU profile of vpool during randwrite)
+#   PROFILE=randread-4k bench/fuse.sh 1  (also a CPU profile of vpool during that test,
+#                                     printed and kept in /tmp/vpool-<test>.{prof,bin})
 #   ASDS=shm bench/fuse.sh           (vpool's 3 ASDs in /dev/shm, standing in for capacity
 #                                     disks other than the flash device, as in production;
 #                                     default: on the same disk as everything else)
@@ -56,10 +57,20 @@ results=$scratch/results
 measure() {
 	local target=$1 test=$2; shift 2
 	local pid=$pt_pid; [[ $target == vpool ]] && pid=$vpool_pid
-	local c0 t0 c1 t1 out ops
+	local c0 t0 c1 t1 out ops prof=
+	if [[ $target == vpool && $test == "${PROFILE:-}" && $r == 1 ]]; then
+		curl -s --unix-socket "$scratch/vpool/vpool.sock" "http://vpool/debug/pprof/profile?seconds=$((runtime - 2))" \
+			>"$scratch/cpu.prof" &
+		prof=$!
+	fi
 	c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
 	out=$("$@" 2>&1) || { echo "$out"; exit 1; }
 	c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
+	if [[ -n $prof ]]; then
+		wait "$prof"
+		cp "$scratch/cpu.prof" "/tmp/vpool-$test.prof"; cp "$scratch/bin/vpool" "/tmp/vpool-$test.bin"
+		go tool pprof -top -nodecount=30 "$scratch/bin/vpool" "$scratch/cpu.prof" 2>/dev/null | sed 's/^/    /'
+	fi
 	ops=$(parse_ops "$test" "$out")
 	local total; total=$(awk -v o="$ops" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", o*(b-a)}')
 	local us; us=$(awk -v c="$((c1 - c0))" -v n="$total" 'BEGIN{printf "%.1f", n ? c*1e4/n : 0}')
@@ -89,16 +100,7 @@ for r in $(seq "$n"); do
 		# page cache and vpool, being log-structured, appends.
 		measure $target seqwrite-1M fio_run "$f" --rw=write --bs=1M --size=2G --end_fsync=1
 		quiesce "$scratch/bin/vpool" "$scratch/vpool"
-		if [[ $target == vpool && ${PROFILE:-0} == 1 && $r == 1 ]]; then
-			curl -s --unix-socket "$scratch/vpool/vpool.sock" "http://vpool/debug/pprof/profile?seconds=$((runtime - 2))" \
-				>"$scratch/cpu.prof" &
-			prof=$!
-		fi
 		measure $target randwrite-4k fio_run "$f" --rw=randwrite --bs=4k --runtime="$runtime" --time_based
-		if [[ -n ${prof:-} ]]; then
-			wait "$prof"; prof=
-			go tool pprof -top -nodecount=25 "$scratch/bin/vpool" "$scratch/cpu.prof" 2>/dev/null | sed 's/^/    /'
-		fi
 		quiesce "$scratch/bin/vpool" "$scratch/vpool"
 		# The figure is a read from the write buffer or the read
 		# cache: one sequential pass first brings clusters whose SCO left

@@ -3,6 +3,7 @@ package flashcache
 import (
 	"fmt"
 	"hash/maphash"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ const cacheShards = 16
 // ReadCache caches clusters read from the backend; see the package doc.
 type ReadCache struct {
 	file     vfs.File
+	read     io.ReaderAt // the file, mapped if it can be (a hit then costs no system call)
 	slotSize int64
 	seed     maphash.Seed
 	shards   []*cacheShard
@@ -53,7 +55,10 @@ func OpenReadCache(fsys vfs.FS, path string, capacityBytes, slotSize int64) (*Re
 		f.Close()
 		return nil, fmt.Errorf("flashcache: size read cache: %w", err)
 	}
-	c := &ReadCache{file: f, slotSize: slotSize, seed: maphash.MakeSeed()}
+	c := &ReadCache{file: f, read: f, slotSize: slotSize, seed: maphash.MakeSeed()}
+	if m, err := f.MapRead(); err == nil {
+		c.read = m
+	}
 	per := slots / cacheShards
 	for i := int64(0); i < cacheShards; i++ {
 		c.shards = append(c.shards, newCacheShard(i*per, per))
@@ -84,7 +89,7 @@ func (c *ReadCache) Get(k Key, dst []byte) bool {
 		c.misses.Add(1)
 		return false
 	}
-	if _, err := c.file.ReadAt(dst[:c.slotSize], slot*c.slotSize); err != nil {
+	if _, err := c.read.ReadAt(dst[:c.slotSize], slot*c.slotSize); err != nil {
 		c.misses.Add(1)
 		return false
 	}

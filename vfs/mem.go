@@ -324,6 +324,14 @@ func (f *memFile) Map(size int64) (Mapping, error) {
 	return &memMapping{f: f, size: size}, nil
 }
 
+// MapRead reads through the file itself (with its crash and error checks).
+func (f *memFile) MapRead() (io.ReaderAt, error) {
+	if err := f.live("mmap"); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 type memMapping struct {
 	f    *memFile
 	size int64

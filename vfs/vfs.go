@@ -15,10 +15,12 @@ package vfs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +44,12 @@ type File interface {
 	// cost no system call and take no inode lock; Sync makes them durable.
 	// The mapping lives until Close.
 	Map(size int64) (Mapping, error)
+	// MapRead maps the whole file read-only for random reads: a small
+	// read of cached data then costs a copy instead of a system call. The
+	// file must not shrink while mapped; reads past the mapping return
+	// io.EOF, and an I/O error under the mapping is returned as an error
+	// (never a crash). The mapping lives until Close.
+	MapRead() (io.ReaderAt, error)
 	Close() error
 }
 
@@ -88,6 +96,52 @@ func (f osFile) Map(size int64) (Mapping, error) {
 	}
 	*f.maps = append(*f.maps, b)
 	return osMapping(b), nil
+}
+
+func (f osFile) MapRead() (io.ReaderAt, error) {
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	if size == 0 || int64(int(size)) != size {
+		return nil, fmt.Errorf("vfs: cannot map %s of %d bytes", f.Name(), size)
+	}
+	b, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("vfs: map %s: %w", f.Name(), err)
+	}
+	// Random access: a fault reads in its own page, not a readahead window
+	// (large reads go through ReadAt and its readahead instead).
+	if err := syscall.Madvise(b, syscall.MADV_RANDOM); err != nil {
+		syscall.Munmap(b)
+		return nil, fmt.Errorf("vfs: madvise %s: %w", f.Name(), err)
+	}
+	*f.maps = append(*f.maps, b)
+	return osReadMapping(b), nil
+}
+
+// osReadMapping reads a read-only mapping; a fault under it (an I/O error
+// or a truncated file: SIGBUS) becomes an error.
+type osReadMapping []byte
+
+func (m osReadMapping) ReadAt(p []byte, off int64) (n int, err error) {
+	if off < 0 {
+		return 0, errors.New("vfs: read at a negative offset")
+	}
+	if off >= int64(len(m)) {
+		return 0, io.EOF
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, fmt.Errorf("vfs: read of a mapped file at %d: %v: %w", off, r, syscall.EIO)
+		}
+	}()
+	n = copy(p, m[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 func (f osFile) Close() error {

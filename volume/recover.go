@@ -182,6 +182,7 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 				return err
 			}
 		}
+		seg.mapSCO()
 		v.mu.segs[s] = seg
 	}
 	if err := v.dropLostSnapshots(last); err != nil {

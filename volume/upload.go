@@ -50,6 +50,7 @@ func (v *VDisk) createSegment(seq uint32) (*segment, error) {
 	h := tlogHeader{VDisk: v.id, Seq: seq, ClusterSize: uint32(v.cs), SCOSize: v.slots * uint32(v.cs)}
 	h.encode(hdr[:])
 	seg := &segment{seq: seq, sco: sco, tlog: tl, tlogCap: v.slots + tlogSpareRecords}
+	seg.mapSCO()
 	size := tlogHeaderSize + int64(seg.tlogCap+1)*recordSize // records and the seal
 	err = tl.Allocate(0, size)
 	if err == nil {

@@ -78,6 +78,7 @@ type VDisk struct {
 type segment struct {
 	seq      uint32
 	sco      vfs.File
+	scoMap   io.ReaderAt // the SCO mapped for small reads (nil: use sco)
 	tlog     vfs.File
 	slots    uint32       // SCO slots handed out
 	recs     uint32       // TLog record positions handed out
@@ -374,6 +375,27 @@ func (v *VDisk) doWrites(datas []dataWrite, recw []tlogWrite) error {
 
 // tlogWriter is where the segment's TLog is written: its mapping when it
 // has one, the file otherwise.
+// mapReadMax is the largest read served from an SCO's mapping: a small
+// random read costs a copy instead of a system call, while larger ones go
+// through pread and its readahead.
+const mapReadMax = 64 << 10
+
+// mapSCO maps the segment's SCO for small reads; without a mapping they
+// use pread.
+func (s *segment) mapSCO() {
+	if m, err := s.sco.MapRead(); err == nil {
+		s.scoMap = m
+	}
+}
+
+// reader is what reads n bytes of the SCO.
+func (s *segment) reader(n int) io.ReaderAt {
+	if s.scoMap != nil && n <= mapReadMax {
+		return s.scoMap
+	}
+	return s.sco
+}
+
 func (s *segment) tlogWriter() io.WriterAt {
 	if s.tlogMap != nil {
 		return s.tlogMap
@@ -685,7 +707,7 @@ func (v *VDisk) fetch(ctx context.Context, locs []loc, segs []*segment, dst []by
 }
 
 func (v *VDisk) readLocal(s *segment, locs []loc, dst []byte) error {
-	if _, err := s.sco.ReadAt(dst, int64(locs[0].Slot)*v.cs); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := s.reader(len(dst)).ReadAt(dst, int64(locs[0].Slot)*v.cs); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("volume: vDisk %s: read SCO %d: %w", FormatID(v.id), s.seq, err)
 	}
 	for k, l := range locs {
