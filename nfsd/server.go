@@ -287,49 +287,104 @@ func (s *Server) acceptLoop(l net.Listener) {
 // the calls already read are answered.
 func (s *Server) serveConn(c net.Conn) {
 	defer s.wg.Done()
-	remote := c.RemoteAddr().String()
-	br := bufio.NewReaderSize(c, 128<<10)
-	replies := make(chan []byte, perConnInFlight)
-	written := make(chan struct{})
-	go s.replyWriter(c, replies, written)
-	var calls sync.WaitGroup
-	perConn := make(chan struct{}, perConnInFlight)
-	for {
-		rec, err := readRecord(br, maxRecord)
-		if err != nil {
-			if errors.Is(err, errRecordTooBig) || errors.Is(err, errGarbage) {
-				s.log.Warn("nfs: bad record: connection closed", "client", remote, "err", err)
-			}
-			break
-		}
-		perConn <- struct{}{}
-		s.sem <- struct{}{}
-		calls.Add(1)
-		s.run(func() {
-			defer func() { <-s.sem; <-perConn; calls.Done() }()
-			reply, err := s.serveCall(rec, remote, true)
-			putBig(rec)
-			if err != nil {
-				s.log.Warn("nfs: not an RPC call: connection closed", "client", remote, "err", err)
-				c.Close()
-				return
-			}
-			if reply != nil {
-				replies <- frame(reply)
-			}
-		})
-	}
-	calls.Wait()
-	close(replies)
-	<-written
+	cn := &conn{s: s, c: c, remote: c.RemoteAddr().String(), br: bufio.NewReaderSize(c, 128<<10),
+		perConn: make(chan struct{}, perConnInFlight)}
+	cn.calls.Add(1) // the reader
+	s.run(cn.read)
+	cn.calls.Wait()
 	c.Close()
 	s.mu.Lock()
 	delete(s.mu.conns, c)
 	s.mu.Unlock()
 }
 
-// run hands a call to an idle worker, or starts one. Workers live on
-// for workerIdle: a call on a fresh goroutine spends a tenth of its CPU
+// conn is one TCP connection's state.
+type conn struct {
+	s       *Server
+	c       net.Conn
+	remote  string
+	br      *bufio.Reader
+	perConn chan struct{}  // calls in flight
+	calls   sync.WaitGroup // calls in flight, and the reader
+	qmu     sync.Mutex
+	queue   [][]byte   // replies waiting for the writer (qmu)
+	wmu     sync.Mutex // held by the goroutine writing to c
+	failed  bool       // a write failed: replies are dropped (wmu)
+}
+
+// read is the connection's reader: it reads one call, hands the reading
+// on to another goroutine and answers the call itself. So a call starts
+// on the goroutine the network woke, with no hand-off before it, and a
+// client that waits for each reply (a sequential nfs-cp) pays no
+// goroutine switch on the way in or, see send, out.
+func (cn *conn) read() {
+	rec, err := readRecord(cn.br, maxRecord)
+	if err != nil {
+		if errors.Is(err, errRecordTooBig) || errors.Is(err, errGarbage) {
+			cn.s.log.Warn("nfs: bad record: connection closed", "client", cn.remote, "err", err)
+		}
+		cn.calls.Done() // no more calls
+		return
+	}
+	cn.perConn <- struct{}{}
+	cn.s.sem <- struct{}{}
+	cn.calls.Add(1) // the next reader; this call keeps the reader's count
+	cn.s.run(cn.read)
+	defer func() { <-cn.s.sem; <-cn.perConn; cn.calls.Done() }()
+	reply, err := cn.s.serveCall(rec, cn.remote, true)
+	putBig(rec)
+	if err != nil {
+		cn.s.log.Warn("nfs: not an RPC call: connection closed", "client", cn.remote, "err", err)
+		cn.c.Close()
+		return
+	}
+	if reply != nil {
+		cn.send(frame(reply))
+	}
+}
+
+// send queues a reply and, unless another goroutine is writing (which
+// then sends it too), writes every queued reply in one writev.
+func (cn *conn) send(b []byte) {
+	cn.qmu.Lock()
+	cn.queue = append(cn.queue, b)
+	cn.qmu.Unlock()
+	for cn.wmu.TryLock() {
+		cn.qmu.Lock()
+		batch := cn.queue
+		cn.queue = nil
+		cn.qmu.Unlock()
+		if len(batch) > 0 {
+			cn.write(batch)
+		}
+		cn.wmu.Unlock()
+		// A reply queued while this goroutine held wmu was left to it.
+		cn.qmu.Lock()
+		idle := len(cn.queue) == 0
+		cn.qmu.Unlock()
+		if idle {
+			return
+		}
+	}
+}
+
+// write sends replies (wmu held) and gives their buffers back.
+func (cn *conn) write(batch [][]byte) {
+	if !cn.failed { // else drop: the calls still finish
+		cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+		bufs := net.Buffers(append([][]byte(nil), batch...))
+		if _, err := bufs.WriteTo(cn.c); err != nil {
+			cn.failed = true
+			cn.c.Close()
+		}
+	}
+	for _, b := range batch {
+		putBig(b)
+	}
+}
+
+// run hands a job to an idle worker, or starts one. Workers live on for
+// workerIdle: a call on a fresh goroutine spends a tenth of its CPU
 // growing the goroutine's stack.
 func (s *Server) run(job func()) {
 	select {
@@ -351,43 +406,6 @@ func (s *Server) worker(job func()) {
 		case job = <-s.work:
 		case <-t.C:
 			return
-		}
-	}
-}
-
-// replyWriter sends a connection's replies in the order they are ready,
-// as many as are waiting in one writev.
-func (s *Server) replyWriter(c net.Conn, replies <-chan []byte, done chan<- struct{}) {
-	defer close(done)
-	failed := false
-	var batch [64][]byte
-	for b := range replies {
-		n := 1
-		batch[0] = b
-	more:
-		for n < len(batch) {
-			select {
-			case b, ok := <-replies:
-				if !ok {
-					break more
-				}
-				batch[n] = b
-				n++
-			default:
-				break more
-			}
-		}
-		if !failed { // else drain: the calls still finish
-			c.SetWriteDeadline(time.Now().Add(writeTimeout))
-			bufs := net.Buffers(append([][]byte(nil), batch[:n]...))
-			if _, err := bufs.WriteTo(c); err != nil {
-				failed = true
-				c.Close()
-			}
-		}
-		for i := range n {
-			putBig(batch[i])
-			batch[i] = nil
 		}
 	}
 }
