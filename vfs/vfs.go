@@ -131,8 +131,9 @@ func (m osReadMapping) ReadAt(p []byte, off int64) (n int, err error) {
 	if off >= int64(len(m)) {
 		return 0, io.EOF
 	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	old := debug.SetPanicOnFault(true)
 	defer func() {
+		debug.SetPanicOnFault(old)
 		if r := recover(); r != nil {
 			n, err = 0, fmt.Errorf("vfs: read of a mapped file at %d: %v: %w", off, r, syscall.EIO)
 		}

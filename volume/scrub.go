@@ -54,8 +54,8 @@ type scoKey struct {
 // countLive); a new reference can only be to an SCO not uploaded yet,
 // which a scrub never touches. After the scan each vDisk's I/O is
 // drained once, so that a read that looked its location up before an
-// overwrite has finished before the SCO goes. Deleting is idempotent: a crash part way leaves
-// garbage for the next pass.
+// overwrite has finished before the SCO goes. Deleting is idempotent: a
+// crash part way leaves garbage for the next pass.
 //
 // Partly live SCOs (live fraction under o.Threshold) are compacted: the
 // clusters the head still maps there are written again, through the

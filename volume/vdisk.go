@@ -373,8 +373,6 @@ func (v *VDisk) doWrites(datas []dataWrite, recw []tlogWrite) error {
 	return nil
 }
 
-// tlogWriter is where the segment's TLog is written: its mapping when it
-// has one, the file otherwise.
 // mapReadMax is the largest read served from an SCO's mapping: a small
 // random read costs a copy instead of a system call, while larger ones go
 // through pread and its readahead.
@@ -396,6 +394,8 @@ func (s *segment) reader(n int) io.ReaderAt {
 	return s.sco
 }
 
+// tlogWriter is where the segment's TLog is written: its mapping when it
+// has one, the file otherwise.
 func (s *segment) tlogWriter() io.WriterAt {
 	if s.tlogMap != nil {
 		return s.tlogMap
