@@ -119,8 +119,11 @@ nbd_fio() {
 	nsenter --net="/run/netns/${ns[$target]}" -- qemu-nbd -f raw --cache=none --socket="$sock" --persistent "${url[$target]}/bench.raw" &
 	local nbd=$!
 	for i in $(seq 100); do [[ -S $sock ]] && break; sleep 0.1; done
+	local c0; c0=$(cpu_ticks "$nbd")
 	measure "$target" "fio-$rw-4k" fio fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$rw" --bs=4k \
 		--iodepth=16 --runtime="$runtime" --time_based --size=4G
+	# the client's CPU per op too: a server can cost its client work
+	awk -v c="$(($(cpu_ticks "$nbd") - c0))" -v t="$target" -v rw="$rw" '$1==t && $2=="fio-"rw"-4k" {v=$3} END {printf "  %-8s %-15s          qemu-nbd CPU %7.1f µs/op\n", t, "fio-"rw"-4k", c*1e4/(v*'"$runtime"')}' "$results"
 	kill "$nbd"
 	wait "$nbd" 2>/dev/null || true
 }

@@ -21,7 +21,7 @@ func TestConformance(t *testing.T) {
 	for name, open := range map[string]func(t *testing.T) store{
 		"mem": func(t *testing.T) store { return NewMem() },
 		"badger": func(t *testing.T) store {
-			b, err := OpenBadger(t.TempDir(), nil)
+			b, err := OpenBadger(t.TempDir(), 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,7 +69,7 @@ func TestConformance(t *testing.T) {
 // instead of retrying for ever (the daemon must be able to exit).
 func TestCloseGivesUpWhenTheDirectoryIsGone(t *testing.T) {
 	dir := t.TempDir()
-	b, err := OpenBadger(dir, slog.New(slog.DiscardHandler))
+	b, err := OpenBadger(dir, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -204,7 +204,7 @@ func TestECBackendLoseASDsAndFlash(t *testing.T) {
 	}
 	open := func(flash string) *Pool {
 		fs := vfs.OS{}
-		meta, err := metastore.OpenBadger(filepath.Join(flash, "meta"), testLogger())
+		meta, err := metastore.OpenBadger(filepath.Join(flash, "meta"), 0, testLogger())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,6 +23,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,19 +37,21 @@ import (
 )
 
 var (
-	mode        = flag.String("mode", "iops", "iops, upload or memory")
-	dir         = flag.String("dir", "", "scratch directory on the disk under test (default /var/tmp/vpool-bench-<pid>)")
-	workers     = flag.Int("workers", 2, "goroutines")
-	seconds     = flag.Float64("seconds", 5, "seconds per phase (iops)")
-	vdiskMiB    = flag.Int64("vdisk-mib", 1024, "vDisk size (iops)")
-	objects     = flag.Int("objects", 8, "64 MiB objects to upload (upload)")
-	bigGiB      = flag.Int64("big-gib", 32, "GiB written in the second memory phase")
-	cpuProf     = flag.String("cpuprofile", "", "write a CPU profile of the vpool phases here")
-	traceFile   = flag.String("trace", "", "write an execution trace of 1 s of the write phase here")
-	blockProf   = flag.String("blockprofile", "", "write a block profile of the vpool phases here")
-	asdDir      = flag.String("asd-dir", "", "put the ASDs here (another device) instead of under -dir")
-	memProf     = flag.String("memprofile", "", "memory mode: write a heap profile at the end")
-	backendDown = flag.Bool("backend-down", false, "iops: an unreachable backend, so no uploads compete: the front-end path alone")
+	mode           = flag.String("mode", "iops", "iops, upload or memory")
+	dir            = flag.String("dir", "", "scratch directory on the disk under test (default /var/tmp/vpool-bench-<pid>)")
+	workers        = flag.Int("workers", 2, "goroutines")
+	seconds        = flag.Float64("seconds", 5, "seconds per phase (iops)")
+	vdiskMiB       = flag.Int64("vdisk-mib", 1024, "vDisk size (iops)")
+	objects        = flag.Int("objects", 8, "64 MiB objects to upload (upload)")
+	bigGiB         = flag.Int64("big-gib", 32, "GiB written in the second memory phase")
+	residentTables = flag.Int64("map-store-mib", 64, "MiB of the metastore's tables kept in memory (engine.map_store_memory)")
+	idleSettle     = flag.Float64("settle", 3, "memory mode: seconds without I/O before each measurement")
+	cpuProf        = flag.String("cpuprofile", "", "write a CPU profile of the vpool phases here")
+	traceFile      = flag.String("trace", "", "write an execution trace of 1 s of the write phase here")
+	blockProf      = flag.String("blockprofile", "", "write a block profile of the vpool phases here")
+	asdDir         = flag.String("asd-dir", "", "put the ASDs here (another device) instead of under -dir")
+	memProf        = flag.String("memprofile", "", "memory mode: write a heap profile at the end")
+	backendDown    = flag.Bool("backend-down", false, "iops: an unreachable backend, so no uploads compete: the front-end path alone")
 )
 
 func main() {
@@ -109,7 +112,7 @@ func openPool(name string, wbBytes int64, mapPages int) (*volume.Pool, func()) {
 		fail(err)
 	}
 	flash := filepath.Join(base, "flash")
-	meta, err := metastore.OpenBadger(filepath.Join(base, "meta"), quiet)
+	meta, err := metastore.OpenBadger(filepath.Join(base, "meta"), *residentTables<<20, quiet)
 	if err != nil {
 		fail(err)
 	}
@@ -324,6 +327,42 @@ func rss() (all, anon, file float64) {
 	return
 }
 
+// fileRSS breaks the file-backed resident set down by the mapped file's
+// extension (badger's .sst tables, .mem memtables and .vlog files; .sco,
+// .tlog; libraries and the binary).
+func fileRSS() string {
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return err.Error()
+	}
+	by := map[string]float64{}
+	kind := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			kind = ""
+			if len(f) >= 6 && strings.HasPrefix(f[5], "/") {
+				if kind = filepath.Ext(f[5]); kind == "" || strings.ContainsRune(kind, '/') {
+					kind = "other"
+				}
+			}
+		case kind != "" && len(f) >= 2 && f[0] == "Rss:":
+			var kb float64
+			fmt.Sscanf(f[1], "%f", &kb)
+			by[kind] += kb / 1024
+		}
+	}
+	var parts []string
+	for k, v := range by {
+		if v >= 1 {
+			parts = append(parts, fmt.Sprintf("%s %.0f", k, v))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
 func memory() {
 	ctx := context.Background()
 	useNullBackend = true
@@ -353,7 +392,15 @@ func memory() {
 		}
 		wg.Wait()
 	}
+	// settle reports the resident set right after the writes, then
+	// returns it after idleSettle seconds without I/O (the metastore's
+	// trimmer and the engine's background write-back run meanwhile).
 	settle := func() (float64, float64, float64) {
+		runtime.GC()
+		debug.FreeOSMemory()
+		all, anon, file := rss()
+		fmt.Printf("memory:   right after the writes: RSS %.0f MiB (anon %.0f, file %.0f; mapped files: %s)\n", all, anon, file, fileRSS())
+		time.Sleep(time.Duration(*idleSettle * float64(time.Second)))
 		runtime.GC()
 		debug.FreeOSMemory()
 		return rss()
@@ -363,6 +410,7 @@ func memory() {
 	small, smallAnon, smallFile := settle()
 	fmt.Printf("memory: after 1 GiB random 4k writes to a 64 GiB vDisk: RSS %.0f MiB (anon %.0f, file %.0f) (%.0fs)\n",
 		small, smallAnon, smallFile, time.Since(t0).Seconds())
+	fmt.Printf("memory: mapped files by kind (MiB): %s\n", fileRSS())
 	write(*bigGiB - 1)
 	big, bigAnon, bigFile := settle()
 	if *memProf != "" {
@@ -376,6 +424,7 @@ func memory() {
 	fmt.Printf("memory: SCO data uploaded to a null backend (manifests kept); map cache %d pages\n", volume.DefaultMapCachePages)
 	fmt.Printf("memory: after %d GiB: RSS %.0f MiB (anon %.0f, file %.0f) (%.0fs)\n",
 		*bigGiB, big, bigAnon, bigFile, time.Since(t0).Seconds())
+	fmt.Printf("memory: mapped files by kind (MiB): %s\n", fileRSS())
 	fmt.Printf("memory: difference RSS %.0f MiB, anon %.0f MiB, file %.0f MiB (goal < 64)\n",
 		big-small, bigAnon-smallAnon, bigFile-smallFile)
 }

@@ -68,6 +68,7 @@ type EngineConfig struct {
 	SCOSize           Size          `mapstructure:"sco_size"`
 	MaxVDiskSize      Size          `mapstructure:"max_vdisk_size"`
 	MapCachePages     int           `mapstructure:"map_cache_pages"`
+	MapStoreMemory    Size          `mapstructure:"map_store_memory"`
 	UploadConcurrency int           `mapstructure:"upload_concurrency"`
 	SealIdle          time.Duration `mapstructure:"seal_idle"`
 }
@@ -174,6 +175,7 @@ func defaults(dataDir string) map[string]any {
 		"engine.sco_size":              "64MiB",
 		"engine.max_vdisk_size":        "64TiB",
 		"engine.map_cache_pages":       16384,
+		"engine.map_store_memory":      "64MiB",
 		"engine.upload_concurrency":    2,
 		"engine.seal_idle":             "60s",
 		"write_buffer.size":            "8GiB",
@@ -270,6 +272,9 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 		for i := 0; i < c.Backend.Preset.Data+c.Backend.Preset.Parity; i++ {
 			c.Backend.ASDs = append(c.Backend.ASDs, filepath.Join(c.DataDir, "asd", strconv.Itoa(i)))
 		}
+	}
+	if c.Engine.MapStoreMemory < 1<<20 {
+		return nil, fmt.Errorf("config: engine.map_store_memory %s is below 1MiB", c.Engine.MapStoreMemory)
 	}
 	if c.WriteBuffer.Size < 64<<20 {
 		return nil, fmt.Errorf("config: write_buffer.size %s is below 64MiB", c.WriteBuffer.Size)

@@ -36,6 +36,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"engine:\n  sco_sise: 1\n", "unknown key engine.sco_sise"},
 		{"read_cache:\n  size: lots\n", `read_cache.size' size "lots"`},
 		{"write_buffer:\n  size: 1MiB\n", "write_buffer.size 1MiB is below 64MiB"},
+		{"engine:\n  map_store_memory: 4KiB\n", "engine.map_store_memory 4KiB is below 1MiB"},
 		{"nfs:\n  allow: [10.0.0.0/33]\n", `nfs.allow: "10.0.0.0/33" is neither`},
 		{"nfs:\n  listen: \"127.0.0.1:99999\"\n", "nfs.listen: nfs: listen address \"127.0.0.1:99999\": bad port"},
 		{"nfs:\n  portmap: maybe\n", "portmap"},

@@ -56,6 +56,8 @@ type Status struct {
 	BackendTotal     uint64         `json:"backend_total_bytes"`
 	BackendFree      uint64         `json:"backend_free_bytes"`
 	RepairedReads    int64          `json:"backend_repaired_reads"`
+	MapStoreResident int64          `json:"map_store_resident_bytes"`
+	MapStoreLimit    int64          `json:"map_store_limit_bytes"`
 	NFS              *NFSStatus     `json:"nfs,omitempty"`         // nil: the gateway is off
 	Scrub            *ScrubStatus   `json:"scrub,omitempty"`       // nil: no pass yet
 	Reclaimable      *ReclaimStatus `json:"reclaimable,omitempty"` // nil: not counted yet
@@ -149,7 +151,8 @@ type controlServer struct {
 
 func (s *controlServer) status(ctx context.Context) Status {
 	st := Status{VPool: s.c.Name, DataDir: s.c.DataDir, Uptime: time.Since(s.started).Round(time.Second).String(),
-		VDisks: s.rates.snapshot(s.e.pool), RepairedReads: s.e.ec.RepairedReads()}
+		VDisks: s.rates.snapshot(s.e.pool), RepairedReads: s.e.ec.RepairedReads(), MapStoreResident: s.e.meta.TablesResident(),
+		MapStoreLimit: int64(s.c.Engine.MapStoreMemory)}
 	if s.e.ns != nil {
 		names := s.e.ns.VDiskNames(ctx)
 		fsid := volume.FormatID(s.e.ns.FileStoreID())
@@ -310,6 +313,7 @@ func printStatus(w io.Writer, st *Status) {
 	fmt.Fprintf(w, "write buffer: %s of %s not yet on the backend; throttling: %s\n",
 		human(st.WriteBufferBytes), human(st.WriteBufferLimit), throttle)
 	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
+	fmt.Fprintf(w, "block-map store: %s of its tables in memory (limit %s)\n", human(st.MapStoreResident), human(st.MapStoreLimit))
 	if n := st.NFS; n != nil {
 		fmt.Fprintf(w, "nfs: export %s on port %d; %d connections, %d calls (%d errors), %s read, %s written\n",
 			n.Export, n.Port, n.Connections, n.Calls, n.Errors, human(int64(n.ReadBytes)), human(int64(n.WriteBytes)))
@@ -364,6 +368,7 @@ func writeMetrics(w io.Writer, st Status) {
 	g("vpool_throttling", "1 while writers are slowed because the backend is behind.", b2i(st.Throttling), "")
 	g("vpool_backend_free_bytes", "Raw free bytes under the backend.", st.BackendFree, "")
 	g("vpool_backend_repaired_reads_total", "Fragment reads rebuilt from parity.", st.RepairedReads, "")
+	g("vpool_map_store_resident_bytes", "Bytes of the block-map store's tables in memory (bounded by engine.map_store_memory).", st.MapStoreResident, "")
 	if sc := st.Scrub; sc != nil {
 		g("vpool_scrub_last_freed_bytes", "Bytes the newest scrub pass freed.", sc.BytesFreed, "")
 	}

@@ -70,7 +70,8 @@ func TestControlSocketStatusAndMetrics(t *testing.T) {
 	}
 	var out bytes.Buffer
 	printStatus(&out, st)
-	if !strings.Contains(out.String(), volume.FormatID(v.ID())) || !strings.Contains(out.String(), "2.0MiB") {
+	if !strings.Contains(out.String(), volume.FormatID(v.ID())) || !strings.Contains(out.String(), "2.0MiB") ||
+		!strings.Contains(out.String(), "of its tables in memory (limit 64MiB)") {
 		t.Fatalf("printed status:\n%s", out.String())
 	}
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -85,7 +86,8 @@ func TestControlSocketStatusAndMetrics(t *testing.T) {
 	if want := `vpool_vdisk_writes_total{vdisk="` + volume.FormatID(v.ID()) + `",path=""} 500`; !strings.Contains(string(body), want) {
 		t.Fatalf("metrics lack %q:\n%s", want, body)
 	}
-	for _, want := range []string{"# TYPE vpool_vdisk_writes_total counter", "# TYPE vpool_write_buffer_bytes gauge"} {
+	for _, want := range []string{"# TYPE vpool_vdisk_writes_total counter", "# TYPE vpool_write_buffer_bytes gauge",
+		"# TYPE vpool_map_store_resident_bytes gauge"} {
 		if !strings.Contains(string(body), want) {
 			t.Fatalf("metrics lack %q:\n%s", want, body)
 		}

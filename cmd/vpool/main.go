@@ -93,7 +93,7 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 	if err != nil {
 		return nil, err
 	}
-	meta, err := metastore.OpenBadger(filepath.Join(c.DataDir, "meta"), log)
+	meta, err := metastore.OpenBadger(filepath.Join(c.DataDir, "meta"), int64(c.Engine.MapStoreMemory), log)
 	if err != nil {
 		return nil, err
 	}
