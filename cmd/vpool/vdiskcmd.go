@@ -145,6 +145,7 @@ type ScrubStatus struct {
 
 // runScrub runs one pass (of one vDisk's SCOs when only != 0).
 func (s *controlServer) runScrub(ctx context.Context, only uint64, wait bool) (volume.ScrubResult, error) {
+	start := time.Now()
 	res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{Only: only, Pace: s.c.Scrub.Pace, Threshold: s.c.Scrub.Threshold, Wait: wait, Rate: int64(s.c.Scrub.Rate)})
 	st := &ScrubStatus{At: time.Now(), ScrubResult: res}
 	if err != nil {
@@ -152,7 +153,7 @@ func (s *controlServer) runScrub(ctx context.Context, only uint64, wait bool) (v
 	}
 	s.scrub.Store(st)
 	if err == nil {
-		s.reclaim.Store(reclaimFrom(res))
+		s.storeReclaim(start, res)
 	}
 	return res, err
 }
@@ -160,14 +161,22 @@ func (s *controlServer) runScrub(ctx context.Context, only uint64, wait bool) (v
 // ReclaimStatus is the newest count of the garbage on the backend: what
 // scrubs would free.
 type ReclaimStatus struct {
-	At         time.Time        `json:"at"`
+	At         time.Time        `json:"at"` // when the count started: it shows the vDisks as they were then
 	Bytes      int64            `json:"bytes"`
 	PartlyLive int64            `json:"partly_live_bytes"` // of Bytes: in SCOs still partly live
 	ByVDisk    map[string]int64 `json:"by_vdisk,omitempty"`
 }
 
-func reclaimFrom(res volume.ScrubResult) *ReclaimStatus {
-	return &ReclaimStatus{At: time.Now(), Bytes: res.ReclaimableBytes, PartlyLive: res.GarbageBytes, ByVDisk: res.Reclaimable}
+// storeReclaim keeps the count that started at start unless a count that
+// started later is already kept (counts and scrubs can overlap).
+func (s *controlServer) storeReclaim(start time.Time, res volume.ScrubResult) {
+	r := &ReclaimStatus{At: start, Bytes: res.ReclaimableBytes, PartlyLive: res.GarbageBytes, ByVDisk: res.Reclaimable}
+	for {
+		old := s.reclaim.Load()
+		if old != nil && old.At.After(start) || s.reclaim.CompareAndSwap(old, r) {
+			return
+		}
+	}
 }
 
 // recount asks the reclaim counter for a count soon.
@@ -206,6 +215,7 @@ func (s *controlServer) reclaimCounter(ctx context.Context) {
 			}
 		}
 		seen, last = s.fingerprint(), time.Now()
+		start := last
 		res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{DryRun: true, Pace: s.c.Scrub.Pace})
 		gap = max(10*time.Second, 4*time.Since(last))
 		if err != nil {
@@ -214,7 +224,7 @@ func (s *controlServer) reclaimCounter(ctx context.Context) {
 			}
 			continue
 		}
-		s.reclaim.Store(reclaimFrom(res))
+		s.storeReclaim(start, res)
 	}
 }
 
