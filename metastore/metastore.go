@@ -63,9 +63,9 @@ type Badger struct {
 	mapsPrefix     string   // the directory as /proc/self/maps names it, with a trailing /
 	pagemap        *os.File // the trimmer's /proc/self/pagemap
 	pagemapBuf     []byte
-	tablesResident atomic.Int64  // at the trimmer's last look
-	stop           chan struct{} // closed by Close
-	loops          sync.WaitGroup
+	tablesResident atomic.Int64   // at the trimmer's last look
+	stop           chan struct{}  // closed by Close
+	loops          sync.WaitGroup // the trimmer
 }
 
 // DefaultResidentTables is the default budget of resident table pages.
@@ -111,11 +111,7 @@ func OpenBadger(dir string, residentTables int64, log *slog.Logger) (*Badger, er
 		}
 	}
 	b.mapsPrefix = strings.TrimSuffix(b.mapsPrefix, "/") + "/"
-	b.loops.Add(1)
-	go func() {
-		defer b.loops.Done()
-		b.trimLoop(b.stop)
-	}()
+	b.startTrimmer()
 	return b, nil
 }
 

@@ -38,6 +38,22 @@ const madvPageout = 21 // MADV_PAGEOUT, Linux 5.4
 
 var trimEvery = 250 * time.Millisecond // a variable for tests
 
+// startTrimmer starts the trimmer; Close stops it.
+func (b *Badger) startTrimmer() {
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		b.log.Warn("metastore: cannot bound the resident set of badger's tables; RSS will grow with the metadata",
+			"dir", b.dir, "err", err)
+		return
+	}
+	b.pagemap = f
+	b.loops.Add(1)
+	go func() {
+		defer b.loops.Done()
+		b.trimLoop(b.stop)
+	}()
+}
+
 // trimLoop runs the trimmer until stop closes.
 func (b *Badger) trimLoop(stop <-chan struct{}) {
 	t := time.NewTicker(trimEvery)
@@ -148,13 +164,6 @@ func mappedFiles(prefix string, exts ...string) ([]span, error) {
 func (b *Badger) resident(r span) int64 {
 	page := uintptr(os.Getpagesize())
 	pages := int((r.end - r.start + page - 1) / page)
-	if b.pagemap == nil {
-		f, err := os.Open("/proc/self/pagemap")
-		if err != nil {
-			return 0
-		}
-		b.pagemap = f
-	}
 	var n int64
 	for off := 0; off < pages; {
 		chunk := min(pages-off, 8192)

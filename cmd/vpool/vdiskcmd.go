@@ -215,7 +215,6 @@ func (s *controlServer) reclaimCounter(ctx context.Context) {
 			}
 		}
 		seen, last = s.fingerprint(), time.Now()
-		start := last
 		res, err := s.e.pool.Scrub(ctx, volume.ScrubOptions{DryRun: true, Pace: s.c.Scrub.Pace})
 		gap = max(10*time.Second, 4*time.Since(last))
 		if err != nil {
@@ -224,7 +223,7 @@ func (s *controlServer) reclaimCounter(ctx context.Context) {
 			}
 			continue
 		}
-		s.storeReclaim(start, res)
+		s.storeReclaim(last, res) // last: when this count started
 	}
 }
 
