@@ -176,7 +176,9 @@ type pageCache struct {
 	ring  []uint64
 	hand  int
 	limit int
-	dirty int
+	// dirty lists the dirty pages' indices, each once: a write-back
+	// visits them without walking the whole cache.
+	dirty []uint64
 }
 
 func newPageCache(limit int) pageCache {
@@ -220,9 +222,9 @@ func (c *pageCache) insert(idx uint64, p *page) bool {
 	return false
 }
 
-func (c *pageCache) markDirty(p *page) {
+func (c *pageCache) markDirty(idx uint64, p *page) {
 	if !p.dirty {
-		c.dirty++
+		c.dirty = append(c.dirty, idx)
 	}
 	p.dirty = true
 }

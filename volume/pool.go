@@ -601,7 +601,7 @@ type Stats struct {
 func (v *VDisk) Stats() Stats {
 	v.mu.Lock()
 	st := Stats{ID: FormatID(v.id), SizeBytes: v.size.Load(), AllocatedBytes: v.mu.allocated * v.cs,
-		UploadedThrough: v.mu.uploadedThrough, MapPagesCached: len(v.mu.pages.pages), MapPagesDirty: v.mu.pages.dirty,
+		UploadedThrough: v.mu.uploadedThrough, MapPagesCached: len(v.mu.pages.pages), MapPagesDirty: len(v.mu.pages.dirty),
 		Template: v.template.Load(), Snapshots: len(v.mu.snaps)}
 	if pr := v.parent.Load(); pr != nil {
 		st.Parent = FormatID(pr.v.id)

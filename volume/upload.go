@@ -179,43 +179,59 @@ func (v *VDisk) sealOpenLocked() (uint32, error) {
 // flash; (3) commit pages + marker. The store thus never holds a mapping
 // whose TLog record could be lost, and replay from the marker is
 // idempotent for whatever the pages already show.
+// pageImage is a dirty page as a write-back found it.
+type pageImage struct {
+	idx    uint64
+	p      *page     // the cached page, pinned until it is stored
+	frozen []version // its versions to store with it
+	head   page      // its entries, mapped count and epoch (nothing else set)
+}
+
 func (v *VDisk) writeBack(ctx context.Context) error {
 	v.wbMu.Lock()
 	defer v.wbMu.Unlock()
+	// The dirty pages are copied under the lock, all at one instant with
+	// the marker, and encoded after it: writers wait for a copy of each
+	// page, not for its encoding.
 	v.mu.Lock()
-	// groups: a page's new versions and its head, never split between
-	// commits (a head stored without the version it replaced would make a
-	// snapshot read an older one)
-	var groups [][]MetaOp
-	var pinned []*page
-	var frozen []int // versions of each pinned page being stored
-	for idx, p := range v.mu.pages.pages {
-		if p.dirty {
-			var g []MetaOp
-			for _, f := range p.frozen {
-				g = append(g, MetaOp{Key: versionKey(v.id, idx, f.epoch), Value: encodeEntries(&f.e, f.epoch)})
-			}
-			groups = append(groups, append(g, MetaOp{Key: pageKey(v.id, idx), Value: v.encodePage(p)}))
-			// The versions stay on the page until they are stored: a
-			// snapshot reader finds them there meanwhile.
-			frozen = append(frozen, len(p.frozen))
-			p.dirty = false
-			p.pins++
-			pinned = append(pinned, p)
-		}
+	imgs := make([]pageImage, len(v.mu.pages.dirty))
+	for i, idx := range v.mu.pages.dirty {
+		p := v.mu.pages.pages[idx]
+		img := &imgs[i]
+		img.idx, img.p = idx, p
+		img.head.e, img.head.mapped, img.head.epoch = p.e, p.mapped, p.epoch
+		// The versions stay on the page until they are stored: a
+		// snapshot reader finds them there meanwhile. They never change
+		// once frozen; more may be appended.
+		img.frozen = p.frozen[:len(p.frozen):len(p.frozen)]
+		p.dirty = false
+		p.pins++
 	}
-	v.mu.pages.dirty = 0
+	v.mu.pages.dirty = v.mu.pages.dirty[:0]
 	m := v.watermarkLocked()
 	mark := storedMarker{pos: m, size: v.size.Load(), allocated: v.mu.allocated, epoch: v.mu.epoch, written: v.mu.written}.encode()
 	v.mu.Unlock()
+	// groups: a page's new versions and its head, never split between
+	// commits (a head stored without the version it replaced would make a
+	// snapshot read an older one)
+	groups := make([][]MetaOp, len(imgs))
+	for i := range imgs {
+		img := &imgs[i]
+		g := make([]MetaOp, 0, len(img.frozen)+1)
+		for _, f := range img.frozen {
+			g = append(g, MetaOp{Key: versionKey(v.id, img.idx, f.epoch), Value: encodeEntries(&f.e, f.epoch)})
+		}
+		groups[i] = append(g, MetaOp{Key: pageKey(v.id, img.idx), Value: v.encodePage(&img.head)})
+	}
 	unpin := func(failed bool) {
 		v.mu.Lock()
-		for i, p := range pinned {
-			p.pins--
+		for i := range imgs {
+			img := &imgs[i]
+			img.p.pins--
 			if failed {
-				v.mu.pages.markDirty(p)
+				v.mu.pages.markDirty(img.idx, img.p)
 			} else {
-				p.frozen = p.frozen[frozen[i]:]
+				img.p.frozen = img.p.frozen[len(img.frozen):]
 			}
 		}
 		v.mu.Unlock()
@@ -409,7 +425,7 @@ func (v *VDisk) mapWriter() {
 		case <-v.wbKick:
 		case <-tick.C:
 			v.mu.Lock()
-			dirty := v.mu.pages.dirty
+			dirty := len(v.mu.pages.dirty)
 			v.mu.Unlock()
 			if dirty == 0 {
 				continue
