@@ -264,3 +264,38 @@ func TestTemplate(t *testing.T) {
 	e.wipeFlash()
 	readOnly("after a rebuild from the backend")
 }
+
+// Writers wait for a block-map write-back only while the cache must keep
+// pages clean or free for misses: never when the vDisk's whole map is
+// cached, else when a quarter of the cache (or the pages outside it, when
+// fewer) is no longer clean or free.
+func TestDirtyLimitLeavesRoomOnlyForMisses(t *testing.T) {
+	e := newEnv(t) // 64 cached pages per vDisk
+	const pageSpan = pageEntries * 4096
+	for _, c := range []struct {
+		pages, written, want int
+	}{
+		{pages: 64, written: 64, want: 64},   // all cached: writers never wait
+		{pages: 70, written: 60, want: 54},   // 10 pages outside: 10 stay free
+		{pages: 1024, written: 10, want: 48}, // a quarter of the cache
+	} {
+		v, err := e.pool.Create(bg, int64(c.pages)*pageSpan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < c.written; i++ {
+			if err := v.WriteAt(bg, bytes.Repeat([]byte{1}, 4096), int64(i)*pageSpan); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v.mu.Lock()
+		got, dirty := v.dirtyHardLocked(), len(v.mu.pages.dirty)
+		v.mu.Unlock()
+		if got != c.want {
+			t.Errorf("%d pages, %d written: writers wait at %d dirty pages, want %d", c.pages, c.written, got, c.want)
+		}
+		if dirty > c.written {
+			t.Errorf("%d dirty pages listed after writes to %d", dirty, c.written)
+		}
+	}
+}
