@@ -171,14 +171,6 @@ func (v *VDisk) sealOpenLocked() (uint32, error) {
 	return last, nil
 }
 
-// writeBack stores the dirty block-map pages with the watermark in one
-// atomic commit, after the TLog records behind them are durable.
-//
-// Durability order: (1) snapshot dirty pages and the watermark, pinned so
-// they stay cached; (2) Flush, so every record the snapshot reflects is on
-// flash; (3) commit pages + marker. The store thus never holds a mapping
-// whose TLog record could be lost, and replay from the marker is
-// idempotent for whatever the pages already show.
 // pageImage is a dirty page as a write-back found it.
 type pageImage struct {
 	idx    uint64
@@ -187,6 +179,14 @@ type pageImage struct {
 	head   page      // its entries, mapped count and epoch (nothing else set)
 }
 
+// writeBack stores the dirty block-map pages with the watermark in one
+// atomic commit, after the TLog records behind them are durable.
+//
+// Durability order: (1) snapshot dirty pages and the watermark, pinned so
+// they stay cached; (2) Flush, so every record the snapshot reflects is on
+// flash; (3) commit pages + marker. The store thus never holds a mapping
+// whose TLog record could be lost, and replay from the marker is
+// idempotent for whatever the pages already show.
 func (v *VDisk) writeBack(ctx context.Context) error {
 	v.wbMu.Lock()
 	defer v.wbMu.Unlock()

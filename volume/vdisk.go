@@ -115,7 +115,7 @@ type ioStats struct {
 }
 
 // Dirty block-map pages: at dirtySoft a background write-back starts; at
-// dirtyHard writers write back before going on. Each write-back costs a
+// dirtyHardLocked writers write back before going on. Each write-back costs a
 // flush and stores every dirty page, so random writes want it rare: at
 // half the cache rather than a fixed 4096 pages, 4 KiB random writes over
 // a 4 GiB vDisk (the whole default cache in play) went 10% faster
@@ -131,11 +131,9 @@ func (v *VDisk) dirtySoft() int { return v.pool.cfg.MapCachePages / 2 }
 // flushes wrote the SCOs out).
 func (v *VDisk) dirtyHardLocked() int {
 	c := &v.mu.pages
-	outside := (uint64(v.size.Load())>>v.shift+pageEntries-1)>>pageShift - uint64(len(c.pages))
-	if int64(outside) < 0 { // pages past a shrunk end still cached
-		outside = 0
-	}
-	return c.limit - int(min(uint64(c.limit/4), outside))
+	pages := int((v.size.Load()>>v.shift + pageEntries - 1) >> pageShift)
+	outside := max(0, pages-len(c.pages)) // 0 with pages past a shrunk end still cached
+	return c.limit - min(c.limit/4, outside)
 }
 
 // ID returns the vDisk's id.
@@ -514,16 +512,16 @@ func (v *VDisk) withPages(ctx context.Context, c0, c1 uint64, shared bool, fn fu
 	}
 	for {
 		lock()
-		if v.cachedLocked(c0, c1) {
-			fn()
-			unlock()
-			return nil
-		}
 		var missing []uint64
 		for i := p0; i <= p1; i++ {
 			if v.mu.pages.get(i) == nil {
 				missing = append(missing, i)
 			}
+		}
+		if len(missing) == 0 {
+			fn()
+			unlock()
+			return nil
 		}
 		unlock()
 		loaded := make([]*page, len(missing))
