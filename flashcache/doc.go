@@ -15,12 +15,16 @@
 //
 // An uploaded SCO may stay on flash as a cache of recent writes: MarkClean
 // moves its bytes from dirty to clean, which throttling ignores; each owner
-// keeps at most its share of a quarter of the limit (CleanExcess), so the
-// flash holds at most 1.25 times the limit.
+// keeps at most its share of a quarter of the limit (CleanExcess).
 //
 // SCO files live at <dir>/sco/<owner:016x>/<seq:010d>.sco and are
 // preallocated at creation, so that a full disk is reported when an SCO is
-// opened, not halfway through a write.
+// opened, not halfway through a write. An uploaded SCO that leaves flash
+// (RetireSCO) leaves its file in <dir>/sco-spare for the next new SCO of
+// the same size: overwriting blocks written before is cheaper for the
+// filesystem than filling preallocated ones. Spare files are kept up to
+// a sixteenth of the limit, and a restart removes them. So the flash holds
+// at most 1.3125 times the limit.
 //
 // # Read cache
 //

@@ -125,3 +125,88 @@ func TestWriteBufferFairShare(t *testing.T) {
 		t.Fatalf("owner 2 starved: %v", err)
 	}
 }
+
+// A retired SCO's file serves the next SCO of its size (blocks written
+// before are faster to overwrite); files of up to a sixteenth of the
+// limit are kept, outside the quarter for uploaded SCOs, and a restart
+// drops them.
+func TestRetiredSCOFilesAreReused(t *testing.T) {
+	fsys := vfs.NewMem()
+	w, err := NewWriteBuffer(fsys, "/flash", 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size, spareSCOs = 1 << 20, 4 // a sixteenth of 64 MiB
+	old := bytes.Repeat([]byte{7}, 4096)
+	for seq := uint32(1); seq <= spareSCOs+2; seq++ {
+		f, err := w.CreateSCO(1, seq, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(old, 0)
+		f.Close()
+	}
+	for seq := uint32(1); seq <= spareSCOs+2; seq++ {
+		if err := w.RetireSCO(1, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if seqs, _ := w.ListSCOs(1); len(seqs) != 0 {
+		t.Fatalf("retired SCOs still listed: %v", seqs)
+	}
+	if names, _ := fsys.ReadDir(w.spareDir()); len(names) != spareSCOs {
+		t.Fatalf("%d spare files kept, want %d", len(names), spareSCOs)
+	}
+	// the spares leave the uploaded SCOs' room alone
+	if err := w.Reserve(context.Background(), 9, 16*size); err != nil {
+		t.Fatal(err)
+	}
+	w.MarkClean(9, 16*size)
+	if ex := w.CleanExcess(9); ex != 0 {
+		t.Fatalf("clean excess %d of a quarter of the limit with spare files kept, want 0", ex)
+	}
+	firstBlock := func(f vfs.File) []byte {
+		b := make([]byte, 4096)
+		f.ReadAt(b, 0)
+		return b
+	}
+	for i := 0; i < spareSCOs; i++ {
+		f, err := w.CreateSCO(2, uint32(10+i), size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(firstBlock(f), old) {
+			t.Fatalf("SCO %d: not a spare file", i)
+		}
+		f.Close()
+	}
+	f, err := w.CreateSCO(2, 20, size) // the spares are used up
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if bytes.Equal(firstBlock(f), old) {
+		t.Fatal("more spares than were kept")
+	}
+	f.WriteAt(old, 0)
+	f.Close()
+	w.RetireSCO(2, 20)
+	// another size (sco_size changed): a new file, and the spare goes
+	if f, err = w.CreateSCO(3, 1, 2*size); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(firstBlock(f), old) {
+		t.Fatal("a spare file of another size was reused")
+	}
+	f.Close()
+	if names, _ := fsys.ReadDir(w.spareDir()); len(names) != 0 {
+		t.Fatalf("spare files of another size kept: %v", names)
+	}
+	w.RetireSCO(3, 1)
+	if _, err := NewWriteBuffer(fsys, "/flash", 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := fsys.ReadDir(w.spareDir()); len(names) != 0 {
+		t.Fatalf("a restart kept spare files: %v", names)
+	}
+}

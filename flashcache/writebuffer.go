@@ -46,6 +46,31 @@ type WriteBuffer struct {
 	}
 	throttledNanos atomic.Int64
 	blockedWaits   atomic.Int64
+
+	spare struct {
+		sync.Mutex
+		files []string // in spareDir, each a dropped SCO's file
+		next  int      // name of the next one
+		size  int64    // of the SCOs created last
+	}
+}
+
+// The write buffer keeps the files of dropped SCOs for new SCOs. The disk
+// overwrites blocks written before faster than it fills preallocated ones,
+// which ext4 turns from unwritten into written extents at each write's
+// completion, in its journal: direct 1 MiB writes at queue depth 16 ran at
+// 1762-2058 MiB/s over a file written once against 1348-1409 into a new
+// preallocated one, here; vpool's sequential writes through FUSE went from
+// 947-1163 to 1323-1409 MiB/s. In steady writing each upload drops an SCO
+// whose file the next new SCO takes, so a few spares do: they are kept up
+// to a sixteenth of the limit. (Counting them in the quarter kept for
+// uploaded SCOs instead cost those SCOs room, and random reads of recent
+// writes went to the backend: 40-55k reads/s instead of 136k.)
+func (w *WriteBuffer) maxSpares() int {
+	if w.spare.size <= 0 {
+		return 0
+	}
+	return int(w.limit / 16 / w.spare.size)
 }
 
 type ownerState struct {
@@ -73,8 +98,21 @@ func NewWriteBuffer(fsys vfs.FS, dir string, limitBytes int64) (*WriteBuffer, er
 	w := &WriteBuffer{fs: fsys, dir: dir, limit: limitBytes, soft: int64(float64(limitBytes) * SoftFraction)}
 	w.mu.owners = map[uint64]*ownerState{}
 	w.mu.freed = make(chan struct{})
+	// Spare files of an earlier run are not worth the bookkeeping.
+	names, err := fsys.ReadDir(w.spareDir())
+	if err != nil && !errors.Is(err, vfs.ErrNotExist) {
+		return nil, fmt.Errorf("flashcache: write buffer spare SCOs: %w", err)
+	}
+	for _, n := range names {
+		if err := fsys.Remove(filepath.Join(w.spareDir(), n)); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+			return nil, fmt.Errorf("flashcache: remove spare SCO: %w", err)
+		}
+	}
 	return w, nil
 }
+
+// spareDir holds the files of dropped SCOs kept for new ones.
+func (w *WriteBuffer) spareDir() string { return filepath.Join(w.dir, "sco-spare") }
 
 // owner returns owner's state, adding it if new.
 func (w *WriteBuffer) owner(owner uint64) *ownerState {
@@ -276,6 +314,9 @@ func (w *WriteBuffer) CreateSCO(owner uint64, seq uint32, sizeBytes int64) (vfs.
 	if err := w.fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, wrapFull(fmt.Errorf("flashcache: create SCO dir: %w", err))
 	}
+	if f := w.reuse(dir, w.SCOPath(owner, seq), sizeBytes); f != nil {
+		return f, nil
+	}
 	f, err := w.fs.OpenFile(w.SCOPath(owner, seq), os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, wrapFull(fmt.Errorf("flashcache: create SCO %d: %w", seq, err))
@@ -310,6 +351,62 @@ func (w *WriteBuffer) OpenSCODirect(owner uint64, seq uint32) (vfs.File, error) 
 // OpenSCO opens an existing SCO.
 func (w *WriteBuffer) OpenSCO(owner uint64, seq uint32) (vfs.File, error) {
 	return w.fs.OpenFile(w.SCOPath(owner, seq), os.O_RDWR, 0)
+}
+
+// reuse makes a spare file of sizeBytes the SCO at path, or returns nil.
+// Its old contents are never read: reads go through the block map to
+// written slots, and uploads read only those.
+func (w *WriteBuffer) reuse(dir, path string, sizeBytes int64) vfs.File {
+	if sizeBytes <= 0 {
+		return nil
+	}
+	w.spare.Lock()
+	defer w.spare.Unlock()
+	w.spare.size = sizeBytes
+	for len(w.spare.files) > 0 {
+		name := w.spare.files[len(w.spare.files)-1]
+		w.spare.files = w.spare.files[:len(w.spare.files)-1]
+		f, err := w.fs.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			w.fs.Remove(name)
+			continue
+		}
+		// one of another size (sco_size changed) is of no use
+		if size, err := f.Size(); err != nil || size != sizeBytes {
+			f.Close()
+			w.fs.Remove(name)
+			continue
+		}
+		if err := w.fs.Rename(name, path); err != nil {
+			f.Close()
+			w.fs.Remove(name)
+			continue
+		}
+		if err := w.fs.SyncDir(dir); err != nil {
+			f.Close()
+			w.fs.Remove(path)
+			continue
+		}
+		return f
+	}
+	return nil
+}
+
+// RetireSCO drops an SCO that is on the backend: its file is kept as a
+// spare for a new SCO while there is room (maxSpares), else removed.
+func (w *WriteBuffer) RetireSCO(owner uint64, seq uint32) error {
+	w.spare.Lock()
+	if len(w.spare.files) < w.maxSpares() && w.fs.MkdirAll(w.spareDir(), 0o700) == nil {
+		name := filepath.Join(w.spareDir(), fmt.Sprintf("%d.sco", w.spare.next))
+		if w.fs.Rename(w.SCOPath(owner, seq), name) == nil {
+			w.spare.next++
+			w.spare.files = append(w.spare.files, name)
+			w.spare.Unlock()
+			return nil
+		}
+	}
+	w.spare.Unlock()
+	return w.RemoveSCO(owner, seq)
 }
 
 // RemoveSCO deletes an SCO file (missing is not an error).

@@ -46,6 +46,9 @@ type WriteBuffer interface {
 	OpenSCO(owner uint64, seq uint32) (vfs.File, error)
 	OpenSCODirect(owner uint64, seq uint32) (vfs.File, error)
 	RemoveSCO(owner uint64, seq uint32) error
+	// RetireSCO drops an SCO that is on the backend (its file may serve a
+	// new SCO).
+	RetireSCO(owner uint64, seq uint32) error
 	RemoveOwner(owner uint64) error
 	ListSCOs(owner uint64) ([]uint32, error)
 }

@@ -685,7 +685,7 @@ func (v *VDisk) dispose(ctx context.Context, seg *segment) error {
 	seg.closeDirect()
 	seg.sco.Close()
 	seg.tlog.Close()
-	if err := v.pool.wb.RemoveSCO(v.id, seg.seq); err != nil {
+	if err := v.pool.wb.RetireSCO(v.id, seg.seq); err != nil {
 		v.log.Warn("volume: remove uploaded SCO", "vdisk", FormatID(v.id), "sco", seg.seq, "err", err)
 	}
 	v.pool.wb.DropClean(v.id, seg.reserved)
