@@ -184,7 +184,6 @@ func TestRetiredSCOFilesAreReused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	if bytes.Equal(firstBlock(f), old) {
 		t.Fatal("more spares than were kept")
 	}
