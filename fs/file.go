@@ -72,6 +72,20 @@ func (f *File) IsSnapshot() bool { return f.snap != nil }
 // IsVDisk reports whether the file is a vDisk.
 func (f *File) IsVDisk() bool { return f.vdisk != nil }
 
+// Changes counts the changes to what the file reads, as
+// volume.VDisk.Changes does: a snapshot never changes; a regular file
+// counts the file store's changes (every regular file's), and a change
+// of its size alone is not counted.
+func (f *File) Changes() uint64 {
+	switch {
+	case f.snap != nil:
+		return 0
+	case f.vdisk != nil:
+		return f.vdisk.Changes()
+	}
+	return f.n.files.Changes()
+}
+
 // Ino is the file's inode number.
 func (f *File) Ino() uint64 { return f.ino }
 

@@ -52,6 +52,21 @@
 // stays readable through its handles until then, as an open file does
 // locally; its space is freed at the release.
 //
+// # Read-ahead
+//
+// A client that reads a file one large READ at a time (libnfs's nfs-cp)
+// waits for each reply before asking for the next range. When a READ of
+// 64 KiB or more starts where the file's last READ ended and no other
+// READ of the file is in flight, the next range of the same size is read
+// (and its checksums checked) on another goroutine while the reply goes
+// out; at most 32 such buffers are held in all. The next READ takes that
+// data only if the file's change count (fs.File.Changes: writes, unmaps,
+// resizes and rollbacks of its vDisk, or of the file store for a regular
+// file) is what it was before the read, and the size still gives the
+// same count; else it reads again. So an acknowledged write through NFS
+// or FUSE is never answered with older data. `vpool status` and /metrics
+// count the bytes taken from read-ahead and the bytes no READ took.
+//
 // # Directories
 //
 // READDIR and READDIRPLUS list "." and ".." (cookies 1 and 2) and then the

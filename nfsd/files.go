@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"vpool/fs"
@@ -24,21 +25,24 @@ type cachedFile struct {
 	f        *fs.File
 	refs     int
 	lastUsed time.Time
+	reads    readState // guarded by fileCache.mu
 }
 
 type fileCache struct {
-	ns   *fs.Namespace
-	log  *slog.Logger
-	stop chan struct{}
-	done chan struct{}
-	mu   struct {
+	ns    *fs.Namespace
+	log   *slog.Logger
+	stop  chan struct{}
+	done  chan struct{}
+	held  atomic.Int32 // buffers held by read-ahead
+	stats *Stats
+	mu    struct {
 		sync.Mutex
 		files map[uint64]*cachedFile
 	}
 }
 
-func newFileCache(ns *fs.Namespace, log *slog.Logger) *fileCache {
-	c := &fileCache{ns: ns, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+func newFileCache(ns *fs.Namespace, log *slog.Logger, stats *Stats) *fileCache {
+	c := &fileCache{ns: ns, log: log, stats: stats, stop: make(chan struct{}), done: make(chan struct{})}
 	c.mu.files = map[uint64]*cachedFile{}
 	go c.sweeper()
 	return c
@@ -67,7 +71,7 @@ func (c *fileCache) get(ctx context.Context, ino uint64) (*fs.File, error) {
 		f.Release(ctx)
 		return cf.f, nil
 	}
-	c.mu.files[ino] = &cachedFile{f: f, refs: 1}
+	c.mu.files[ino] = &cachedFile{f: f, refs: 1, reads: readState{next: -1}}
 	c.mu.Unlock()
 	return f, nil
 }
@@ -110,6 +114,9 @@ func (c *fileCache) release(match func(*cachedFile) bool) {
 	c.mu.Lock()
 	for ino, cf := range c.mu.files {
 		if match(cf) {
+			if p := cf.reads.ahead; p != nil {
+				c.drop(p)
+			}
 			out = append(out, cf.f)
 			delete(c.mu.files, ino)
 		}

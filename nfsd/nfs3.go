@@ -336,7 +336,23 @@ func (s *Server) read(ctx context.Context, c *call) []byte {
 	if int64(off) < a.Size {
 		var f *fs.File
 		if f, err = s.files.get(ctx, a.Ino); err == nil {
-			n, err = f.ReadAt(ctx, w.b[at+12:], int64(off))
+			hdr := at + 12
+			p, ahead := s.files.beginRead(f, int64(off), int(count))
+			if ahead {
+				s.readAhead(f, int64(off)+int64(count), int(count), hdr, a.Size)
+			}
+			var buf []byte
+			if p != nil {
+				buf = s.files.usePrefetch(p, f, hdr, int(min(int64(count), a.Size-int64(off))))
+			}
+			if buf != nil {
+				copy(buf, w.b[:hdr])
+				putBig(w.b)
+				w.b, n = buf, p.n
+			} else {
+				n, err = f.ReadAt(ctx, w.b[hdr:], int64(off))
+			}
+			s.files.endRead(f)
 			s.files.put(f)
 		}
 	}

@@ -94,6 +94,9 @@ type Server struct {
 // Stats counts what the gateway did.
 type Stats struct {
 	Calls, Errors, ReadBytes, WriteBytes, Conns atomic.Uint64
+	// Read-ahead: bytes READs took from it, and bytes it read that no
+	// READ took (the file changed, or the client stopped or jumped).
+	ReadAheadUsed, ReadAheadWasted atomic.Uint64
 }
 
 // New makes a server; Start opens its ports.
@@ -107,7 +110,7 @@ func New(cfg Config, ns *fs.Namespace) *Server {
 	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight), work: make(chan func()),
 		maxConns: maxConns}
 	rand.Read(s.verf[:])
-	s.files = newFileCache(ns, cfg.Log)
+	s.files = newFileCache(ns, cfg.Log, &s.Stats)
 	s.mu.conns = map[net.Conn]struct{}{}
 	s.mu.mounts = map[string]string{}
 	return s

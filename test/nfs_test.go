@@ -101,9 +101,9 @@ func sameFiles(t *testing.T, a, b string) {
 }
 
 // libnfs's tools: nfs-cp of 1 GiB in and out of the export (a vDisk and a
-// regular file), read back through the FUSE mount too; nfs-ls lists
-// both with their sizes. (Debian 12's libnfs-utils 4.0 has no nfs-stat;
-// nfs-ls shows the same attributes.)
+// regular file; the copies out through read-ahead), read back through
+// the FUSE mount too; nfs-ls lists both with their sizes. (Debian 12's
+// libnfs-utils 4.0 has no nfs-stat; nfs-ls shows the same attributes.)
 func TestNFSLibnfsTools(t *testing.T) {
 	d := startDaemon(t)
 	src := filepath.Join(d.root, "src.bin")
@@ -127,6 +127,11 @@ func TestNFSLibnfsTools(t *testing.T) {
 	st := d.status()
 	if n, _ := st["nfs"].(map[string]any); n == nil || n["written_bytes_total"].(float64) < 2<<30 {
 		t.Fatalf("status does not count the NFS writes: %v", st["nfs"])
+	}
+	// nfs-cp reads one 1 MiB READ at a time: all but the first two of
+	// each copy out come from read-ahead (and the copies compared equal).
+	if n, _ := st["nfs"].(map[string]any); n["read_ahead_used_bytes_total"].(float64) < 2*(1<<30-2<<20) {
+		t.Fatalf("the copies out were not read ahead: %v", st["nfs"])
 	}
 }
 

@@ -828,3 +828,42 @@ func TestScrubWhileWriting(t *testing.T) {
 		t.Fatal("the snapshot after a rebuild from the backend")
 	}
 }
+
+// Changes counts every change to what the vDisk reads, and nothing else:
+// the gateway's read-ahead trusts data read while it stood still.
+func TestChangesCountsWhatReadsSee(t *testing.T) {
+	e := newEnv(t)
+	v, err := e.pool.Create(bg, 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	steps := []struct {
+		what    string
+		do      func() error
+		changes bool
+	}{
+		{"write", func() error { return v.WriteAt(bg, pattern(1<<20, 1), 0) }, true},
+		{"read", func() error { _, err := v.ReadAt(bg, buf, 0); return err }, false},
+		{"flush", func() error { return v.Flush(bg) }, false},
+		{"snapshot", func() error { _, err := v.CreateSnapshot(bg, "a"); return err }, false},
+		{"write after the snapshot", func() error { return v.WriteAt(bg, pattern(1<<20, 2), 0) }, true},
+		{"discard", func() error { return v.Discard(bg, 0, 1<<20) }, true},
+		{"shrink", func() error { return v.Resize(bg, 4<<20) }, true},
+		{"grow", func() error { return v.Resize(bg, 8<<20) }, true},
+		{"rollback", func() error { return v.Rollback(bg, "a") }, true},
+		{"read after the rollback", func() error { _, err := v.ReadAt(bg, buf, 0); return err }, false},
+	}
+	for _, s := range steps {
+		before := v.Changes()
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.what, err)
+		}
+		if changed := v.Changes() != before; changed != s.changes {
+			t.Fatalf("%s: Changes moved: %v, want %v", s.what, changed, s.changes)
+		}
+	}
+	if !bytes.Equal(buf, pattern(1<<20, 1)) {
+		t.Fatal("the rollback did not bring back the snapshot's data")
+	}
+}

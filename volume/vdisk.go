@@ -28,12 +28,13 @@ type VDisk struct {
 
 	size       atomic.Int64
 	stripes    stripeLocks
-	resizeMu   sync.RWMutex // I/O holds it shared; Resize holds it alone
-	flushMu    sync.Mutex   // one device flush at a time; others share it
-	wbMu       sync.Mutex   // one block-map write-back at a time
-	recMu      sync.Mutex   // one change of the stored record at a time (snapshots, template)
-	manifestMu sync.Mutex   // one manifest write at a time
-	completed  atomic.Uint64
+	resizeMu   sync.RWMutex  // I/O holds it shared; Resize holds it alone
+	flushMu    sync.Mutex    // one device flush at a time; others share it
+	wbMu       sync.Mutex    // one block-map write-back at a time
+	recMu      sync.Mutex    // one change of the stored record at a time (snapshots, template)
+	manifestMu sync.Mutex    // one manifest write at a time
+	completed  atomic.Uint64 // writes and map records done (Flush's target)
+	changes    atomic.Uint64 // changes to what the vDisk reads (Changes)
 	durable    atomic.Uint64
 	lastWrite  atomic.Int64
 	template   atomic.Bool               // read-only for good
@@ -141,6 +142,13 @@ func (v *VDisk) ID() uint64 { return v.id }
 
 // Size returns the vDisk's size in bytes.
 func (v *VDisk) Size() int64 { return v.size.Load() }
+
+// Changes counts the changes to what the vDisk reads: writes, unmaps,
+// resizes and rollbacks. A write or unmap is counted after reads show it
+// and before it returns; a rollback both when it starts and when it ends.
+// So data read after Changes returned g is still what the vDisk holds
+// if Changes returns g again, except for changes still in progress.
+func (v *VDisk) Changes() uint64 { return v.changes.Load() }
 
 // ClusterSize returns the mapping unit in bytes.
 func (v *VDisk) ClusterSize() int64 { return v.cs }
@@ -369,6 +377,7 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 		return err
 	}
 	v.completed.Add(1)
+	v.changes.Add(1)
 	v.lastWrite.Store(time.Now().UnixNano())
 	return v.afterApply(ctx, dirty, hard)
 }
@@ -984,6 +993,7 @@ func (v *VDisk) logRecords(recs []record) (finish func(), err error) {
 	return func() {
 		done()
 		v.completed.Add(1)
+		v.changes.Add(1)
 	}, nil
 }
 

@@ -134,6 +134,10 @@ type NFSStatus struct {
 	Errors      uint64 `json:"errors_total"` // replies with an NFS error status
 	ReadBytes   uint64 `json:"read_bytes_total"`
 	WriteBytes  uint64 `json:"written_bytes_total"`
+	// Read-ahead for sequential readers: bytes READs took from it, and
+	// bytes read ahead that no READ took.
+	ReadAheadUsed   uint64 `json:"read_ahead_used_bytes_total"`
+	ReadAheadWasted uint64 `json:"read_ahead_wasted_bytes_total"`
 }
 
 type controlServer struct {
@@ -176,7 +180,8 @@ func (s *controlServer) status(ctx context.Context) Status {
 	if s.nfs != nil {
 		n := &s.nfs.Stats
 		st.NFS = &NFSStatus{Export: "/" + s.c.Name, Port: s.nfs.Port(), Connections: n.Conns.Load(), Calls: n.Calls.Load(),
-			Errors: n.Errors.Load(), ReadBytes: n.ReadBytes.Load(), WriteBytes: n.WriteBytes.Load()}
+			Errors: n.Errors.Load(), ReadBytes: n.ReadBytes.Load(), WriteBytes: n.WriteBytes.Load(),
+			ReadAheadUsed: n.ReadAheadUsed.Load(), ReadAheadWasted: n.ReadAheadWasted.Load()}
 	}
 	wb := s.e.wb.Stats()
 	st.WriteBufferBytes, st.WriteBufferLimit, st.Throttling = wb.UsedBytes, wb.LimitBytes, s.e.wb.Throttling()
@@ -315,8 +320,9 @@ func printStatus(w io.Writer, st *Status) {
 	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
 	fmt.Fprintf(w, "block-map store: %s of its tables in memory (limit %s)\n", human(st.MapStoreResident), human(st.MapStoreLimit))
 	if n := st.NFS; n != nil {
-		fmt.Fprintf(w, "nfs: export %s on port %d; %d connections, %d calls (%d errors), %s read, %s written\n",
-			n.Export, n.Port, n.Connections, n.Calls, n.Errors, human(int64(n.ReadBytes)), human(int64(n.WriteBytes)))
+		fmt.Fprintf(w, "nfs: export %s on port %d; %d connections, %d calls (%d errors), %s read (%s of it read ahead; %s read ahead unused), %s written\n",
+			n.Export, n.Port, n.Connections, n.Calls, n.Errors, human(int64(n.ReadBytes)), human(int64(n.ReadAheadUsed)),
+			human(int64(n.ReadAheadWasted)), human(int64(n.WriteBytes)))
 	} else {
 		fmt.Fprintln(w, "nfs: off")
 	}
@@ -381,6 +387,8 @@ func writeMetrics(w io.Writer, st Status) {
 		g("vpool_nfs_errors_total", "NFS replies with an error status.", n.Errors, "")
 		g("vpool_nfs_read_bytes_total", "Bytes read over NFS.", n.ReadBytes, "")
 		g("vpool_nfs_written_bytes_total", "Bytes written over NFS.", n.WriteBytes, "")
+		g("vpool_nfs_read_ahead_used_bytes_total", "Bytes of NFS READs answered from data read ahead.", n.ReadAheadUsed, "")
+		g("vpool_nfs_read_ahead_wasted_bytes_total", "Bytes read ahead for NFS READs that no READ took.", n.ReadAheadWasted, "")
 	}
 	series := []struct {
 		name, help string
