@@ -16,7 +16,8 @@ import (
 // out. The next READ takes that data if the file has not changed since
 // it was read (fs.File.Changes) and its size still gives the same
 // count; otherwise it reads as usual. A client that keeps several READs
-// in flight gets no read-ahead: it does not wait for each one.
+// in flight gets no read-ahead: it does not wait for each one; nor do
+// snapshot files (see beginRead).
 const (
 	readAheadMin = 64 << 10
 	readAheadMax = 32 // buffers held by read-ahead at once, in all
@@ -52,7 +53,9 @@ func (c *fileCache) beginRead(f *fs.File, off int64, count int) (p *prefetch, ah
 		return nil, false
 	}
 	r := &cf.reads
-	ahead = r.next == off && r.inFlight == 0 && count >= readAheadMin
+	// Not snapshots: the gateway releases a snapshot file after each
+	// call (so that it can be deleted), and its read-ahead with it.
+	ahead = r.next == off && r.inFlight == 0 && count >= readAheadMin && !f.IsSnapshot()
 	r.next = off + int64(count)
 	r.inFlight++
 	if p = r.ahead; p != nil {

@@ -82,6 +82,30 @@ func TestReadAheadServesSequentialReads(t *testing.T) {
 			t.Fatalf("%s: %d bytes read ahead and used, want %d", name, got, want)
 		}
 	}
+	// A snapshot's file is released after each call (so that it can be
+	// deleted): no read-ahead, which the release would waste.
+	a, err := e.ns.Resolve(context.Background(), "disk.raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.pool.VDisk(a.VDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.CreateSnapshot(context.Background(), "s1"); err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := must2(t)(c.Lookup(root, ".snapshots"))
+	dir, _ = must2(t)(c.Lookup(dir, "disk.raw"))
+	snap, _ := must2(t)(c.Lookup(dir, "s1"))
+	data := randBytes(1, 4<<20+5000)
+	used := e.srv.Stats.ReadAheadUsed.Load()
+	for off := 0; off < len(data); off += maxIO {
+		readWant(t, c, snap, off, maxIO, data[off:min(off+maxIO, len(data))], "snapshot")
+	}
+	if u := e.srv.Stats.ReadAheadUsed.Load(); u != used {
+		t.Fatalf("snapshot read ahead: %d bytes", u-used)
+	}
 	if w := e.srv.Stats.ReadAheadWasted.Load(); w != 0 {
 		t.Fatalf("%d bytes read ahead and wasted by sequential readers that read to the end", w)
 	}
