@@ -299,3 +299,46 @@ func TestDirtyLimitLeavesRoomOnlyForMisses(t *testing.T) {
 		}
 	}
 }
+
+// A background write-back starts at half the cache only for a vDisk with
+// pages outside it; a vDisk whose whole map is cached waits for the map
+// writer's tick (5 s), so that random writes do not store the same pages
+// again and again.
+func TestSoftWriteBackOnlyWhenTheMapIsNotWhollyCached(t *testing.T) {
+	e := newEnv(t) // 64 cached pages per vDisk: the soft mark is 32
+	const pageSpan = pageEntries * 4096
+	dirtyAfter := func(v *VDisk, d time.Duration) int {
+		time.Sleep(d)
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return len(v.mu.pages.dirty)
+	}
+	for _, c := range []struct {
+		pages     int
+		writeBack bool
+	}{
+		{pages: 64, writeBack: false}, // all cached
+		{pages: 200, writeBack: true},
+	} {
+		v, err := e.pool.Create(bg, int64(c.pages)*pageSpan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for i := range 40 { // 40 dirty pages: past the soft mark, short of the hard one
+			if err := v.WriteAt(bg, bytes.Repeat([]byte{1}, 4096), int64(i)*pageSpan); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dirty := 40
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && dirty > 0; {
+			dirty = dirtyAfter(v, 20*time.Millisecond)
+		}
+		if time.Since(start) > 4*time.Second {
+			t.Skip("the machine is too slow to tell a kick from the 5 s tick")
+		}
+		if wrote := dirty == 0; wrote != c.writeBack {
+			t.Errorf("%d pages, 40 dirty: written back within 2 s: %v, want %v", c.pages, wrote, c.writeBack)
+		}
+	}
+}
