@@ -330,14 +330,16 @@ func TestSoftWriteBackOnlyWhenTheMapIsNotWhollyCached(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// A write-back started at the soft mark may copy the dirty list
+		// before the last writes: some pages written back is the sign.
 		dirty := 40
-		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && dirty > 0; {
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && dirty == 40; {
 			dirty = dirtyAfter(v, 20*time.Millisecond)
 		}
 		if time.Since(start) > 4*time.Second {
 			t.Skip("the machine is too slow to tell a kick from the 5 s tick")
 		}
-		if wrote := dirty == 0; wrote != c.writeBack {
+		if wrote := dirty < 40; wrote != c.writeBack {
 			t.Errorf("%d pages, 40 dirty: written back within 2 s: %v, want %v", c.pages, wrote, c.writeBack)
 		}
 	}
