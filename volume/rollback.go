@@ -58,8 +58,8 @@ func (v *VDisk) Rollback(ctx context.Context, name string) error {
 	defer v.recMu.Unlock()
 	v.resizeMu.Lock()
 	defer v.resizeMu.Unlock()
-	v.changes.Add(1)
-	defer v.changes.Add(1)
+	v.rollbacks.Add(1)
+	defer v.rollbacks.Add(1)
 	v.mu.Lock()
 	i, err := v.snapshotLocked(name)
 	if err != nil {

@@ -34,7 +34,7 @@ type VDisk struct {
 	recMu      sync.Mutex    // one change of the stored record at a time (snapshots, template)
 	manifestMu sync.Mutex    // one manifest write at a time
 	completed  atomic.Uint64 // writes and map records done (Flush's target)
-	changes    atomic.Uint64 // changes to what the vDisk reads (Changes)
+	rollbacks  atomic.Uint64 // counted at a rollback's start and end (Changes)
 	durable    atomic.Uint64
 	lastWrite  atomic.Int64
 	template   atomic.Bool               // read-only for good
@@ -162,11 +162,12 @@ func (v *VDisk) ID() uint64 { return v.id }
 func (v *VDisk) Size() int64 { return v.size.Load() }
 
 // Changes counts the changes to what the vDisk reads: writes, unmaps,
-// resizes and rollbacks. A write or unmap is counted after reads show it
-// and before it returns; a rollback both when it starts and when it ends.
-// So data read after Changes returned g is still what the vDisk holds
-// if Changes returns g again, except for changes still in progress.
-func (v *VDisk) Changes() uint64 { return v.changes.Load() }
+// resizes and rollbacks. A write or unmap is counted (in completed) after
+// reads show it and before it returns; a rollback both when it starts and
+// when it ends. So data read after Changes returned g is still what the
+// vDisk holds if Changes returns g again, except for changes still in
+// progress. (Both counters only grow, so their sum moves when either does.)
+func (v *VDisk) Changes() uint64 { return v.completed.Load() + v.rollbacks.Load() }
 
 // ClusterSize returns the mapping unit in bytes.
 func (v *VDisk) ClusterSize() int64 { return v.cs }
@@ -396,7 +397,6 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 		return err
 	}
 	v.completed.Add(1)
-	v.changes.Add(1)
 	v.lastWrite.Store(time.Now().UnixNano())
 	return v.afterApply(ctx, dirty, soft, hard)
 }
@@ -1013,7 +1013,6 @@ func (v *VDisk) logRecords(recs []record) (finish func(), err error) {
 	return func() {
 		done()
 		v.completed.Add(1)
-		v.changes.Add(1)
 	}, nil
 }
 
