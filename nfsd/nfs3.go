@@ -337,13 +337,18 @@ func (s *Server) read(ctx context.Context, c *call) []byte {
 		var f *fs.File
 		if f, err = s.files.get(ctx, a.Ino); err == nil {
 			hdr := at + 12
-			p, ahead := s.files.beginRead(f, int64(off), int(count))
-			if ahead {
-				s.readAhead(f, int64(off)+int64(count), int(count), hdr, a.Size)
-			}
 			var buf []byte
-			if p != nil {
-				buf = s.files.usePrefetch(p, f, hdr, int(min(int64(count), a.Size-int64(off))))
+			var p *prefetch
+			large := count >= readAheadMin // small READs (random I/O) skip the bookkeeping
+			if large {
+				var ahead bool
+				p, ahead = s.files.beginRead(f, int64(off), int(count))
+				if ahead {
+					s.readAhead(f, int64(off)+int64(count), int(count), hdr, a.Size)
+				}
+				if p != nil {
+					buf = s.files.usePrefetch(p, f, hdr, int(min(int64(count), a.Size-int64(off))))
+				}
 			}
 			if buf != nil {
 				copy(buf, w.b[:hdr])
@@ -352,7 +357,9 @@ func (s *Server) read(ctx context.Context, c *call) []byte {
 			} else {
 				n, err = f.ReadAt(ctx, w.b[hdr:], int64(off))
 			}
-			s.files.endRead(f)
+			if large {
+				s.files.endRead(f)
+			}
 			s.files.put(f)
 		}
 	}

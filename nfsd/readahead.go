@@ -15,9 +15,10 @@ import (
 // range of the same size on another goroutine while this reply goes
 // out. The next READ takes that data if the file has not changed since
 // it was read (fs.File.Changes) and its size still gives the same
-// count; otherwise it reads as usual. A client that keeps several READs
-// in flight gets no read-ahead: it does not wait for each one; nor do
-// snapshot files (see beginRead).
+// count; otherwise it reads as usual. A client that keeps several large
+// READs in flight gets no read-ahead: it does not wait for each one; nor
+// do snapshot files (see beginRead). READs under readAheadMin are not
+// recorded at all.
 const (
 	readAheadMin = 64 << 10
 	readAheadMax = 32 // buffers held by read-ahead at once, in all
@@ -42,7 +43,8 @@ type readState struct {
 	ahead    *prefetch // the next range, read ahead
 }
 
-// beginRead records a READ of [off, off+count) of f. It returns the data
+// beginRead records a READ of [off, off+count) of f, count at least
+// readAheadMin. It returns the data
 // read ahead for it, if there is any, and whether to read ahead the
 // range after it. endRead must follow.
 func (c *fileCache) beginRead(f *fs.File, off int64, count int) (p *prefetch, ahead bool) {
@@ -55,7 +57,7 @@ func (c *fileCache) beginRead(f *fs.File, off int64, count int) (p *prefetch, ah
 	r := &cf.reads
 	// Not snapshots: the gateway releases a snapshot file after each
 	// call (so that it can be deleted), and its read-ahead with it.
-	ahead = r.next == off && r.inFlight == 0 && count >= readAheadMin && !f.IsSnapshot()
+	ahead = r.next == off && r.inFlight == 0 && !f.IsSnapshot()
 	r.next = off + int64(count)
 	r.inFlight++
 	if p = r.ahead; p != nil {
