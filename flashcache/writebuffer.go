@@ -46,6 +46,7 @@ type WriteBuffer struct {
 	}
 	throttledNanos atomic.Int64
 	blockedWaits   atomic.Int64
+	space          flashSpace
 
 	spare struct {
 		sync.Mutex
@@ -85,6 +86,9 @@ type Stats struct {
 	CleanBytes            int64 // uploaded SCOs kept as a cache
 	ThrottledNanos        int64 // total time writers were delayed
 	BlockedWaits          int64 // times a writer waited for space
+	FlashFreeBytes        int64 // the flash filesystem's, at the last look (0: not looked)
+	FlashReserveBytes     int64 // kept free for the metadata stores
+	FlashLow              bool  // new SCOs are refused: the filesystem is within the reserve
 }
 
 // NewWriteBuffer opens the write buffer in dir with a limit in bytes.
@@ -208,6 +212,10 @@ func (w *WriteBuffer) reserveSlow(ctx context.Context, o *ownerState, n int64) e
 		}
 		freed := w.mu.freed
 		w.mu.Unlock()
+		if err := w.checkSpace(0); err != nil { // no room will come
+			w.waiters.Add(-1)
+			return err
+		}
 		w.blockedWaits.Add(1)
 		start := time.Now()
 		select {
@@ -296,7 +304,8 @@ func (w *WriteBuffer) Stats() Stats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return Stats{UsedBytes: w.used.Load(), LimitBytes: w.limit, CleanBytes: w.mu.clean,
-		ThrottledNanos: w.throttledNanos.Load(), BlockedWaits: w.blockedWaits.Load()}
+		ThrottledNanos: w.throttledNanos.Load(), BlockedWaits: w.blockedWaits.Load(),
+		FlashFreeBytes: w.space.free.Load(), FlashReserveBytes: w.space.reserve.Load(), FlashLow: w.space.low.Load()}
 }
 
 func (w *WriteBuffer) ownerDir(owner uint64) string {
@@ -316,6 +325,9 @@ func (w *WriteBuffer) CreateSCO(owner uint64, seq uint32, sizeBytes int64) (vfs.
 	}
 	if f := w.reuse(dir, w.SCOPath(owner, seq), sizeBytes); f != nil {
 		return f, nil
+	}
+	if err := w.checkSpace(sizeBytes); err != nil {
+		return nil, fmt.Errorf("flashcache: create SCO %d: %w", seq, err)
 	}
 	f, err := w.fs.OpenFile(w.SCOPath(owner, seq), os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
 	if err != nil {

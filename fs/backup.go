@@ -171,7 +171,7 @@ func (n *Namespace) Backup(ctx context.Context) error {
 	for _, c := range quarantined {
 		ops = append(ops, volume.MetaOp{Key: key(kindQuarantine, c)}, volume.MetaOp{Key: key(kindFree, c), Value: []byte{}})
 	}
-	err = n.meta.Commit(ops) // not a change worth another backup
+	err = n.meta.Stage(ops) // not a change worth another backup
 	if err == nil {
 		n.mu.sb = sb
 	}
@@ -246,7 +246,7 @@ func (n *Namespace) restore(ctx context.Context) (bool, error) {
 			}
 			ops = append(ops, volume.MetaOp{Key: r.k, Value: r.v})
 			if len(ops) == cap(ops) {
-				if err := n.meta.Commit(ops); err != nil {
+				if err := n.meta.Stage(ops); err != nil {
 					return false, err
 				}
 				ops = ops[:0]
@@ -262,7 +262,10 @@ func (n *Namespace) restore(ctx context.Context) (bool, error) {
 		n.mu.sb = sb
 		clear(n.mu.attrs)
 		ops = append(ops, volume.MetaOp{Key: key(kindSuper), Value: sb.encode()})
-		if err := n.meta.Commit(ops); err != nil {
+		if err := n.meta.Stage(ops); err != nil {
+			return false, err
+		}
+		if err := n.meta.Sync(); err != nil { // the new epoch before any handle of it
 			return false, err
 		}
 		return true, nil

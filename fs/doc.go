@@ -13,7 +13,7 @@
 // 1 KiB file costs one cluster; freed chunks are discarded, so they take
 // no space).
 //
-// # Records (metadata store, prefix 'n'; see inode.go)
+// # Records (the vPool's catalog, prefix 'n'; see inode.go)
 //
 //	n s                     superblock: next inode, next chunk, epoch, file store, backup generation,
 //	                        namespace id (NFS fsid and handles), features
@@ -42,8 +42,10 @@
 //     inode an orphan; the data is freed after it (at once, or at the last
 //     release), the inode record last. Open frees orphans a crash left.
 //  3. Regular-file writes: data to the file store first, then the size.
-//  4. fsync: the vDisk's (or the file store's) Flush, then a metadata sync
-//     when the namespace changed since the last one.
+//  4. Every change is staged in the catalog (atomic, kept by a process
+//     crash); fsync, fsyncdir and each NFS call that changes the
+//     namespace sync it (SyncMeta, group-committed) before they return:
+//     fsync after the vDisk's (or the file store's) Flush.
 //  5. Backup (every fs.backup_interval when changed): one consistent scan
 //     of all records, then the file store is sealed and its uploads waited
 //     for, then the backup object is put, and only then do the chunks
@@ -52,7 +54,7 @@
 //
 // # Restore from the backend
 //
-// When the metadata store holds no namespace (local flash lost), Open
+// When the catalog holds no namespace (local flash lost), Open
 // loads the newest readable backup, starts a new epoch, discards the
 // file-store chunks the backup does not name, frees orphans, and puts the
 // vDisks no entry names (created after the backup) in /lost+found.

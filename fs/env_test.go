@@ -14,8 +14,8 @@ import (
 	"vpool/volume"
 )
 
-var _ MetaStore = (*metastore.Badger)(nil)
-var _ MetaStore = (*metastore.Mem)(nil)
+var _ Catalog = (*metastore.Catalog)(nil)
+var _ Catalog = (*metastore.MemCatalog)(nil)
 var _ Backend = (*objstore.EC)(nil)
 
 // env is a namespace over an engine on in-memory flash, metadata and
@@ -24,6 +24,7 @@ type env struct {
 	t       *testing.T
 	fsys    *vfs.Mem
 	meta    *metastore.Mem
+	cat     *metastore.MemCatalog
 	backend *objstore.Mem
 	pool    *volume.Pool
 	ns      *Namespace
@@ -37,7 +38,7 @@ func testLogger() *slog.Logger {
 }
 
 func newEnv(t *testing.T) *env {
-	e := &env{t: t, fsys: vfs.NewMem(), meta: metastore.NewMem(), backend: objstore.NewMem()}
+	e := &env{t: t, fsys: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog(), backend: objstore.NewMem()}
 	e.open()
 	t.Cleanup(func() {
 		if e.ns != nil {
@@ -58,11 +59,11 @@ func (e *env) open() {
 	defer cancel()
 	e.pool, err = volume.Open(ctx, volume.Config{Name: "vp", Dir: "/flash", SCOSize: 4 << 20, MapCachePages: 64,
 		MaxVDiskSize: 1 << 40, Log: testLogger()},
-		volume.Deps{FS: e.fsys, Backend: e.backend, Meta: e.meta, WriteBuffer: wb})
+		volume.Deps{FS: e.fsys, Backend: e.backend, Catalog: e.cat, Meta: e.meta, WriteBuffer: wb})
 	if err != nil {
 		e.t.Fatalf("open pool: %v", err)
 	}
-	e.ns, err = Open(ctx, Config{Name: "vp", BackupInterval: time.Hour, Log: testLogger()}, e.pool, e.meta, e.backend)
+	e.ns, err = Open(ctx, Config{Name: "vp", BackupInterval: time.Hour, Log: testLogger()}, e.pool, e.cat, e.backend)
 	if err != nil {
 		e.t.Fatalf("open namespace: %v", err)
 	}
@@ -94,6 +95,6 @@ func (e *env) wipe() {
 	close(e.ns.stop)
 	e.ns.wg.Wait()
 	e.pool.AbandonForTesting()
-	e.fsys, e.meta = vfs.NewMem(), metastore.NewMem()
+	e.fsys, e.meta, e.cat = vfs.NewMem(), metastore.NewMem(), metastore.NewMemCatalog()
 	e.open()
 }

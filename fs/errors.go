@@ -56,6 +56,7 @@ var errnoTable = []struct {
 	{volume.ErrBadSize, syscall.EFBIG},
 	{volume.ErrReadOnly, syscall.EROFS},
 	{volume.ErrBusy, syscall.EBUSY},
+	{volume.ErrDamaged, syscall.EIO},
 	{volume.ErrNotFound, syscall.ESTALE},
 	{volume.ErrClosed, syscall.EIO},
 	{volume.ErrCorrupt, syscall.EIO},

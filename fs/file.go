@@ -422,7 +422,7 @@ func (n *Namespace) dataLock(ino uint64) *sync.RWMutex {
 
 // chunk finds the file-store chunk of a file's chunk index.
 func (n *Namespace) chunk(ino, idx uint64) (uint64, bool, error) {
-	b, ok, err := n.meta.Get(key(kindChunk, ino, idx))
+	b, _, ok, err := n.meta.Get(key(kindChunk, ino, idx))
 	if err != nil || !ok {
 		return 0, false, err
 	}

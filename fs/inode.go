@@ -35,6 +35,10 @@ const (
 	kindDirOrder   = 'x'
 )
 
+// CatalogPrefixes are the first key bytes of the namespace's records in
+// the catalog (for moving them out of a store of an older layout).
+var CatalogPrefixes = [][]byte{{keyPrefix}}
+
 func key(kind byte, ids ...uint64) []byte {
 	k := make([]byte, 2, 2+8*len(ids))
 	k[0], k[1] = keyPrefix, kind

@@ -14,11 +14,13 @@ import (
 	"vpool/volume"
 )
 
-// MetaStore is the engine's metadata store, which the namespace keeps its
-// records in too, plus a durability barrier (metastore.Badger implements
-// it).
-type MetaStore interface {
-	volume.MetaStore
+// Catalog is the vPool's catalog, which the namespace keeps its records
+// in (metastore.Catalog implements it). The namespace stages each change
+// (atomic, kept through a process crash) and syncs where the NFS or FUSE
+// contract makes a change durable (SyncMeta).
+type Catalog interface {
+	volume.Catalog
+	Stage(ops []volume.MetaOp) error
 	Sync() error
 }
 
@@ -43,7 +45,7 @@ var DefaultVDiskSuffixes = []string{".raw", "-flat.vmdk"}
 type Namespace struct {
 	cfg       Config
 	pool      *volume.Pool
-	meta      MetaStore
+	meta      Catalog
 	backend   Backend
 	log       *slog.Logger
 	files     *volume.VDisk // the file store: regular files' data in 1 MiB chunks
@@ -80,7 +82,7 @@ type Caller struct{ Uid, Gid uint32 }
 // metadata store; from the newest backup when the store has none (local
 // flash lost); or a new empty tree. vDisks that no entry names are put in
 // /lost+found, never dropped.
-func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta MetaStore, backend Backend) (*Namespace, error) {
+func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta Catalog, backend Backend) (*Namespace, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -93,7 +95,7 @@ func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta MetaStore, ba
 	n := &Namespace{cfg: cfg, pool: pool, meta: meta, backend: backend, log: cfg.Log, stop: make(chan struct{})}
 	n.mu.open = map[uint64]*openInode{}
 	n.mu.attrs = map[uint64]Attr{}
-	b, ok, err := meta.Get(key(kindSuper))
+	b, _, ok, err := meta.Get(key(kindSuper))
 	if err != nil {
 		return nil, fmt.Errorf("fs: read superblock: %w", err)
 	}
@@ -181,7 +183,7 @@ func (n *Namespace) Close(ctx context.Context) error {
 const attrCacheSize = 32 << 10
 
 func (n *Namespace) commit(ops []volume.MetaOp) error {
-	if err := n.meta.Commit(ops); err != nil {
+	if err := n.meta.Stage(ops); err != nil {
 		for _, op := range ops { // not known which part landed
 			if op.Key[1] == kindInode {
 				delete(n.mu.attrs, beUint64(op.Key[2:]))
@@ -259,7 +261,7 @@ func (n *Namespace) attrLocked(ino uint64) (Attr, error) {
 	if a, ok := n.mu.attrs[ino]; ok {
 		return a, nil
 	}
-	b, ok, err := n.meta.Get(key(kindInode, ino))
+	b, _, ok, err := n.meta.Get(key(kindInode, ino))
 	if err != nil {
 		return Attr{}, fmt.Errorf("fs: read inode %d: %w", ino, err)
 	}
@@ -297,7 +299,7 @@ func (n *Namespace) childLocked(parent uint64, name string) (d, a Attr, err erro
 
 // entryLocked looks a name up in a directory.
 func (n *Namespace) entryLocked(parent uint64, name string) (ino uint64, mode uint32, err error) {
-	b, ok, err := n.meta.Get(entryKey(parent, name))
+	b, _, ok, err := n.meta.Get(entryKey(parent, name))
 	if err != nil {
 		return 0, 0, fmt.Errorf("fs: read entry %q: %w", name, err)
 	}

@@ -318,7 +318,7 @@ func TestUpgradeOldNamespace(t *testing.T) {
 	e.restart()
 	// Rewrite the store as the first format had it.
 	var ops []volume.MetaOp
-	e.meta.Scan(key(kindDirOrder), nil, func(k, _ []byte) bool {
+	e.cat.Scan(key(kindDirOrder), nil, func(k, _ []byte) bool {
 		ops = append(ops, volume.MetaOp{Key: append([]byte(nil), k...)})
 		return true
 	})
@@ -328,7 +328,7 @@ func TestUpgradeOldNamespace(t *testing.T) {
 	e.ns.mu.Lock()
 	old := e.ns.mu.sb.encode()[:sbSizeV1]
 	e.ns.mu.Unlock()
-	if err := e.meta.Commit(append(ops, volume.MetaOp{Key: key(kindSuper), Value: old})); err != nil {
+	if err := e.cat.Stage(append(ops, volume.MetaOp{Key: key(kindSuper), Value: old})); err != nil {
 		t.Fatal(err)
 	}
 	e.restart()

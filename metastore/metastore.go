@@ -1,24 +1,36 @@
-// Package metastore holds vpool's local metadata (block maps, markers,
-// upload state) in an embedded key-value store: badger on local flash,
-// or memory for tests. It implements volume.MetaStore; the engine depends
-// only on that interface, so a cluster store (etcd) can replace badger
-// when a vPool spans hosts.
+// Package metastore holds vpool's local metadata in two embedded
+// key-value stores (badger on local flash, or memory for tests), each
+// behind an interface its consumer declares:
+//
+//   - The block-map store (Badger, Mem; volume.MetaStore): block-map pages
+//     and markers, a replayable cache of the TLogs. Writes are not synced:
+//     a power loss may forget the newest commits, and the engine replays
+//     TLogs from the stored marker. Sync is for the rare catalog change
+//     that relies on the stored map.
+//   - The catalog (Catalog, MemCatalog; volume.Catalog, fs.Catalog): the
+//     truth nothing rebuilds (vDisk records, snapshots, epochs, upload
+//     state, the namespace). Commit is durable when it returns; Stage is
+//     atomic, survives a process crash and becomes durable at the next
+//     Commit or Sync. Keys carry revisions for compare-and-set commits,
+//     the form a cluster store (etcd) will take when a vPool spans hosts.
+//
+// Badger's own Sync leaves out the log of a full memtable that waits to be
+// written as a table; both stores sync every log file of their directory
+// instead (logSyncer).
 //
 // Badger maps its tables into memory (v4 has no other mode): the table
 // pages it reads count in the process's resident set as file-backed pages
 // (page cache the kernel can reclaim), so RSS would grow with the amount
 // of metadata even though the heap does not. A trimmer (trim_linux.go)
-// keeps the resident part of the tables and value-log files under a
-// budget (64 MiB by default).
+// keeps the resident part of the block-map store's tables and value-log
+// files under a budget (64 MiB by default).
 //
 // Badger is tuned for bounded memory: small memtables and tables (its
 // table builders keep a pool of buffers as large as the largest table), no
 // compression, a small block cache and a bounded index cache, so that
 // memory does not grow with the amount of metadata. A transaction holds at
 // most 15% of a memtable (about 2.4 MB): the engine commits block-map
-// pages in chunks below that. Writes are not synced: the engine's durability comes
-// from TLogs, and the store is a replayable cache of them (see the volume
-// package's doc).
+// pages in chunks below that.
 //
 // Values stay in the LSM tree (value threshold 4 KiB), the 1 KiB
 // block-map pages included. In badger's value log they made 4 KiB random
@@ -32,14 +44,12 @@
 package metastore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,9 +65,10 @@ type Op = struct{ Key, Value []byte }
 
 // Badger is the production store.
 type Badger struct {
-	db  *badger.DB
-	dir string
-	log *slog.Logger
+	db   *badger.DB
+	dir  string
+	log  *slog.Logger
+	logs logSyncer
 
 	residentTables int64    // budget of table pages in memory
 	mapsPrefix     string   // the directory as /proc/self/maps names it, with a trailing /
@@ -80,22 +91,8 @@ func OpenBadger(dir string, residentTables int64, log *slog.Logger) (*Badger, er
 	if residentTables == 0 {
 		residentTables = DefaultResidentTables
 	}
-	opts := badger.DefaultOptions(dir).
-		WithLogger(badgerLog{log}).
-		WithSyncWrites(false).
-		WithMemTableSize(16 << 20).
-		WithBaseTableSize(2 << 20).
-		WithCompression(options.None).
-		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(8).
-		WithBlockCacheSize(8 << 20).
-		WithIndexCacheSize(16 << 20).
-		WithValueThreshold(4 << 10).
-		WithValueLogFileSize(64 << 20).
-		WithNumCompactors(2).
-		WithCompactL0OnClose(false)
-	db, err := badger.Open(opts)
+	db, err := badger.Open(boundedOptions(dir, log, storeSizes{memTable: 16 << 20, blockCache: 8 << 20,
+		indexCache: 16 << 20, valueThreshold: 4 << 10, valueLogFile: 64 << 20}))
 	if err != nil {
 		return nil, fmt.Errorf("metastore: open %s: %w", dir, err)
 	}
@@ -103,6 +100,7 @@ func OpenBadger(dir string, residentTables int64, log *slog.Logger) (*Badger, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Badger{db: db, dir: dir, log: log, residentTables: residentTables, stop: make(chan struct{})}
+	b.logs = logSyncer{db: db, dir: dir}
 	b.mapsPrefix = dir
 	if abs, err := filepath.Abs(dir); err == nil {
 		b.mapsPrefix = abs
@@ -136,20 +134,8 @@ func (b *Badger) Get(key []byte) ([]byte, bool, error) {
 
 // Commit applies ops atomically.
 func (b *Badger) Commit(ops []Op) error {
-	err := b.db.Update(func(txn *badger.Txn) error {
-		for _, op := range ops {
-			var err error
-			if op.Value == nil {
-				err = txn.Delete(op.Key)
-			} else {
-				err = txn.Set(op.Key, op.Value)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	defer b.logs.committed()
+	err := b.db.Update(func(txn *badger.Txn) error { return applyTxn(txn, ops) })
 	if err != nil {
 		return fmt.Errorf("metastore: commit %d changes: %w", len(ops), err)
 	}
@@ -157,31 +143,7 @@ func (b *Badger) Commit(ops []Op) error {
 }
 
 func (b *Badger) Scan(prefix, start []byte, fn func(k, v []byte) bool) error {
-	return b.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = false
-		it := txn.NewIterator(o)
-		defer it.Close()
-		seek := prefix
-		if bytes.Compare(start, prefix) > 0 {
-			seek = start
-		}
-		for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			var stop bool
-			if err := item.Value(func(v []byte) error {
-				stop = !fn(item.Key(), v)
-				return nil
-			}); err != nil {
-				return fmt.Errorf("metastore: scan: %w", err)
-			}
-			if stop {
-				return nil
-			}
-		}
-		return nil
-	})
+	return scan(b.db, prefix, start, fn)
 }
 
 // TablesResident returns the bytes of the store's tables in memory, as the
@@ -190,12 +152,7 @@ func (b *Badger) TablesResident() int64 { return b.tablesResident.Load() }
 
 // Sync makes every committed change durable (Commit alone survives a
 // process crash, not a power loss).
-func (b *Badger) Sync() error {
-	if err := b.db.Sync(); err != nil {
-		return fmt.Errorf("metastore: sync: %w", err)
-	}
-	return nil
-}
+func (b *Badger) Sync() error { return b.logs.sync() }
 
 // closeTimeout bounds Close: badger retries a memtable flush that cannot
 // be written (full disk, directory gone) for ever, which would keep the
@@ -210,89 +167,58 @@ func (b *Badger) Close() error {
 	if b.pagemap != nil {
 		b.pagemap.Close()
 	}
+	return closeBounded(b.db, b.dir)
+}
+
+func closeBounded(db *badger.DB, dir string) error {
 	done := make(chan error, 1)
-	go func() { done <- b.db.Close() }()
+	go func() { done <- db.Close() }()
 	select {
 	case err := <-done:
 		return err
 	case <-time.After(closeTimeout):
 		return fmt.Errorf("metastore: close of %s did not finish in %s (badger could not write its tables; see the log): "+
-			"left for the next open to recover", b.dir, closeTimeout)
+			"left for the next open to recover", dir, closeTimeout)
 	}
+}
+
+// storeSizes are what sets one store's memory apart from the other's.
+type storeSizes struct{ memTable, blockCache, indexCache, valueThreshold, valueLogFile int64 }
+
+// boundedOptions are badger's options for both stores: bounded memory
+// (see the package doc) and unsynced writes (logSyncer syncs).
+func boundedOptions(dir string, log *slog.Logger, s storeSizes) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(badgerLog{log}).
+		WithSyncWrites(false).
+		WithMemTableSize(s.memTable).
+		WithBaseTableSize(2 << 20).
+		WithCompression(options.None).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(s.blockCache).
+		WithIndexCacheSize(s.indexCache).
+		WithValueThreshold(s.valueThreshold).
+		WithValueLogFileSize(s.valueLogFile).
+		WithNumCompactors(2).
+		WithCompactL0OnClose(false)
 }
 
 type badgerLog struct{ l *slog.Logger }
 
-func (b badgerLog) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a...) }
-func (b badgerLog) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
-func (b badgerLog) Infof(f string, a ...any)    {}
-func (b badgerLog) Debugf(f string, a ...any)   {}
+func (b badgerLog) Errorf(f string, a ...any) { b.log(slog.LevelError, f, a...) }
+func (b badgerLog) Warningf(f string, a ...any) {
+	level := slog.LevelWarn
+	if strings.Contains(f, "might be too small") { // "Block cache might be too small"
+		level = slog.LevelDebug // by design (bounded memory): nothing an operator can act on
+	}
+	b.log(level, f, a...)
+}
+func (b badgerLog) Infof(f string, a ...any)  {}
+func (b badgerLog) Debugf(f string, a ...any) {}
 func (b badgerLog) log(l slog.Level, f string, a ...any) {
 	if b.l != nil {
 		b.l.Log(context.Background(), l, "metastore: badger: "+fmt.Sprintf(f, a...))
 	}
-}
-
-// Mem is an in-memory store for tests. It survives a simulated process
-// crash (the test keeps the value), like badger's WAL in the page cache.
-type Mem struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-// NewMem returns an empty in-memory store.
-func NewMem() *Mem { return &Mem{m: map[string][]byte{}} }
-
-func (s *Mem) Get(key []byte) ([]byte, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[string(key)]
-	return append([]byte(nil), v...), ok, nil
-}
-
-func (s *Mem) Commit(ops []Op) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, op := range ops {
-		if op.Value == nil {
-			delete(s.m, string(op.Key))
-		} else {
-			s.m[string(op.Key)] = append([]byte(nil), op.Value...)
-		}
-	}
-	return nil
-}
-
-func (s *Mem) Scan(prefix, start []byte, fn func(k, v []byte) bool) error {
-	s.mu.Lock()
-	var keys []string
-	for k := range s.m {
-		if bytes.HasPrefix([]byte(k), prefix) && bytes.Compare([]byte(k), start) >= 0 {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	vals := make([][]byte, len(keys))
-	for i, k := range keys {
-		vals[i] = s.m[k]
-	}
-	s.mu.Unlock()
-	for i, k := range keys {
-		if !fn([]byte(k), vals[i]) {
-			return nil
-		}
-	}
-	return nil
-}
-
-func (s *Mem) Close() error { return nil }
-
-// Sync does nothing: the in-memory store has no durability to give.
-func (s *Mem) Sync() error { return nil }
-
-// Len returns the number of keys (tests).
-func (s *Mem) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
 }

@@ -27,6 +27,7 @@ type env struct {
 	t       testing.TB
 	fsys    *vfs.Mem
 	meta    *metastore.Mem
+	cat     *metastore.MemCatalog
 	backend *objstore.Mem
 	pool    *volume.Pool
 	ns      *fs.Namespace
@@ -42,7 +43,7 @@ func testLogger() *slog.Logger {
 }
 
 func newEnv(t testing.TB, cfg Config) *env {
-	e := &env{t: t, fsys: vfs.NewMem(), meta: metastore.NewMem(), backend: objstore.NewMem()}
+	e := &env{t: t, fsys: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog(), backend: objstore.NewMem()}
 	e.start(cfg)
 	t.Cleanup(e.stop)
 	return e
@@ -57,11 +58,11 @@ func (e *env) start(cfg Config) {
 	ctx := context.Background()
 	e.pool, err = volume.Open(ctx, volume.Config{Name: "vp", Dir: "/flash", SCOSize: 4 << 20, MapCachePages: 64,
 		MaxVDiskSize: 1 << 40, Log: testLogger()},
-		volume.Deps{FS: e.fsys, Backend: e.backend, Meta: e.meta, WriteBuffer: wb})
+		volume.Deps{FS: e.fsys, Backend: e.backend, Catalog: e.cat, Meta: e.meta, WriteBuffer: wb})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if e.ns, err = fs.Open(ctx, fs.Config{Name: "vp", BackupInterval: time.Hour, Log: testLogger()}, e.pool, e.meta, e.backend); err != nil {
+	if e.ns, err = fs.Open(ctx, fs.Config{Name: "vp", BackupInterval: time.Hour, Log: testLogger()}, e.pool, e.cat, e.backend); err != nil {
 		e.t.Fatal(err)
 	}
 	if cfg.Listen == "" {

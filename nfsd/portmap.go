@@ -84,6 +84,10 @@ func (s *Server) portmap(c *call) []byte {
 	return accepted(c.xid, acceptProcUnavail, 0).b // CALLIT and beyond
 }
 
+// registerTimeout bounds a registration with another portmapper, from the
+// connect to the last reply.
+const registerTimeout = 5 * time.Second
+
 // register sets (or, set false, unsets) the gateway's MOUNT and NFS
 // mappings in the portmapper on host's port 111. rpcbind takes SET only
 // from a local privileged port, so the call comes from one.
@@ -91,7 +95,7 @@ func (s *Server) register(host string, set bool) error {
 	var conn net.Conn
 	var err error
 	for p := 1023; p >= 600; p-- {
-		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(loopbackOf(host)), Port: p}}
+		d := net.Dialer{Timeout: registerTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(loopbackOf(host)), Port: p}}
 		if conn, err = d.Dial("tcp", net.JoinHostPort(loopbackOf(host), strconv.Itoa(s.cfg.PortmapPort))); err == nil {
 			break
 		}
@@ -102,6 +106,9 @@ func (s *Server) register(host string, set bool) error {
 	if err != nil {
 		return err
 	}
+	// A portmapper that holds the port but never answers must not hold up
+	// the start (or the stop) for long.
+	conn.SetDeadline(time.Now().Add(registerTimeout))
 	c := NewClient(conn, 0, 0)
 	defer c.Close()
 	var ms []mapping

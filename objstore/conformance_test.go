@@ -140,3 +140,44 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// failingReader fails its reads from off on, as a source whose disk
+// failed part way through an upload.
+type failingReader struct {
+	data []byte
+	off  int64
+}
+
+func (f failingReader) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > f.off {
+		return 0, errors.New("source failed")
+	}
+	return copy(p, f.data[off:]), nil
+}
+
+// A Put that fails part way, or whose context ends, leaves the previous
+// object of that name readable, whole.
+func TestConformancePutFailureKeepsThePreviousObject(t *testing.T) {
+	for name, mk := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := mk(t)
+			r := rand.New(rand.NewPCG(3, 4))
+			old, nw := randBytes(r, 100_000), randBytes(r, 100_000)
+			if err := s.Put(context.Background(), "p/v/sco/1", bytes.NewReader(old), int64(len(old))); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Put(context.Background(), "p/v/sco/1", failingReader{nw, 60_000}, int64(len(nw))); err == nil {
+				t.Fatal("a Put whose source failed succeeded")
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := s.Put(ctx, "p/v/sco/1", bytes.NewReader(nw), int64(len(nw))); err == nil {
+				t.Fatal("a Put with its context ended succeeded")
+			}
+			got := make([]byte, len(old))
+			if err := s.GetRange(context.Background(), "p/v/sco/1", got, 0); err != nil || !bytes.Equal(got, old) {
+				t.Fatalf("after failed Puts: %v (the previous object is not whole)", err)
+			}
+		})
+	}
+}

@@ -15,13 +15,16 @@
 //
 //  1. An object name is written once. Put may be repeated with the same
 //     content (an upload retried after a crash); it replaces the object
-//     atomically per fragment.
+//     whole: a Put that fails or is cut short by a crash leaves the
+//     previous object readable (EC: the new fragments are written beside
+//     the old ones and then switched in, see geometry in ec.go).
 //  2. A reader asks only for ranges inside the object (ErrRange otherwise).
 //  3. Delete is idempotent; a name may be reused after Delete.
 //
 // # EC fragment file
 //
-// One file per fragment, <asd>/objects/<escaped object name>/<stripe>.<index>:
+// One file per fragment, <asd>/objects/<escaped object name>/<stripe>.<index>
+// (".tmp" while a Put writes it, ".new" while it is switched in):
 //
 //	+----------------------+  offset 0
 //	| header (64 bytes)    |  magic, object size, geometry, nonce, CRC

@@ -48,9 +48,10 @@ func (p Preset) Check(asds int) error {
 
 // EC is the local erasure-coded store over a set of ASD directories.
 type EC struct {
-	dirs   []string
-	preset Preset
-	log    *slog.Logger
+	dirs    []string
+	preset  Preset
+	log     *slog.Logger
+	reserve atomic.Int64 // bytes a Put leaves free on each ASD's filesystem
 
 	encMu struct {
 		sync.Mutex
@@ -164,9 +165,6 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	if err != nil {
 		return err
 	}
-	if err := e.Delete(ctx, name); err != nil {
-		return err
-	}
 	g := newGeometry(size, k, m, e.preset.FragmentSize)
 	g.nonce = rand.Uint64()
 	used := map[int]bool{}
@@ -181,6 +179,9 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 		}
 	}
 	fl0 := g.fragLen(0)
+	if err := e.checkSpace(name, g, fileSize(fl0)); err != nil {
+		return err
+	}
 	stripe := make([]byte, int64(k+m)*fl0)
 	files := make([][]byte, k+m)
 	for i := range files {
@@ -219,7 +220,7 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 					Nonce: g.nonce, Stripe: uint32(s), Stripes: uint32(g.stripes), K: uint8(k), M: uint8(m), Index: uint8(i)}
 				out := files[i][:fileSize(fl)]
 				encodeFragment(out, &h, shards[i])
-				errs[i] = writeFragmentFile(e.fragPath(name, s, i)+".tmp", out)
+				errs[i] = writeFragmentFile(e.fragPath(name, s, i)+tmpSuffix, out)
 			})
 		}
 		wg.Wait()
@@ -231,21 +232,30 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 		}
 	}
 	// Every fragment is synced (concurrently, so that the filesystems can
-	// share journal commits) before any is renamed into place.
-	if err := forEach(written, func(p string) error { return syncFile(p + ".tmp") }); err != nil {
+	// share journal commits) before any is renamed.
+	if err := forEach(written, func(p string) error { return syncFile(p + tmpSuffix) }); err != nil {
 		return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
-	}
-	for _, p := range written {
-		if err := os.Rename(p+".tmp", p); err != nil {
-			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
-		}
 	}
 	var dirs []string
 	for a := range used {
 		dirs = append(dirs, e.objDir(a, name), filepath.Join(e.dirs[a], "objects"))
 	}
-	if err := forEach(dirs, syncDir); err != nil {
-		return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
+	// The switch (see geometry): beside the old version first, then over
+	// it, stripe 0 last each time. A crash before the first step leaves
+	// the old version; after it, the new one.
+	stripe0Last(written)
+	for _, step := range [][2]string{{tmpSuffix, newSuffix}, {newSuffix, ""}} {
+		for _, p := range written {
+			if err := e.putStepForTesting(step[1]); err != nil {
+				return err
+			}
+			if err := os.Rename(p+step[0], p+step[1]); err != nil {
+				return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
+			}
+		}
+		if err := forEach(dirs, syncDir); err != nil {
+			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
+		}
 	}
 	e.geo.Lock()
 	if len(e.geo.m) >= geometryCacheMax {
@@ -340,8 +350,39 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// Fragment files: "<stripe>.<index>" is in place; a Put writes
+// "<stripe>.<index>.tmp", renames every one to ".new" beside the fragments
+// of the version it replaces, then every ".new" over them, stripe 0 last
+// in both steps. So a version with at least k fragments of stripe 0 under
+// ".new" names has all its other fragments written (under one name or
+// the other) and wins; otherwise the version in place does.
+const (
+	tmpSuffix = ".tmp"
+	newSuffix = ".new"
+)
+
+// stripe0Last orders fragment paths so that stripe 0's come last.
+func stripe0Last(paths []string) {
+	sort.SliceStable(paths, func(a, b int) bool {
+		return !strings.HasPrefix(filepath.Base(paths[a]), "0.") && strings.HasPrefix(filepath.Base(paths[b]), "0.")
+	})
+}
+
+// putStepHook, when set, is called before each rename of a Put's switch
+// ("new": a fragment to .new, "": one into place); an error stops the Put
+// there, as a crash would.
+var putStepHook func(step string) error
+
+func (e *EC) putStepForTesting(step string) error {
+	if putStepHook != nil {
+		return putStepHook(step)
+	}
+	return nil
+}
+
 // geometry finds the object's layout from the headers of stripe 0, taking
-// the version (nonce) that at least k fragments agree on.
+// the version (nonce) that at least k fragments agree on; a version being
+// switched in (".new" fragments) wins over the one in place.
 func (e *EC) geometry(ctx context.Context, name string) (geometry, error) {
 	e.geo.Lock()
 	g, ok := e.geo.m[name]
@@ -353,27 +394,40 @@ func (e *EC) geometry(ctx context.Context, name string) (geometry, error) {
 		return g, err
 	}
 	votes := map[uint64][]fragHeader{}
+	switching := map[uint64]bool{}
 	var firstErr error
 	missing := 0
 	for i := 0; i < len(e.dirs); i++ {
-		h, err := readHeader(e.fragPath(name, 0, i))
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				missing++
-			} else if firstErr == nil {
-				firstErr = err
+		found := false
+		for _, suffix := range []string{"", newSuffix} {
+			h, err := readHeader(e.fragPath(name, 0, i) + suffix)
+			if err != nil {
+				if !errors.Is(err, fs.ErrNotExist) && firstErr == nil {
+					firstErr = err
+				}
+				continue
 			}
-			continue
+			found = true
+			if int(h.Index) != i || h.Stripe != 0 {
+				continue
+			}
+			if suffix == newSuffix {
+				switching[h.Nonce] = true
+			}
+			if hs := votes[h.Nonce]; len(hs) == 0 || hs[len(hs)-1].Index != h.Index {
+				votes[h.Nonce] = append(hs, h)
+			}
 		}
-		if int(h.Index) != i || h.Stripe != 0 {
-			continue
+		if !found {
+			missing++
 		}
-		votes[h.Nonce] = append(votes[h.Nonce], h)
 	}
 	var best []fragHeader
-	for _, hs := range votes {
-		if len(hs) > len(best) {
-			best = hs
+	bestSwitching := false
+	for nonce, hs := range votes {
+		sw := switching[nonce] && len(hs) >= int(hs[0].K)
+		if sw && !bestSwitching || sw == bestSwitching && len(hs) > len(best) {
+			best, bestSwitching = hs, sw
 		}
 	}
 	if len(best) == 0 {
@@ -493,28 +547,42 @@ func (e *EC) readPiece(ctx context.Context, name string, g geometry, s, i int, i
 // readBlocks reads len(dst) data bytes of fragment (s, i) from block b0,
 // checking the header's version and every block's CRC.
 func (e *EC) readBlocks(name string, g geometry, s, i int, b0 int64, dst []byte) error {
-	f, err := os.Open(e.fragPath(name, s, i))
-	if err != nil {
-		return err
+	f, err := e.openFragment(e.fragPath(name, s, i), g, s, i)
+	if err != nil { // or it may be being switched in
+		var nerr error
+		if f, nerr = e.openFragment(e.fragPath(name, s, i)+newSuffix, g, s, i); nerr != nil {
+			return err
+		}
 	}
 	defer f.Close()
-	var hb [headerSize]byte
-	if _, err := f.ReadAt(hb[:], 0); err != nil {
-		return fmt.Errorf("%w: header: %v", ErrCorrupt, err)
-	}
-	h, err := decodeFragHeader(hb[:])
-	if err != nil {
-		return err
-	}
-	if h.Nonce != g.nonce || int(h.Stripe) != s || int(h.Index) != i {
-		return fmt.Errorf("%w: stale fragment (version %x, want %x)", ErrCorrupt, h.Nonce, g.nonce)
-	}
 	nblocks := (int64(len(dst)) + blockSize - 1) / blockSize
 	raw := make([]byte, int64(len(dst))+nblocks*blockCRCSize)
 	if _, err := f.ReadAt(raw, headerSize+b0*blockStride); err != nil {
 		return fmt.Errorf("%w: read: %v", ErrCorrupt, err)
 	}
 	return decodeBlocks(dst, raw, len(dst))
+}
+
+// openFragment opens a fragment file of version g, stripe s, index i.
+func (e *EC) openFragment(path string, g geometry, s, i int) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	var hb [headerSize]byte
+	if _, err := f.ReadAt(hb[:], 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: header: %v", ErrCorrupt, err)
+	}
+	h, err := decodeFragHeader(hb[:])
+	if err == nil && (h.Nonce != g.nonce || int(h.Stripe) != s || int(h.Index) != i) {
+		err = fmt.Errorf("%w: stale fragment (version %x, want %x)", ErrCorrupt, h.Nonce, g.nonce)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // Delete removes every fragment of name from every reachable ASD.
@@ -585,4 +653,36 @@ func (e *EC) Usage(ctx context.Context) (Usage, error) {
 		return u, fmt.Errorf("%w: no ASD reachable", ErrNoASD)
 	}
 	return u, nil
+}
+
+// SetReserve makes a Put leave reserveBytes free on the filesystem of
+// every ASD it writes to (ErrNoSpace otherwise): an ASD directory that
+// shares its filesystem with the daemon's metadata stores must not take
+// the room they write into. 0 turns the check off.
+func (e *EC) SetReserve(reserveBytes int64) { e.reserve.Store(reserveBytes) }
+
+// checkSpace refuses a Put whose fragments (of at most fragBytes each)
+// would leave less than the reserve free on an ASD's filesystem.
+func (e *EC) checkSpace(name string, g geometry, fragBytes int64) error {
+	reserve := e.reserve.Load()
+	if reserve <= 0 {
+		return nil
+	}
+	need := map[int]int64{}
+	for s := 0; s < g.stripes; s++ {
+		for i := 0; i < g.k+g.m; i++ {
+			need[e.asd(name, s, i)] += fragBytes
+		}
+	}
+	for a, n := range need {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(e.dirs[a], &st); err != nil {
+			continue // the write will say what is wrong
+		}
+		if free := int64(st.Bavail) * st.Bsize; free-n < reserve {
+			return fmt.Errorf("%w: put %s: ASD %s has %d bytes free, needs %d and keeps %d free",
+				ErrNoSpace, name, e.dirs[a], free, n, reserve)
+		}
+	}
+	return nil
 }

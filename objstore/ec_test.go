@@ -188,3 +188,48 @@ func TestWriteFragmentFileLengths(t *testing.T) {
 		}
 	}
 }
+
+// A Put stopped at any rename of its switch leaves exactly one whole
+// version readable, the old one up to some point and the new one after,
+// never an error (a fresh store, with nothing cached, reads it).
+func TestECPutStoppedAtAnyStepLeavesOneVersion(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ n, k, m int }{{3, 2, 1}, {7, 4, 2}} {
+		old := bytes.Repeat([]byte{1}, 50000)
+		nw := bytes.Repeat([]byte{2}, 50000)
+		sawNew := false
+		for stop := 0; ; stop++ {
+			s, dirs := newEC(t, tc.n, tc.k, tc.m, 4096)
+			if err := s.Put(ctx, "o", bytes.NewReader(old), int64(len(old))); err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			putStepHook = func(string) error {
+				calls++
+				if calls > stop {
+					return errors.New("crash")
+				}
+				return nil
+			}
+			err := s.Put(ctx, "o", bytes.NewReader(nw), int64(len(nw)))
+			putStepHook = nil
+			fresh, _ := OpenEC(dirs, Preset{Data: tc.k, Parity: tc.m, FragmentSize: 4096}, nil)
+			got, rerr := readAll(t, fresh, "o", len(nw))
+			switch {
+			case rerr != nil:
+				t.Fatalf("%d+%d stopped before rename %d: read: %v", tc.k, tc.m, stop, rerr)
+			case bytes.Equal(got, nw):
+				sawNew = true
+			case bytes.Equal(got, old) && !sawNew:
+			default:
+				t.Fatalf("%d+%d stopped before rename %d: neither version whole, or back to the old one", tc.k, tc.m, stop)
+			}
+			if err == nil {
+				if !sawNew {
+					t.Fatal("a finished Put reads the old version")
+				}
+				break
+			}
+		}
+	}
+}

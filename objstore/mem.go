@@ -22,9 +22,29 @@ type Mem struct {
 	}
 }
 
+// memObject is an object with a checksum per block, as EC keeps: a
+// ranged read checks only the blocks it covers.
 type memObject struct {
 	data []byte
-	sum  uint32
+	sums []uint32
+}
+
+func newMemObject(data []byte) memObject {
+	o := memObject{data: data, sums: make([]uint32, (len(data)+blockSize-1)/blockSize)}
+	for b := range o.sums {
+		o.sums[b] = crc(data[b*blockSize : min((b+1)*blockSize, len(data))])
+	}
+	return o
+}
+
+// check verifies the blocks that hold [off, off+n).
+func (o memObject) check(off int64, n int) bool {
+	for b := off / blockSize; b < (off+int64(n)+blockSize-1)/blockSize; b++ {
+		if crc(o.data[b*blockSize:min((b+1)*blockSize, int64(len(o.data)))]) != o.sums[b] {
+			return false
+		}
+	}
+	return true
 }
 
 // NewMem returns an empty in-memory store.
@@ -86,7 +106,7 @@ func (m *Mem) Put(ctx context.Context, name string, src io.ReaderAt, size int64)
 		return fmt.Errorf("objstore: put %s: read source: %w", name, err)
 	}
 	m.mu.Lock()
-	m.mu.objects[name] = memObject{data: data, sum: crc(data)}
+	m.mu.objects[name] = newMemObject(data)
 	m.mu.Unlock()
 	return nil
 }
@@ -105,7 +125,7 @@ func (m *Mem) GetRange(ctx context.Context, name string, p []byte, off int64) er
 	if err := checkRange(name, int64(len(o.data)), off, len(p)); err != nil {
 		return err
 	}
-	if crc(o.data) != o.sum {
+	if !o.check(off, len(p)) {
 		return fmt.Errorf("%w: %s", ErrCorrupt, name)
 	}
 	copy(p, o.data[off:])

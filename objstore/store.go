@@ -14,6 +14,7 @@ var (
 	ErrRange       = errors.New("objstore: range outside object")
 	ErrBadPreset   = errors.New("objstore: bad preset")
 	ErrNoASD       = errors.New("objstore: ASD unavailable")
+	ErrNoSpace     = errors.New("objstore: no space left on an ASD")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -298,7 +298,7 @@ func TestRestoreFromBackendAlone(t *testing.T) {
 	}
 	waitUploaded(t, d)
 	d.stop()
-	for _, dir := range []string{"flash", "meta"} {
+	for _, dir := range []string{"flash", "meta", "catalog"} {
 		if err := os.RemoveAll(filepath.Join(d.dataDir, dir)); err != nil {
 			t.Fatal(err)
 		}
@@ -362,10 +362,19 @@ func TestBadInput(t *testing.T) {
 		{"busy mountpoint", []string{"serve", "--data-dir", filepath.Join(root, "d2"), "--mountpoint", d.mnt}, "mountpoint is busy"},
 		{"unusable data dir", []string{"serve", "--data-dir", filepath.Join(file, "data")}, "data dir"},
 		{"bad size", []string{"serve", "--data-dir", filepath.Join(root, "d3")}, "write_buffer.size"},
+		{"negative number", []string{"serve", "--data-dir", filepath.Join(root, "d4")}, "engine.upload_concurrency -1: want 1 to 64"},
+		{"mountpoint in the data dir", []string{"serve", "--data-dir", filepath.Join(root, "d5"), "--mountpoint", filepath.Join(root, "d5", "mnt")},
+			"overlap"},
+		{"flash too small", []string{"serve", "--data-dir", filepath.Join(root, "d6")}, "do not fit the flash filesystem"},
 	} {
 		env := []string{}
-		if c.name == "bad size" {
+		switch c.name {
+		case "bad size":
 			env = append(env, "VPOOL_WRITE_BUFFER_SIZE=lots")
+		case "negative number":
+			env = append(env, "VPOOL_ENGINE_UPLOAD_CONCURRENCY=-1")
+		case "flash too small":
+			env = append(env, "VPOOL_WRITE_BUFFER_SIZE=512TiB")
 		}
 		out, err := runEnv(30*time.Second, "", env, vpoolBin, c.args...)
 		lines := strings.Split(strings.TrimSpace(out), "\n")

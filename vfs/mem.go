@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,15 +19,52 @@ var ErrCrashed = errors.New("vfs: file handle from before a crash")
 
 // Mem is an in-memory FS that remembers what is durable: Crash forgets
 // every unsynced write and every unsynced directory change, as a power
-// loss would.
+// loss would; PowerLoss keeps a random part of them, as a power loss may.
+//
+// Directory changes (create, remove, rename of a file) are kept in the
+// order they were made until SyncDir of a directory they touch makes them
+// durable; directories themselves are durable at once.
 type Mem struct {
 	mu struct {
 		sync.Mutex
 		names   map[string]*memInode // the namespace as seen now
 		durable map[string]*memInode // the namespace after a crash
+		pending []memOp              // directory changes not durable yet, oldest first
 		dirs    map[string]bool
 		epoch   int
 		inject  func(op, name string) error
+		free    int64 // FreeBytes; 0: as good as unlimited
+	}
+}
+
+// memOp is one unsynced directory change: name (and for a rename, to)
+// bound to ino, or name unbound from ino (remove).
+type memOp struct {
+	remove   bool
+	name, to string // to: a rename's new name
+	ino      *memInode
+}
+
+func (o memOp) touches(dir string) bool {
+	return filepath.Dir(o.name) == dir || o.to != "" && filepath.Dir(o.to) == dir
+}
+
+// applyTo makes the change in a namespace: a name is unbound only if it
+// is still bound to the change's inode.
+func (o memOp) applyTo(names map[string]*memInode) {
+	unbind := func(n string) {
+		if names[n] == o.ino {
+			delete(names, n)
+		}
+	}
+	switch {
+	case o.remove:
+		unbind(o.name)
+	case o.to != "":
+		unbind(o.name)
+		names[o.to] = o.ino
+	default:
+		names[o.name] = o.ino
 	}
 }
 
@@ -35,7 +73,37 @@ type memInode struct {
 	mapped  int64 // bytes mapped: data's array must not move under them
 	data    []byte
 	synced  []byte
+	dirty   map[int64]struct{} // blocks (memCrashBlock) changed since the last sync
 	reserve int64
+}
+
+// changed notes that [off, off+n) of data changed; the caller holds ino.mu.
+func (ino *memInode) changed(off, n int64) {
+	if n <= 0 {
+		return
+	}
+	if ino.dirty == nil {
+		ino.dirty = map[int64]struct{}{}
+	}
+	for b := off / memCrashBlock; b <= (off+n-1)/memCrashBlock; b++ {
+		ino.dirty[b] = struct{}{}
+	}
+}
+
+// syncLocked makes synced equal data, copying only what changed.
+func (ino *memInode) syncLocked() {
+	switch d, s := len(ino.data), len(ino.synced); {
+	case s > d:
+		ino.synced = ino.synced[:d]
+	case s < d:
+		ino.synced = append(ino.synced, ino.data[s:]...)
+	}
+	for b := range ino.dirty {
+		if off := b * memCrashBlock; off < int64(len(ino.data)) {
+			copy(ino.synced[off:], ino.data[off:min(off+memCrashBlock, int64(len(ino.data)))])
+		}
+	}
+	clear(ino.dirty)
 }
 
 // NewMem returns an empty in-memory filesystem.
@@ -57,17 +125,67 @@ func (m *Mem) InjectForTesting(fn func(op, name string) error) {
 }
 
 // Crash drops everything that was not synced and invalidates open files.
-func (m *Mem) Crash() {
+func (m *Mem) Crash() { m.crash(nil) }
+
+// PowerLoss invalidates open files and keeps or drops, at random from
+// rng, each unsynced directory change (applied in order) and each unsynced
+// 4 KiB block of every file (and its unsynced length): what a power loss
+// may leave of the work in flight.
+func (m *Mem) PowerLoss(rng *rand.Rand) { m.crash(rng) }
+
+// memCrashBlock is the unit PowerLoss keeps or drops of a file's data.
+const memCrashBlock = 4096
+
+func (m *Mem) crash(rng *rand.Rand) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.mu.epoch++
-	m.mu.names = map[string]*memInode{}
-	for n, ino := range m.mu.durable {
-		ino.mu.Lock()
-		ino.data = append([]byte(nil), ino.synced...)
-		ino.mu.Unlock()
-		m.mu.names[n] = ino
+	if rng != nil {
+		for _, op := range m.mu.pending {
+			if rng.IntN(2) == 0 {
+				op.applyTo(m.mu.durable)
+			}
+		}
 	}
+	m.mu.pending = nil
+	m.mu.names = map[string]*memInode{}
+	seen := map[*memInode]bool{}
+	for n, ino := range m.mu.durable {
+		m.mu.names[n] = ino
+		if seen[ino] {
+			continue
+		}
+		seen[ino] = true
+		ino.mu.Lock()
+		ino.data = ino.survivor(rng)
+		ino.synced = append(ino.synced[:0], ino.data...)
+		clear(ino.dirty)
+		ino.mapped = 0 // mappings die with the process
+		ino.mu.Unlock()
+	}
+}
+
+// survivor is what a crash leaves of the inode's data: its synced bytes,
+// and with rng a random part of the rest.
+func (ino *memInode) survivor(rng *rand.Rand) []byte {
+	out := append([]byte(nil), ino.synced...)
+	if rng == nil {
+		return out
+	}
+	if rng.IntN(2) == 0 && len(ino.data) != len(out) {
+		if len(ino.data) < len(out) {
+			out = out[:len(ino.data)]
+		} else {
+			out = append(out, make([]byte, len(ino.data)-len(out))...)
+		}
+	}
+	for off := 0; off < len(out) && off < len(ino.data); off += memCrashBlock {
+		end := min(off+memCrashBlock, len(out), len(ino.data))
+		if rng.IntN(2) == 0 {
+			copy(out[off:end], ino.data[off:end])
+		}
+	}
+	return out
 }
 
 func (m *Mem) check(op, name string) error {
@@ -101,9 +219,11 @@ func (m *Mem) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	case !ok:
 		ino = &memInode{}
 		m.mu.names[name] = ino
+		m.mu.pending = append(m.mu.pending, memOp{name: name, ino: ino})
 	}
 	if flag&os.O_TRUNC != 0 {
 		ino.mu.Lock()
+		ino.changed(0, int64(len(ino.data)))
 		ino.data = nil
 		ino.mu.Unlock()
 	}
@@ -129,6 +249,7 @@ func (m *Mem) Remove(name string) error {
 		}
 		return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
 	}
+	m.mu.pending = append(m.mu.pending, memOp{remove: true, name: name, ino: m.mu.names[name]})
 	delete(m.mu.names, name)
 	return nil
 }
@@ -149,6 +270,7 @@ func (m *Mem) Rename(oldname, newname string) error {
 	}
 	delete(m.mu.names, oldname)
 	m.mu.names[newname] = ino
+	m.mu.pending = append(m.mu.pending, memOp{name: oldname, to: newname, ino: ino})
 	return nil
 }
 
@@ -197,18 +319,16 @@ func (m *Mem) SyncDir(dir string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for n := range m.mu.durable {
-		if filepath.Dir(n) == dir {
-			if _, ok := m.mu.names[n]; !ok {
-				delete(m.mu.durable, n)
-			}
+	keep := m.mu.pending[:0]
+	for _, op := range m.mu.pending {
+		if op.touches(dir) {
+			op.applyTo(m.mu.durable)
+		} else {
+			keep = append(keep, op)
 		}
 	}
-	for n, ino := range m.mu.names {
-		if filepath.Dir(n) == dir {
-			m.mu.durable[n] = ino
-		}
-	}
+	clear(m.mu.pending[len(keep):])
+	m.mu.pending = keep
 	return nil
 }
 
@@ -271,6 +391,7 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 		}
 	}
 	copy(f.ino.data[off:], p)
+	f.ino.changed(off, int64(len(p)))
 	return len(p), nil
 }
 
@@ -282,7 +403,7 @@ func (f *memFile) Sync() error {
 		return &fs.PathError{Op: "sync", Path: f.name, Err: err}
 	}
 	f.ino.mu.Lock()
-	f.ino.synced = append(f.ino.synced[:0], f.ino.data...)
+	f.ino.syncLocked()
 	f.ino.mu.Unlock()
 	return nil
 }
@@ -293,6 +414,10 @@ func (f *memFile) Truncate(size int64) error {
 	}
 	f.ino.mu.Lock()
 	defer f.ino.mu.Unlock()
+	f.ino.reserve = min(f.ino.reserve, size) // blocks past the end are freed
+	if old := int64(len(f.ino.data)); old != size {
+		f.ino.changed(min(old, size), max(old, size)-min(old, size))
+	}
 	switch {
 	case f.ino.mapped > 0 && size < f.ino.mapped:
 		return &fs.PathError{Op: "truncate", Path: f.name, Err: errors.New("vfs: mem: cannot shrink a mapped file")}
@@ -349,6 +474,7 @@ func (m *memMapping) WriteAt(p []byte, off int64) (int, error) {
 	}
 	m.f.ino.mu.Lock()
 	defer m.f.ino.mu.Unlock()
+	m.f.ino.changed(off, int64(len(p)))
 	return copy(m.f.ino.data[off:], p), nil
 }
 
@@ -379,4 +505,37 @@ func (f *memFile) Close() error {
 		return fmt.Errorf("vfs: %s: %w", f.name, fs.ErrClosed)
 	}
 	return nil
+}
+
+// AllocatedForTesting returns the bytes that files whose names start with
+// prefix take: their length or their preallocation, whichever is larger.
+func (m *Mem) AllocatedForTesting(prefix string) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for name, ino := range m.mu.names {
+		if strings.HasPrefix(name, prefix) {
+			ino.mu.Lock()
+			n += max(int64(len(ino.data)), ino.reserve)
+			ino.mu.Unlock()
+		}
+	}
+	return n
+}
+
+// FreeBytes reports what SetFreeForTesting set, or 1 PiB.
+func (m *Mem) FreeBytes(dir string) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mu.free != 0 {
+		return m.mu.free, nil
+	}
+	return 1 << 50, nil
+}
+
+// SetFreeForTesting sets what FreeBytes reports (0: 1 PiB).
+func (m *Mem) SetFreeForTesting(n int64) {
+	m.mu.Lock()
+	m.mu.free = n
+	m.mu.Unlock()
 }

@@ -76,6 +76,9 @@ type FS interface {
 	// ReadDir returns the names in dir, sorted.
 	ReadDir(dir string) ([]string, error)
 	SyncDir(dir string) error
+	// FreeBytes is the space left to unprivileged writers on dir's
+	// filesystem.
+	FreeBytes(dir string) (int64, error)
 }
 
 // ErrNotExist is returned for a missing name (it is fs.ErrNotExist).
@@ -194,6 +197,14 @@ func (OS) ReadDir(dir string) ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+func (OS) FreeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, &fs.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }
 
 func (OS) SyncDir(dir string) error {

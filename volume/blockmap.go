@@ -7,10 +7,17 @@ import (
 )
 
 // MetaStore is the embedded key-value store that holds the block map on
-// local flash (badger in production). Commit is atomic.
+// local flash (badger in production): a cache that TLogs rebuild. Commit
+// is atomic and survives a process crash; a power loss may forget the
+// newest commits (all after some point, never a part of one) unless Sync
+// came after them.
 type MetaStore interface {
 	Get(key []byte) (value []byte, found bool, err error)
 	Commit(ops []MetaOp) error
+	// Sync makes every commit so far survive a power loss. The engine
+	// calls it only before a catalog change that relies on the block map
+	// as stored (the end of a rollback or a flatten, a deletion).
+	Sync() error
 	// Scan calls fn for each key with prefix that is >= start, ascending,
 	// until fn returns false. key and value are valid only during fn.
 	Scan(prefix, start []byte, fn func(key, value []byte) bool) error

@@ -83,15 +83,13 @@ func (v *VDisk) syncManifest(ctx context.Context) error {
 	if !stale {
 		return nil
 	}
-	err := v.writeManifest(ctx, up, false)
-	v.mu.Lock()
-	if err == nil {
-		err = v.saveUploadStateLocked()
-	} else {
+	if err := v.writeManifest(ctx, up, false); err != nil {
+		v.mu.Lock()
 		v.mu.manifestStale = true
+		v.mu.Unlock()
+		return err
 	}
-	v.mu.Unlock()
-	return err
+	return v.saveUploadState()
 }
 
 // anyEpoch asks clonesOf for the clones of any snapshot.
@@ -232,6 +230,9 @@ func (v *VDisk) Flatten(ctx context.Context, progress FlattenProgress) error {
 		return err
 	}
 	if err := crashPoint("flatten stored"); err != nil {
+		return err
+	}
+	if err := v.syncBlockMap(); err != nil {
 		return err
 	}
 	if err := v.updateRecordLocked(func(r *vdiskRecord) { r.Parent = nil }); err != nil {

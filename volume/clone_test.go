@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"vpool/metastore"
 )
 
 // A clone of a clone of a template, each written on its own: every one
@@ -166,7 +164,7 @@ func TestCloneCrashAtEachStep(t *testing.T) {
 				}
 				e.pool.AbandonForTesting()
 				if loss == "metadata" {
-					e.meta = metastore.NewMem()
+					e.wipeMeta()
 				}
 				e.open()
 				for _, id := range e.pool.List() {

@@ -29,6 +29,11 @@
 //
 // # Durability order
 //
+// Two stores: the catalog (Catalog: vDisk records, snapshots, epochs,
+// upload state), whose commits are durable when they return, and the
+// block-map store (MetaStore), a cache of the TLogs that a power loss may
+// set back to an older, consistent state.
+//
 //   - A write returns after its data and records are in the page cache
 //     (pwrite): it survives kill -9.
 //   - Flush fsyncs every SCO and TLog file not yet synced; concurrent
@@ -40,8 +45,17 @@
 //     pages already show, so the marker may lag.
 //   - A TLog is created with its header synced before its name is synced.
 //   - An SCO is uploaded before its TLog, and the TLog before the manifest
-//     that names it; only then is the SCO disposable and leaves local
-//     flash. The local TLog file stays until the stored marker passes it.
+//     that names it, and the manifest before the upload state that says
+//     so is committed to the catalog; only then is the SCO disposable and
+//     leaves local flash. The local TLog file stays until the stored
+//     marker passes it; a marker set back by a power loss replays the
+//     TLogs it no longer passes from the backend.
+//   - A snapshot, rollback, template or clone is acknowledged after its
+//     catalog commit; a snapshot's TLogs are flushed before it. A
+//     rollback or flatten syncs the block-map store before the catalog
+//     says it is done.
+//   - A deletion commits the record's Deleting mark first and removes the
+//     record last, after the block map's keys (synced).
 //   - A manifest generation is written before the previous one is deleted.
 //
 // # Formats
@@ -68,21 +82,22 @@
 // recovery and records whose data is missing are erased.
 //
 // Block map: pages of 64 entries of 16 bytes (sco u32, slot u32, data crc
-// u32, owner u16, 0 u16) under key 'm'+id+page in the store; the marker
-// (TLog seq u32, record u32, size u64, allocated clusters u64) under
-// 'w'+id; upload state under 'u'+id; the vDisk's settings under 'v'+id.
+// u32, owner u16, 0 u16) under key 'm'+id+page in the block-map store;
+// the marker (TLog seq u32, record u32, size u64, allocated clusters u64)
+// under 'w'+id. In the catalog: upload state under 'u'+id, the vDisk's
+// record (settings, snapshots, epoch) under 'v'+id.
 //
 // Manifest (<vpool>/<id>/manifest.<generation>): "VPMANIF1", length u32,
 // JSON (Manifest), crc u32.
 //
 // # Recovery
 //
-// Open finds vDisks in the store, in local TLog directories and in backend
+// Open finds vDisks in the catalog, in local TLog directories and in backend
 // manifests. For each: settings from the store, or from the newest
 // readable manifest when local flash was lost; then every TLog from the
 // stored marker's on is replayed, read from local flash or else from the
 // backend; then SCOs not yet uploaded are queued again.
 //
 // This package imports vpool/flashcache and vpool/vfs; the backend and the
-// metadata store are the interfaces Backend and MetaStore.
+// metadata stores are the interfaces Backend, Catalog and MetaStore.
 package volume

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"testing"
 	"time"
@@ -19,6 +20,8 @@ var _ Backend = (*objstore.EC)(nil)
 var _ Backend = (*objstore.Mem)(nil)
 var _ MetaStore = (*metastore.Badger)(nil)
 var _ MetaStore = (*metastore.Mem)(nil)
+var _ Catalog = (*metastore.Catalog)(nil)
+var _ Catalog = (*metastore.MemCatalog)(nil)
 var _ WriteBuffer = (*flashcache.WriteBuffer)(nil)
 var _ ReadCache = (*flashcache.ReadCache)(nil)
 
@@ -28,11 +31,16 @@ type env struct {
 	t       *testing.T
 	fs      *vfs.Mem
 	meta    *metastore.Mem
+	cat     *metastore.MemCatalog
 	backend *objstore.Mem
 	cfg     Config
 	wbLimit int64
 	cache   int64
 	pool    *Pool
+	wb      *flashcache.WriteBuffer
+	// rng, when set, decides what a power loss keeps of the unsynced
+	// changes of the filesystem and the block-map store; nil: nothing.
+	rng *rand.Rand
 }
 
 func testLogger() *slog.Logger {
@@ -47,7 +55,7 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func newEnv(t *testing.T) *env {
-	e := &env{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), backend: objstore.NewMem(),
+	e := &env{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog(), backend: objstore.NewMem(),
 		wbLimit: 256 << 20, cache: 1 << 20}
 	e.cfg = Config{Name: "vp", Dir: "/flash", SCOSize: 4 << 20, MapCachePages: 64, Log: testLogger()}
 	e.open()
@@ -71,11 +79,11 @@ func (e *env) open() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := Open(ctx, e.cfg, Deps{FS: e.fs, Backend: e.backend, Meta: e.meta, WriteBuffer: wb, ReadCache: cache})
+	p, err := Open(ctx, e.cfg, Deps{FS: e.fs, Backend: e.backend, Catalog: e.cat, Meta: e.meta, WriteBuffer: wb, ReadCache: cache})
 	if err != nil {
 		e.t.Fatalf("open pool: %v", err)
 	}
-	e.pool = p
+	e.pool, e.wb = p, wb
 }
 
 // restart closes cleanly and reopens.
@@ -94,19 +102,50 @@ func (e *env) kill() {
 	e.open()
 }
 
-// powerLoss is kill plus the loss of everything not synced.
+// powerLoss is kill plus the loss of what was not synced: all of it, or
+// with e.rng a random part of it.
 func (e *env) powerLoss() {
 	e.pool.AbandonForTesting()
-	e.fs.Crash()
+	if e.rng != nil {
+		e.fs.PowerLoss(e.rng)
+		e.meta.PowerLoss(e.rng)
+	} else {
+		e.fs.Crash()
+		e.meta.PowerLoss(nil)
+	}
 	e.open()
+}
+
+// disposeUploaded makes every uploaded SCO of v leave flash, as the
+// write buffer's clean budget would.
+func (e *env) disposeUploaded(v *VDisk) {
+	e.t.Helper()
+	v.mu.Lock()
+	var segs []*segment
+	for s, seg := range v.mu.segs {
+		if s <= v.mu.uploadedThrough {
+			segs = append(segs, seg)
+		}
+	}
+	v.mu.Unlock()
+	for _, seg := range segs {
+		if err := v.dispose(bg, seg); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 }
 
 // wipeFlash loses all local state: flash files and metadata.
 func (e *env) wipeFlash() {
 	e.pool.AbandonForTesting()
 	e.fs = vfs.NewMem()
-	e.meta = metastore.NewMem()
+	e.wipeMeta()
 	e.open()
+}
+
+// wipeMeta loses the metadata stores (catalog and block maps).
+func (e *env) wipeMeta() {
+	e.meta, e.cat = metastore.NewMem(), metastore.NewMemCatalog()
 }
 
 func (e *env) vdisk(id uint64) *VDisk {
@@ -133,4 +172,14 @@ func crashAt(stop, counted, name string) {
 		}
 		return nil
 	}
+}
+
+// hangGuard is a context for a test bounded by its steps: it ends only a
+// minute before the test binary's deadline (-timeout), so that a hung
+// test fails with its own message instead of the binary's panic.
+func hangGuard(t *testing.T) (context.Context, context.CancelFunc) {
+	if d, ok := t.Deadline(); ok {
+		return context.WithDeadline(context.Background(), d.Add(-time.Minute))
+	}
+	return context.WithCancel(context.Background())
 }

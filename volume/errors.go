@@ -23,6 +23,10 @@ var (
 	ErrNoSnapshot   = errors.New("volume: no such snapshot")
 	ErrExists       = errors.New("volume: already exists")
 	ErrBadName      = errors.New("volume: bad name")
+	// ErrDamaged is returned for a vDisk that could not be recovered at
+	// Open (its record, manifest or data is unreadable or gone); the rest
+	// of the pool serves on.
+	ErrDamaged = errors.New("volume: vDisk damaged")
 )
 
 func errCorruptf(format string, args ...any) error {

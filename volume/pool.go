@@ -138,7 +138,8 @@ func (c *Config) fill() error {
 type Deps struct {
 	FS          vfs.FS
 	Backend     Backend
-	Meta        MetaStore
+	Catalog     Catalog   // vDisk records and upload state: the truth
+	Meta        MetaStore // block maps: a cache that TLogs rebuild
 	WriteBuffer WriteBuffer
 	ReadCache   ReadCache // optional
 }
@@ -149,17 +150,21 @@ type Pool struct {
 	cfg     Config
 	fs      vfs.FS
 	backend Backend
+	catalog Catalog
 	meta    MetaStore
 	wb      WriteBuffer
 	cache   ReadCache
 	log     *slog.Logger
 	uploads chan struct{} // upload slots
-	scrubMu sync.Mutex    // one scrub pass at a time
+	scrubMu sync.Mutex    // one scrub pass at a time; guards scrubMarks
+	// scrubMarks is, per vDisk, what the last scrub pass left waiting.
+	scrubMarks map[uint64]scrubMark
 
 	mu struct {
 		sync.Mutex
-		vdisks map[uint64]*VDisk
-		closed bool
+		vdisks  map[uint64]*VDisk
+		damaged map[uint64]error // vDisks that Open could not recover, with the cause
+		closed  bool
 	}
 }
 
@@ -188,17 +193,18 @@ func Open(ctx context.Context, cfg Config, d Deps) (*Pool, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	if d.FS == nil || d.Backend == nil || d.Meta == nil || d.WriteBuffer == nil {
+	if d.FS == nil || d.Backend == nil || d.Catalog == nil || d.Meta == nil || d.WriteBuffer == nil {
 		return nil, fmt.Errorf("%w: missing dependency", ErrBadConfig)
 	}
-	p := &Pool{cfg: cfg, fs: d.FS, backend: d.Backend, meta: d.Meta, wb: d.WriteBuffer, cache: d.ReadCache,
-		log: cfg.Log, uploads: make(chan struct{}, cfg.UploadConcurrency)}
+	p := &Pool{cfg: cfg, fs: d.FS, backend: d.Backend, catalog: d.Catalog, meta: d.Meta, wb: d.WriteBuffer, cache: d.ReadCache,
+		log: cfg.Log, uploads: make(chan struct{}, cfg.UploadConcurrency), scrubMarks: map[uint64]scrubMark{}}
 	p.mu.vdisks = map[uint64]*VDisk{}
+	p.mu.damaged = map[uint64]error{}
 	if err := p.fs.MkdirAll(filepath.Join(cfg.Dir, "tlogs"), 0o700); err != nil {
 		return nil, fmt.Errorf("volume: local flash directory %s: %w", cfg.Dir, err)
 	}
 	ids := map[uint64]bool{}
-	if err := p.meta.Scan([]byte{metaKeyVDisk}, nil, func(k, _ []byte) bool {
+	if err := p.catalog.Scan([]byte{metaKeyVDisk}, nil, func(k, _ []byte) bool {
 		if len(k) == 9 {
 			ids[binary.BigEndian.Uint64(k[1:])] = true
 		}
@@ -256,12 +262,32 @@ func Open(ctx context.Context, cfg Config, d Deps) (*Pool, error) {
 		return nil
 	}
 	for _, id := range sorted {
-		if err := recoverOne(id); err != nil {
+		err := recoverOne(id)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
 			p.closeAll(ctx)
 			return nil, fmt.Errorf("volume: vPool %s: %w", cfg.Name, err)
 		}
+		// One vDisk that cannot come back does not keep the others from
+		// serving: it is damaged, and says why on every access.
+		p.mu.damaged[id] = err
+		p.log.Error("volume: vDisk damaged: it could not be recovered and will fail every access",
+			"vpool", cfg.Name, "vdisk", FormatID(id), "err", err)
 	}
 	return p, nil
+}
+
+// Damaged returns the vDisks that Open could not recover, with the cause.
+func (p *Pool) Damaged() map[uint64]error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[uint64]error, len(p.mu.damaged))
+	for id, err := range p.mu.damaged {
+		out[id] = err
+	}
+	return out
 }
 
 func sortU64(s []uint64) { sort.Slice(s, func(a, b int) bool { return s[a] < s[b] }) }
@@ -329,7 +355,7 @@ func (p *Pool) create(ctx context.Context, rec vdiskRecord) (*VDisk, error) {
 	}
 	rb, _ := json.Marshal(rec)
 	// The record first: files without a record or manifest are garbage.
-	if err := p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb},
+	if err := p.commitCatalog([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb},
 		{Key: metaKey(metaKeyUpload, id), Value: uploadState{}.encode()}}); err != nil {
 		return nil, fmt.Errorf("volume: create vDisk: %w", err)
 	}
@@ -348,14 +374,14 @@ func (p *Pool) create(ctx context.Context, rec vdiskRecord) (*VDisk, error) {
 		}
 		if err != nil {
 			p.wb.Unregister(id)
-			p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id)}, {Key: metaKey(metaKeyUpload, id)}})
+			p.commitCatalog([]MetaOp{{Key: metaKey(metaKeyVDisk, id)}, {Key: metaKey(metaKeyUpload, id)}})
 			return nil, err
 		}
 	}
 	seg, err := v.createSegment(1)
 	if err != nil {
 		p.wb.Unregister(id)
-		p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id)}, {Key: metaKey(metaKeyUpload, id)}})
+		p.commitCatalog([]MetaOp{{Key: metaKey(metaKeyVDisk, id)}, {Key: metaKey(metaKeyUpload, id)}})
 		return nil, err
 	}
 	v.mu.cur = seg
@@ -388,6 +414,9 @@ func (p *Pool) VDisk(id uint64) (*VDisk, error) {
 	defer p.mu.Unlock()
 	v := p.mu.vdisks[id]
 	if v == nil {
+		if cause := p.mu.damaged[id]; cause != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrDamaged, FormatID(id), cause)
+		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, FormatID(id))
 	}
 	return v, nil
@@ -415,14 +444,20 @@ func (p *Pool) Delete(ctx context.Context, id uint64) error {
 	p.mu.Lock()
 	v := p.mu.vdisks[id]
 	delete(p.mu.vdisks, id)
+	_, damaged := p.mu.damaged[id]
+	delete(p.mu.damaged, id)
 	p.mu.Unlock()
+	if v == nil && damaged { // what is left of it goes
+		p.log.Warn("volume: deleting a damaged vDisk", "vdisk", FormatID(id))
+		return p.finishDelete(ctx, id)
+	}
 	if v == nil {
 		return fmt.Errorf("%w: %s", ErrNotFound, FormatID(id))
 	}
 	v.stop()
 	rec := vdiskRecord{ClusterSize: v.cs, SCOSize: int64(v.slots) * v.cs, Created: v.created, Deleting: true}
 	rb, _ := json.Marshal(rec)
-	if err := p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb}}); err != nil {
+	if err := p.commitCatalog([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb}}); err != nil {
 		return fmt.Errorf("volume: delete vDisk %s: %w", FormatID(id), err)
 	}
 	v.mu.Lock()
@@ -488,8 +523,15 @@ func (p *Pool) finishDelete(ctx context.Context, id uint64) error {
 	if err = errors.Join(err, scanErr, flush()); err != nil {
 		return fmt.Errorf("volume: delete vDisk %s: metadata: %w", FormatID(id), err)
 	}
-	if err := p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyMarker, id)}, {Key: metaKey(metaKeyUpload, id)},
-		{Key: metaKey(metaKeyVDisk, id)}}); err != nil {
+	// The block map's last keys, then (made durable first) the record: a
+	// record without a block map is a deletion to finish, never a vDisk.
+	if err := p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyMarker, id)}, {Key: metaKey(metaKeyRecount, id)}}); err != nil {
+		return fmt.Errorf("volume: delete vDisk %s: metadata: %w", FormatID(id), err)
+	}
+	if err := p.meta.Sync(); err != nil {
+		return fmt.Errorf("volume: delete vDisk %s: metadata: %w", FormatID(id), err)
+	}
+	if err := p.commitCatalog([]MetaOp{{Key: metaKey(metaKeyUpload, id)}, {Key: metaKey(metaKeyVDisk, id)}}); err != nil {
 		return fmt.Errorf("volume: delete vDisk %s: metadata: %w", FormatID(id), err)
 	}
 	p.log.Info("volume: vDisk deleted", "vdisk", FormatID(id))
@@ -593,6 +635,7 @@ type Stats struct {
 	CacheHits        int64  `json:"cache_hits"`
 	CacheMisses      int64  `json:"cache_misses"`
 	BackendReads     int64  `json:"backend_reads"`
+	ReadErrors       int64  `json:"read_errors"` // reads that failed (EIO to a client)
 	MapPagesCached   int    `json:"map_pages_cached"`
 	MapPagesDirty    int    `json:"map_pages_dirty"`
 	Template         bool   `json:"template"`
@@ -624,6 +667,7 @@ func (v *VDisk) Stats() Stats {
 	st.ReadBytes, st.WrittenBytes = v.stats.readBytes.Load(), v.stats.writtenBytes.Load()
 	st.ReadNanos, st.WriteNanos = v.stats.readNanos.Load(), v.stats.writeNanos.Load()
 	st.CacheHits, st.CacheMisses, st.BackendReads = v.stats.cacheHits.Load(), v.stats.cacheMiss.Load(), v.stats.backendR.Load()
+	st.ReadErrors = v.stats.readErrors.Load()
 	return st
 }
 

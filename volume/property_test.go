@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"vpool/metastore"
 )
@@ -152,7 +151,11 @@ func TestPropertyVDiskMatchesModel(t *testing.T) {
 func runProperty(t *testing.T, seed uint64, steps int) {
 	r := rand.New(rand.NewPCG(seed, 99))
 	e := newEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	e.rng = rand.New(rand.NewPCG(seed, 100)) // what each power loss keeps
+	// Bounded by steps, not time: the context is only a hang guard, ended
+	// shortly before the test binary's own deadline so that the failure
+	// names the seed and the step.
+	ctx, cancel := hangGuard(t)
 	defer cancel()
 	var disks []*propDisk
 	for i := 0; i < 2; i++ {
@@ -188,12 +191,13 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 		}
 	}
 	var trace []string
+	step := 0
 	defer func() {
 		if t.Failed() {
-			t.Logf("seed %d, last ops: %v", seed, trace[max(0, len(trace)-15):])
+			t.Logf("seed %d, step %d of %d, last ops: %v", seed, step, steps, trace[max(0, len(trace)-15):])
 		}
 	}()
-	for step := 0; step < steps; step++ {
+	for ; step < steps; step++ {
 		d := disks[r.IntN(len(disks))]
 		v := e.vdisk(d.id)
 		size := len(d.m.data)
@@ -385,10 +389,21 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			for _, d := range disks {
 				d.m.acceptCrash(t, readAll(d), "after power loss")
 			}
+		case op < 95:
+			// the block-map store is a cache: the catalog and the TLogs
+			// bring everything back
+			trace = append(trace, "block-map store lost")
+			e.pool.AbandonForTesting()
+			e.meta = metastore.NewMem()
+			e.open()
+			for _, d := range disks {
+				d.m.flush()
+			}
+			checkAll("after losing the block-map store")
 		case op < 96:
 			trace = append(trace, "metadata lost")
 			e.pool.AbandonForTesting()
-			e.meta = metastore.NewMem()
+			e.wipeMeta()
 			e.open()
 			for _, d := range disks {
 				d.m.flush()

@@ -23,7 +23,7 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64, needParent func(uint
 	var up uploadState
 	var sm storedMarker
 	hasMarker := false
-	rb, ok, err := p.meta.Get(metaKey(metaKeyVDisk, id))
+	rb, _, ok, err := p.catalog.Get(metaKey(metaKeyVDisk, id))
 	if err != nil {
 		return nil, err
 	}
@@ -31,7 +31,7 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64, needParent func(uint
 		if err := json.Unmarshal(rb, &rec); err != nil {
 			return nil, errCorruptf("vDisk record: %v", err)
 		}
-		if b, ok, err := p.meta.Get(metaKey(metaKeyUpload, id)); err != nil {
+		if b, _, ok, err := p.catalog.Get(metaKey(metaKeyUpload, id)); err != nil {
 			return nil, err
 		} else if ok {
 			if up, err = decodeUploadState(b); err != nil {
@@ -67,7 +67,7 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64, needParent func(uint
 		up = uploadState{UploadedThrough: man.UploadedThrough, ManifestGen: man.Generation}
 		sm.size = man.Size
 		rb, _ := json.Marshal(rec)
-		if err := p.meta.Commit([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb},
+		if err := p.commitCatalog([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb},
 			{Key: metaKey(metaKeyUpload, id), Value: up.encode()}}); err != nil {
 			return nil, err
 		}
@@ -127,7 +127,10 @@ func (p *Pool) recoverVDisk(ctx context.Context, id uint64, needParent func(uint
 	}
 	if rec.Rollback != nil {
 		v.recMu.Lock()
-		err := v.updateRecordLocked(func(r *vdiskRecord) { r.Rollback = nil })
+		err := v.syncBlockMap() // replayAll stored the rolled-back map
+		if err == nil {
+			err = v.updateRecordLocked(func(r *vdiskRecord) { r.Rollback = nil })
+		}
 		v.recMu.Unlock()
 		if err != nil {
 			v.closeFiles()
@@ -176,8 +179,7 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 				seg.tlog.Close()
 				return v.ioErr("open SCO", s, err)
 			}
-			v.log.Error("volume: SCO file missing for a local TLog; its clusters will fail checksum", "vdisk", FormatID(v.id), "sco", s)
-			if seg.sco, err = v.pool.wb.CreateSCO(v.id, s, 0); err != nil {
+			if seg.sco, err = v.scoFromBackend(ctx, s); err != nil {
 				seg.tlog.Close()
 				return err
 			}
@@ -507,4 +509,35 @@ func (p *Pool) latestManifest(ctx context.Context, id uint64) (*Manifest, error)
 		return nil, fmt.Errorf("volume: no readable manifest for vDisk %s: %w", FormatID(id), errors.Join(errs...))
 	}
 	return nil, fmt.Errorf("%w: no manifest for %s", ErrNotFound, FormatID(id))
+}
+
+// scoFromBackend brings back SCO s of a local TLog whose SCO file is gone
+// from flash, from its copy on the backend: recovery never reads a
+// missing SCO as zeros. Without a copy, the vDisk is damaged.
+func (v *VDisk) scoFromBackend(ctx context.Context, s uint32) (vfs.File, error) {
+	name := scoName(v.pool.cfg.Name, v.id, s)
+	size, err := v.pool.backend.Size(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: SCO %d of vDisk %s is neither on local flash nor readable on the backend (%s): %w",
+			ErrDamaged, s, FormatID(v.id), name, err)
+	}
+	v.log.Warn("volume: SCO missing from flash for a local TLog; copying it back from the backend",
+		"vdisk", FormatID(v.id), "sco", s, "bytes", size)
+	f, err := v.pool.wb.CreateSCO(v.id, s, int64(v.slots)*v.cs)
+	if err != nil {
+		return nil, v.ioErr("create SCO", s, err)
+	}
+	buf := make([]byte, min(size, 4<<20))
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		b := buf[:min(int64(len(buf)), size-off)]
+		if err := v.pool.backend.GetRange(ctx, name, b, off); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%w: %s: %w", ErrBackendRead, name, err)
+		}
+		if _, err := f.WriteAt(b, off); err != nil {
+			f.Close()
+			return nil, v.ioErr("write SCO", s, err)
+		}
+	}
+	return f, nil // synced with the other recovered segments
 }

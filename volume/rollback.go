@@ -105,9 +105,7 @@ func (v *VDisk) Rollback(ctx context.Context, name string) error {
 		v.mu.Unlock()
 		return fmt.Errorf("volume: rollback of vDisk %s: the backend must learn of it first: %w", FormatID(v.id), err)
 	}
-	v.mu.Lock()
-	err = v.saveUploadStateLocked()
-	v.mu.Unlock()
+	err = v.saveUploadState()
 	if err == nil {
 		err = v.updateRecordLocked(func(r *vdiskRecord) {
 			r.Snapshots, r.Dead, r.Epoch = snaps, dead, target.Epoch+1
@@ -133,6 +131,9 @@ func (v *VDisk) Rollback(ctx context.Context, name string) error {
 		return err
 	}
 	if err := v.writeBack(ctx); err != nil {
+		return err
+	}
+	if err := v.syncBlockMap(); err != nil {
 		return err
 	}
 	if err := v.updateRecordLocked(func(r *vdiskRecord) { r.Rollback = nil }); err != nil {

@@ -76,6 +76,11 @@ func (p *Pool) Scrub(ctx context.Context, o ScrubOptions) (ScrubResult, error) {
 			vds = append(vds, v)
 		}
 	}
+	for id := range p.scrubMarks { // of vDisks deleted since
+		if !slices.ContainsFunc(vds, func(v *VDisk) bool { return v.id == id }) {
+			delete(p.scrubMarks, id)
+		}
+	}
 	judged := func(v *VDisk) bool { return o.Only == 0 || v.id == o.Only }
 	free := func() (*liveCount, error) {
 		live, err := p.countLive(ctx, vds, pc, !o.DryRun)
@@ -180,7 +185,7 @@ type ScrubOptions struct {
 // only SCOs up to it are judged by this count. A later one may have been
 // open during the count, and written to after its vDisk was counted.
 func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer, lock bool) (*liveCount, error) {
-	live := &liveCount{n: map[scoKey]int{}, through: map[uint64]uint32{}}
+	live := &liveCount{n: map[scoKey]int{}, through: map[uint64]uint32{}, last: map[uint64]uint32{}}
 	for _, v := range vds {
 		v.mu.RLock()
 		live.through[v.id] = v.mu.uploadedThrough
@@ -200,6 +205,9 @@ func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer, lock bool
 		if err := v.countLive(ctx, live.n, pc); err != nil {
 			return nil, fmt.Errorf("volume: scrub: vDisk %s: %w", FormatID(v.id), err)
 		}
+		v.mu.RLock()
+		live.last[v.id] = v.lastTLogLocked()
+		v.mu.RUnlock()
 	}
 	return live, nil
 }
@@ -209,6 +217,18 @@ func (p *Pool) countLive(ctx context.Context, vds []*VDisk, pc *pacer, lock bool
 type liveCount struct {
 	n       map[scoKey]int
 	through map[uint64]uint32 // per vDisk: the last SCO uploaded when the count began
+	// last is, per vDisk, its newest TLog when its count ended: every
+	// record that made an SCO of it garbage in this count is in a TLog
+	// up to it.
+	last map[uint64]uint32
+}
+
+// scrubMark is what a pass left for the next one of a vDisk: the SCOs it
+// found garbage and could not free yet, and the TLog that every record
+// which made them garbage is in or before (liveCount.last).
+type scrubMark struct {
+	through uint32
+	dead    map[uint32]bool
 }
 
 // compact rewrites the head's clusters in this vDisk's uploaded SCOs
@@ -336,14 +356,38 @@ func (v *VDisk) freeDead(ctx context.Context, live *liveCount, res *ScrubResult,
 		local[s] = seg
 	}
 	// A rebuild from the backend replays only uploaded TLogs and reads
-	// the newest manifest: the SCOs that the records after them made
-	// garbage (or a snapshot deleted since) must stay until those are
-	// on the backend too, or the rebuilt block map would name SCOs gone.
-	safe := up >= v.lastTLogLocked() && !v.mu.manifestStale && v.mu.manifestGen > 0
+	// the newest manifest: an SCO that records after them made garbage
+	// (or a snapshot deleted since) must stay until those are on the
+	// backend too, or the rebuilt block map would name an SCO gone. Every
+	// such record of this count is in a TLog up to live.last; of the
+	// previous pass's, up to its mark. So garbage of a vDisk that is
+	// always written is freed one pass after it is found, once the TLogs
+	// that made it so are uploaded, not when every TLog is.
+	manifestCurrent := !v.mu.manifestStale && v.mu.manifestGen > 0
+	safe := manifestCurrent && up >= live.last[v.id]
 	v.mu.RUnlock()
-	if !safe && !dry {
-		res.Waiting++
-	}
+	prev := v.pool.scrubMarks[v.id]
+	safeBefore := manifestCurrent && prev.dead != nil && up >= prev.through
+	waiting := map[uint32]bool{}
+	defer func() {
+		if dry {
+			return
+		}
+		v.pool.scrubMarks[v.id] = scrubMark{through: live.last[v.id], dead: waiting}
+		if len(waiting) > 0 {
+			res.Waiting++
+			// The TLog that holds the mark must reach the backend for the
+			// next pass to free them: seal it now if it is still open.
+			v.mu.RLock()
+			open := v.mu.cur.seq == live.last[v.id]
+			v.mu.RUnlock()
+			if open {
+				if err := v.Seal(); err != nil {
+					v.log.Warn("volume: scrub: seal", "vdisk", FormatID(v.id), "err", err)
+				}
+			}
+		}
+	}()
 	prefix := fmt.Sprintf("%s/%016x/sco/", v.pool.cfg.Name, v.id)
 	names, err := v.pool.backend.List(ctx, prefix)
 	if err != nil {
@@ -362,14 +406,18 @@ func (v *VDisk) freeDead(ctx context.Context, live *liveCount, res *ScrubResult,
 		}
 		if n := live.n[scoKey{v.id, seq}]; n > 0 {
 			if n < int(v.slots) {
-				res.PartlyLive++
-				res.GarbageBytes += int64(int(v.slots)-n) * v.cs
-				res.reclaimable(v.id, int64(int(v.slots)-n)*v.cs)
+				// an SCO sealed early is smaller: its garbage is what it holds
+				if garbage := v.scoBytes(ctx, name) - int64(n)*v.cs; garbage > 0 {
+					res.PartlyLive++
+					res.GarbageBytes += garbage
+					res.reclaimable(v.id, garbage)
+				}
 			}
 			continue
 		}
-		if !safe && !dry { // left for a later pass: count it as a full SCO
-			res.reclaimable(v.id, int64(v.slots)*v.cs)
+		if !safe && !(safeBefore && prev.dead[seq]) && !dry { // left for the next pass
+			waiting[seq] = true
+			res.reclaimable(v.id, v.scoBytes(ctx, name))
 			continue
 		}
 		size, err := v.pool.backend.Size(ctx, name)
@@ -432,4 +480,13 @@ func (p *pacer) step(ctx context.Context, every int) error {
 	}
 	p.since = time.Now()
 	return nil
+}
+
+// scoBytes is an uploaded SCO's size on the backend, or a full SCO's when
+// the backend cannot say (an estimate is what it is used for).
+func (v *VDisk) scoBytes(ctx context.Context, name string) int64 {
+	if n, err := v.pool.backend.Size(ctx, name); err == nil {
+		return n
+	}
+	return int64(v.slots) * v.cs
 }

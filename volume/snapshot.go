@@ -2,8 +2,9 @@ package volume
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -63,29 +64,6 @@ func defaultSnapshotName(snaps []SnapshotInfo, now time.Time) string {
 		name = fmt.Sprintf("%s-%d", base, i)
 	}
 	return name
-}
-
-// updateRecordLocked rewrites the vDisk's record in the metadata store;
-// the caller holds v.recMu.
-func (v *VDisk) updateRecordLocked(fn func(*vdiskRecord)) error {
-	key := metaKey(metaKeyVDisk, v.id)
-	b, ok, err := v.pool.meta.Get(key)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrNotFound, FormatID(v.id))
-	}
-	var rec vdiskRecord
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return errCorruptf("vDisk record: %v", err)
-	}
-	fn(&rec)
-	rb, _ := json.Marshal(rec)
-	if err := v.pool.meta.Commit([]MetaOp{{Key: key, Value: rb}}); err != nil {
-		return fmt.Errorf("volume: vDisk %s: store record: %w", FormatID(v.id), err)
-	}
-	return nil
 }
 
 // manifestChanged makes the uploader write a new manifest soon.
@@ -455,7 +433,11 @@ func (s *Snapshot) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 	if closed {
 		return 0, ErrClosed
 	}
-	return s.v.readAt(ctx, p, off, s.info.Size, s.readClusters)
+	n, err := s.v.readAt(ctx, p, off, s.info.Size, s.readClusters)
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.v.readFailed(ctx, off, len(p), err)
+	}
+	return n, err
 }
 
 func (s *Snapshot) page(idx uint64) (*[pageEntries]loc, error) {

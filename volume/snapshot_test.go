@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"time"
-	"vpool/metastore"
 	"vpool/vfs"
 )
 
@@ -301,7 +300,7 @@ func TestSnapshotErrorsAndInfo(t *testing.T) {
 	if err := e.pool.Delete(bg, v.ID()); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.meta.Len(); n != 0 {
+	if n := e.meta.Len() + e.cat.Len(); n != 0 {
 		t.Fatalf("metadata keeps %d keys", n)
 	}
 }
@@ -668,7 +667,7 @@ func TestScrubWaitsForTheBackend(t *testing.T) {
 	e.pool.AbandonForTesting() // and local flash is lost
 	e.backend.SetDelayForTesting(0)
 	e.fs = vfs.NewMem()
-	e.meta = metastore.NewMem()
+	e.wipeMeta()
 	e.open()
 	if got := mustRead(t, e.vdisk(v.ID()), 0, size); !bytes.Equal(got, old) {
 		t.Fatal("after a rebuild from the backend: not the uploaded data")

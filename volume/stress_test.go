@@ -190,6 +190,11 @@ func TestBackendCorruptionDetected(t *testing.T) {
 	if !errors.Is(err, objstore.ErrCorrupt) {
 		t.Fatalf("read of a corrupt object: %v", err)
 	}
+	e.vdisk(id).ReadAt(bg, make([]byte, 4096), 4096*3)
+	e.vdisk(id).ReadAt(bg, make([]byte, 4096), 4096*9) // a good one
+	if n := e.vdisk(id).Stats().ReadErrors; n != 2 {
+		t.Fatalf("failed reads counted: %d, want 2", n)
+	}
 }
 
 // The engine over the real local EC store: lose m ASDs and the local
@@ -209,10 +214,15 @@ func TestECBackendLoseASDsAndFlash(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { meta.Close() })
+		cat, err := metastore.OpenCatalog(filepath.Join(flash, "catalog"), testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cat.Close() })
 		wb, _ := flashcache.NewWriteBuffer(fs, flash, 64<<20)
 		rc, _ := flashcache.OpenReadCache(fs, filepath.Join(flash, "cache"), 4<<20, 4096)
 		p, err := Open(bg, Config{Name: "vp", Dir: flash, SCOSize: 4 << 20, Log: testLogger()},
-			Deps{FS: fs, Backend: ec, Meta: meta, WriteBuffer: wb, ReadCache: rc})
+			Deps{FS: fs, Backend: ec, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: rc})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -350,11 +350,6 @@ func decodeUploadState(b []byte) (uploadState, error) {
 	return uploadState{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:]), binary.LittleEndian.Uint64(b[8:])}, nil
 }
 
-func (v *VDisk) saveUploadStateLocked() error {
-	u := uploadState{v.mu.uploadedThrough, v.mu.syncedThrough, v.mu.manifestGen}
-	return v.pool.meta.Commit([]MetaOp{{Key: metaKey(metaKeyUpload, v.id), Value: u.encode()}})
-}
-
 // doneContext is a context that ends when the vDisk closes.
 func (v *VDisk) doneContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -462,8 +457,8 @@ func (v *VDisk) prepareSpare() {
 	}
 	v.mu.segCond.Broadcast()
 	v.mu.Unlock()
-	if err != nil {
-		v.log.Warn("volume: cannot prepare next SCO", "vdisk", FormatID(v.id), "err", err)
+	if err != nil && v.stats.spareErrorLog.first() {
+		v.log.Warn("volume: cannot prepare the next SCO; writes that need it fail until there is room", "vdisk", FormatID(v.id), "err", err)
 	}
 	if s != nil { // cannot happen: nobody else creates while creating is set
 		s.closeDirect()
@@ -504,10 +499,7 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 			v.mu.Unlock()
 			return err
 		}
-		v.mu.Lock()
-		err := v.saveUploadStateLocked()
-		v.mu.Unlock()
-		return err
+		return v.saveUploadState()
 	}
 	seg := v.mu.segs[v.mu.uploadedThrough+1]
 	if seg == nil || !seg.sealed {
@@ -545,6 +537,13 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 	}
 	seg.closeDirect() // sealed, and its writers are done
 	if !seg.synced {
+		// A partly filled SCO (an idle seal, a snapshot) gives back the
+		// flash preallocated past its last slot. Reads stay below it.
+		if used := int64(seg.slots) * v.cs; seg.slots < v.slots {
+			if err := seg.sco.Truncate(used); err != nil {
+				return v.ioErr("trim SCO", seg.seq, err)
+			}
+		}
 		var b [recordSize]byte
 		r := record{Type: recSeal, SCO: seg.seq, Count: seg.slots}
 		r.encode(b[:])
@@ -560,9 +559,8 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 		v.mu.Lock()
 		seg.synced = true
 		v.mu.syncedThrough = max(v.mu.syncedThrough, seg.seq)
-		err := v.saveUploadStateLocked()
 		v.mu.Unlock()
-		if err != nil {
+		if err := v.saveUploadState(); err != nil {
 			return err
 		}
 	}
@@ -578,12 +576,12 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 	if err := v.writeManifest(ctx, seg.seq, false); err != nil {
 		return err
 	}
-	var err error
 	v.mu.Lock()
 	v.mu.uploadedThrough = seg.seq
-	err = v.saveUploadStateLocked()
 	v.mu.Unlock()
-	if err != nil {
+	// The upload state is durable before the SCO may leave flash: a power
+	// loss that forgot it would find a local TLog whose SCO is gone.
+	if err := v.saveUploadState(); err != nil {
 		return err
 	}
 	// Disposable now; it stays on flash while the clean budget allows,

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,11 +31,12 @@ type VDisk struct {
 	flushMu    sync.Mutex    // one device flush at a time; others share it
 	wbMu       sync.Mutex    // one block-map write-back at a time
 	recMu      sync.Mutex    // one change of the stored record at a time (snapshots, template)
+	upStateMu  sync.Mutex    // one commit of the upload state at a time (saveUploadState)
 	manifestMu sync.Mutex    // one manifest write at a time
 	completed  atomic.Uint64 // writes and map records done (Flush's target)
 	rollbacks  atomic.Uint64 // counted at a rollback's start and end (Changes)
 	durable    atomic.Uint64
-	lastWrite  atomic.Int64
+	lastWrite  atomic.Int64              // newest write, unmap or resize (UnixNano): idleness
 	template   atomic.Bool               // read-only for good
 	parent     atomic.Pointer[parentRef] // clones: the snapshot read through to
 	kick       chan struct{}             // wakes the uploader
@@ -113,6 +113,31 @@ type ioStats struct {
 	readBytes, writtenBytes        atomic.Int64
 	readNanos, writeNanos          atomic.Int64
 	cacheHits, cacheMiss, backendR atomic.Int64
+	readErrors                     atomic.Int64 // reads that failed (EIO to a client)
+	readErrorLog, spareErrorLog    burstLog
+}
+
+// burstLog lets the first of a burst of like errors be logged: at most
+// one every burstLogEvery (the counts are in Stats).
+type burstLog struct{ last atomic.Int64 } // UnixNano
+
+const burstLogEvery = 10 * time.Second
+
+func (b *burstLog) first() bool {
+	now, last := time.Now().UnixNano(), b.last.Load()
+	return now-last >= int64(burstLogEvery) && b.last.CompareAndSwap(last, now)
+}
+
+// readFailed counts a failed read and logs the first of a burst.
+func (v *VDisk) readFailed(ctx context.Context, off int64, n int, err error) {
+	if ctx.Err() != nil || errors.Is(err, ErrOutOfRange) || errors.Is(err, ErrClosed) {
+		return // the caller's doing, not the data's
+	}
+	count := v.stats.readErrors.Add(1)
+	if v.stats.readErrorLog.first() {
+		v.log.Error("volume: read failed", "vdisk", FormatID(v.id), "offset", off, "bytes", n,
+			"failed_reads", count, "err", err)
+	}
 }
 
 // Dirty block-map pages: at the soft mark a background write-back
@@ -615,243 +640,6 @@ func (v *VDisk) unpinLocked(c0, c1 uint64) {
 	}
 }
 
-// ReadAt reads len(p) bytes at off; unwritten ranges read as zeros. Like
-// io.ReaderAt it returns io.EOF with fewer bytes at the end of the vDisk.
-func (v *VDisk) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	start := time.Now()
-	v.resizeMu.RLock()
-	defer v.resizeMu.RUnlock()
-	n, err := v.readAt(ctx, p, off, v.size.Load(), v.readClusters)
-	if n > 0 {
-		v.stats.reads.Add(1)
-		v.stats.readBytes.Add(int64(n))
-		v.stats.readNanos.Add(int64(time.Since(start)))
-	}
-	return n, err
-}
-
-// readAt reads [off, off+len(p)) of an image of size bytes whose whole
-// clusters readClusters returns (the head or a snapshot).
-func (v *VDisk) readAt(ctx context.Context, p []byte, off, size int64, readClusters func(context.Context, uint64, []byte) error) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
-	}
-	if off >= size {
-		return 0, io.EOF
-	}
-	n := int(min(int64(len(p)), size-off))
-	if n == 0 {
-		return 0, nil
-	}
-	cs := v.cs
-	c0 := uint64(off >> v.shift)
-	c1 := uint64((off + int64(n) + cs - 1) >> v.shift)
-	read := func(c0 uint64, dst []byte) error {
-		for len(dst) > maxStepClusters*int(cs) {
-			if err := readClusters(ctx, c0, dst[:maxStepClusters*cs]); err != nil {
-				return err
-			}
-			c0 += maxStepClusters
-			dst = dst[maxStepClusters*cs:]
-		}
-		return readClusters(ctx, c0, dst)
-	}
-	if off%cs == 0 && int64(n)%cs == 0 {
-		if err := read(c0, p[:n]); err != nil {
-			return 0, err
-		}
-	} else {
-		buf := make([]byte, int64(c1-c0)*cs)
-		if err := read(c0, buf); err != nil {
-			return 0, err
-		}
-		copy(p[:n], buf[off-int64(c0)*cs:])
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// maxStepClusters bounds the clusters one step of I/O maps at once, so
-// that their block-map pages always fit in the page cache together.
-const maxStepClusters = 16 * pageEntries
-
-// readClusters fills dst with whole clusters from c0, at most
-// maxStepClusters of them, from the head's block map.
-func (v *VDisk) readClusters(ctx context.Context, c0 uint64, dst []byte) error {
-	cs := int(v.cs)
-	n := len(dst) / cs
-	var locsBuf [8]loc
-	var segsBuf [8]*segment
-	locs, segs := locsBuf[:0], segsBuf[:0]
-	if n <= len(locsBuf) { // small reads, the common case, allocate nothing
-		locs, segs = locsBuf[:n], segsBuf[:n]
-	} else {
-		locs, segs = make([]loc, n), make([]*segment, n)
-	}
-	err := v.withPages(ctx, c0, c0+uint64(n), true, func() {
-		for i := 0; i < n; i++ {
-			c := c0 + uint64(i)
-			locs[i] = v.mu.pages.pages[c>>pageShift].e[c&(pageEntries-1)]
-			segs[i] = v.refSegmentLocked(locs[i])
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return v.fetch(ctx, locs, segs, dst)
-}
-
-// refSegmentLocked takes a reference on the local segment that holds l,
-// if any (v.mu held, read or write).
-func (v *VDisk) refSegmentLocked(l loc) *segment {
-	if l.SCO == 0 {
-		return nil
-	}
-	if l.Owner == 0 {
-		if s := v.mu.segs[l.SCO]; s != nil {
-			s.refs.Add(1)
-			return s
-		}
-		return nil
-	}
-	// a clone's parent's SCO, maybe not uploaded yet (locks go from a
-	// clone to its parents, never back)
-	d := v.ancestor(l.Owner)
-	if d == nil {
-		return nil
-	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if s := d.mu.segs[l.SCO]; s != nil {
-		s.refs.Add(1)
-		return s
-	}
-	return nil
-}
-
-// fetch reads the clusters at locs into dst: zeros, local segments (whose
-// references it gives back) or the read cache and backend.
-func (v *VDisk) fetch(ctx context.Context, locs []loc, segs []*segment, dst []byte) error {
-	cs := int(v.cs)
-	n := len(locs)
-	defer func() {
-		for _, s := range segs {
-			if s != nil {
-				s.refs.Add(-1)
-			}
-		}
-	}()
-	for i := 0; i < n; {
-		l := locs[i]
-		if l.SCO == 0 {
-			clear(dst[i*cs : (i+1)*cs])
-			i++
-			continue
-		}
-		j := i + 1
-		for j < n && locs[j].SCO == l.SCO && locs[j].Owner == l.Owner &&
-			locs[j].Slot == locs[j-1].Slot+1 && (segs[j] == nil) == (segs[i] == nil) {
-			j++
-		}
-		var err error
-		if segs[i] != nil {
-			err = v.readLocal(segs[i], locs[i:j], dst[i*cs:j*cs])
-		} else {
-			err = v.readRemote(ctx, locs[i:j], dst[i*cs:j*cs])
-		}
-		if err != nil {
-			return err
-		}
-		i = j
-	}
-	return nil
-}
-
-func (v *VDisk) readLocal(s *segment, locs []loc, dst []byte) error {
-	if _, err := s.reader(len(dst)).ReadAt(dst, int64(locs[0].Slot)*v.cs); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("volume: vDisk %s: read SCO %d: %w", FormatID(v.id), s.seq, err)
-	}
-	for k, l := range locs {
-		if checksum(dst[k*int(v.cs):(k+1)*int(v.cs)]) != l.CRC {
-			return errCorruptf("vDisk %s: SCO %d slot %d on local flash", FormatID(v.id), l.SCO, l.Slot)
-		}
-	}
-	return nil
-}
-
-// readRemote reads clusters that left the write buffer: the read cache
-// first, then only the missing clusters' bytes from the backend, adjacent
-// ones in one request.
-func (v *VDisk) readRemote(ctx context.Context, locs []loc, dst []byte) error {
-	cs := int(v.cs)
-	cache := v.pool.cache
-	owner := v.ownerID(locs[0].Owner)
-	miss := make([]bool, len(locs))
-	for k, l := range locs {
-		b := dst[k*cs : (k+1)*cs]
-		key := flashcache.Key{Owner: owner, Object: l.SCO, Index: l.Slot}
-		if cache != nil && cache.Get(key, b) {
-			if checksum(b) == l.CRC {
-				v.stats.cacheHits.Add(1)
-				continue
-			}
-			cache.Forget(key) // overwritten while read, or bad: a miss
-		}
-		miss[k] = true
-		v.stats.cacheMiss.Add(1)
-	}
-	for i := 0; i < len(locs); {
-		if !miss[i] {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < len(locs) && miss[j] {
-			j++
-		}
-		v.stats.backendR.Add(1)
-		name := scoName(v.pool.cfg.Name, owner, locs[i].SCO)
-		if err := v.pool.backend.GetRange(ctx, name, dst[i*cs:j*cs], int64(locs[i].Slot)*v.cs); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrBackendRead, name, err)
-		}
-		for k := i; k < j; k++ {
-			b := dst[k*cs : (k+1)*cs]
-			if checksum(b) != locs[k].CRC {
-				return errCorruptf("vDisk %s: %s slot %d from the backend", FormatID(v.id), name, locs[k].Slot)
-			}
-			if cache != nil {
-				cache.Put(flashcache.Key{Owner: owner, Object: locs[k].SCO, Index: locs[k].Slot}, b)
-			}
-		}
-		i = j
-	}
-	return nil
-}
-
-// ownerID maps a block-map owner index to a vDisk id (clones read their
-// ancestors' SCOs; index 0 is this vDisk, 1 its parent, and so on).
-func (v *VDisk) ownerID(owner uint16) uint64 {
-	if d := v.ancestor(owner); d != nil {
-		return d.id
-	}
-	return 0 // a flattened clone has no such reference left
-}
-
-// ancestor is the vDisk n parents up (0: v itself), nil past the top.
-func (v *VDisk) ancestor(n uint16) *VDisk {
-	d := v
-	for ; n > 0 && d != nil; n-- {
-		if pr := d.parent.Load(); pr != nil {
-			d = pr.v
-		} else {
-			d = nil
-		}
-	}
-	return d
-}
-
 // Flush makes every write that returned before it durable on local flash.
 // Concurrent flushes share one device flush. It never waits for the
 // backend.
@@ -890,232 +678,6 @@ func (v *VDisk) Flush(ctx context.Context) error {
 	}
 	v.durable.Store(now)
 	v.stats.flushes.Add(1)
-	return nil
-}
-
-// Discard makes [off, off+n) read as zeros. Whole clusters are unmapped;
-// partial ones are zeroed in place.
-func (v *VDisk) Discard(ctx context.Context, off, n int64) error {
-	if err := v.writable(); err != nil {
-		return err
-	}
-	v.resizeMu.RLock()
-	defer v.resizeMu.RUnlock()
-	size := v.size.Load()
-	if off < 0 || n < 0 || off > size {
-		return fmt.Errorf("%w: discard [%d, +%d) of %d bytes", ErrOutOfRange, off, n, size)
-	}
-	return v.discardLocked(ctx, off, min(off+n, size))
-}
-
-func (v *VDisk) discardLocked(ctx context.Context, off, end int64) error {
-	cs := v.cs
-	first := (off + cs - 1) / cs * cs
-	last := end / cs * cs
-	if first >= last { // within one cluster
-		return v.writeLocked(ctx, make([]byte, end-off), off)
-	}
-	if off < first {
-		if err := v.writeLocked(ctx, make([]byte, first-off), off); err != nil {
-			return err
-		}
-	}
-	if last < end {
-		if err := v.writeLocked(ctx, make([]byte, end-last), last); err != nil {
-			return err
-		}
-	}
-	return v.unmapRange(ctx, uint64(first>>v.shift), uint64(last>>v.shift))
-}
-
-// unmapRange unmaps clusters [c0, c1): Unmap records, then every block-map
-// page that exists in the range is cleared.
-func (v *VDisk) unmapRange(ctx context.Context, c0, c1 uint64) error {
-	if c0 >= c1 {
-		return nil
-	}
-	held := v.stripes.lock(c0, c1, false, false, true, nil)
-	defer v.stripes.unlock(held)
-	finish, err := v.logRecords(unmapRecords(c0, c1))
-	if err != nil {
-		return err
-	}
-	// The records' ticket finishes only when the map is changed, so that
-	// the watermark never passes an Unmap that the pages do not show yet.
-	defer finish()
-	idx, err := v.existingPages(c0>>pageShift, (c1-1)>>pageShift)
-	if err != nil {
-		return err
-	}
-	for _, pi := range idx {
-		lo, hi := max(c0, pi<<pageShift), min(c1, (pi+1)<<pageShift)
-		err := v.withPages(ctx, lo, hi, false, func() {
-			v.applyLocked(record{Type: recUnmap, Cluster: lo, Count: uint32(hi - lo)})
-		})
-		if err != nil {
-			return err
-		}
-		v.mu.Lock()
-		dirty := len(v.mu.pages.dirty)
-		soft, hard := v.dirtyMarksLocked()
-		v.mu.Unlock()
-		if err := v.afterApply(ctx, dirty, soft, hard); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func unmapRecords(c0, c1 uint64) []record {
-	var recs []record
-	for c := c0; c < c1; {
-		n := min(c1-c, math.MaxUint32)
-		recs = append(recs, record{Type: recUnmap, Cluster: c, Count: uint32(n)})
-		c += n
-	}
-	return recs
-}
-
-// logRecords appends records that carry no data to the current TLog. The
-// caller changes the map and then calls finish, which lets the watermark
-// pass the records.
-func (v *VDisk) logRecords(recs []record) (finish func(), err error) {
-	v.mu.Lock()
-	if v.mu.closed {
-		v.mu.Unlock()
-		return nil, ErrClosed
-	}
-	t := v.newTicketLocked()
-	seg, pos, err := v.reserveRecsLocked(uint32(len(recs)))
-	if err != nil {
-		t.done = true
-		v.advanceLocked()
-		v.mu.Unlock()
-		return nil, err
-	}
-	rw := tlogWrite{seg: seg, rec0: pos, recs: recs}
-	seg.writers++
-	v.mu.Unlock()
-	err = v.doWrites(nil, []tlogWrite{rw})
-	done := func() {
-		v.mu.Lock()
-		t.done = true
-		v.advanceLocked()
-		v.mu.Unlock()
-	}
-	v.mu.Lock()
-	seg.writers--
-	v.mu.Unlock()
-	if err != nil {
-		done()
-		return nil, err
-	}
-	return func() {
-		done()
-		v.completed.Add(1)
-	}, nil
-}
-
-// existingPages lists the block-map pages in [p0, p1] that hold anything:
-// cached ones and stored ones.
-func (v *VDisk) existingPages(p0, p1 uint64) ([]uint64, error) {
-	v.mu.Lock()
-	cached := v.mu.pages.sortedFrom(p0)
-	v.mu.Unlock()
-	seen := map[uint64]bool{}
-	var out []uint64
-	for _, i := range cached {
-		if i <= p1 {
-			seen[i] = true
-			out = append(out, i)
-		}
-	}
-	prefix := metaKey(metaKeyPage, v.id)
-	err := v.pool.meta.Scan(prefix, pageKey(v.id, p0), func(k, _ []byte) bool {
-		i := pageIndex(k)
-		if i > p1 {
-			return false
-		}
-		if !seen[i] {
-			out = append(out, i)
-		}
-		return true
-	})
-	if err != nil {
-		return nil, fmt.Errorf("volume: vDisk %s: scan block map: %w", FormatID(v.id), err)
-	}
-	if pr := v.parent.Load(); pr != nil { // a clone also reads its parent's pages
-		more, err := pr.v.anyPages(p0, p1)
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range more {
-			if !seen[i] {
-				seen[i] = true
-				out = append(out, i)
-			}
-		}
-	}
-	sortU64(out)
-	return out, nil
-}
-
-// anyPages lists the pages in [p0, p1] that any version of the vDisk (or
-// of its parents) holds: what a clone of it may read.
-func (v *VDisk) anyPages(p0, p1 uint64) ([]uint64, error) {
-	out, err := v.existingPages(p0, p1)
-	if err != nil {
-		return nil, err
-	}
-	err = v.pool.meta.Scan(metaKey(metaKeyVersion, v.id), versionKey(v.id, p0, 0)[:17], func(k, _ []byte) bool {
-		i := pageIndex(k)
-		if i > p1 {
-			return false
-		}
-		if len(out) == 0 || out[len(out)-1] != i {
-			out = append(out, i)
-		}
-		return true
-	})
-	if err != nil {
-		return nil, err
-	}
-	sortU64(out)
-	return slices.Compact(out), nil
-}
-
-// Resize grows or shrinks the vDisk. Shrinking drops the data past the new
-// end: growing again reads zeros there.
-func (v *VDisk) Resize(ctx context.Context, size int64) error {
-	if size < 0 || size > v.pool.cfg.MaxVDiskSize {
-		return fmt.Errorf("%w: %d bytes (the maximum is %d)", ErrBadSize, size, v.pool.cfg.MaxVDiskSize)
-	}
-	if err := v.writable(); err != nil {
-		return err
-	}
-	v.resizeMu.Lock()
-	defer v.resizeMu.Unlock()
-	old := v.size.Load()
-	if size == old {
-		return nil
-	}
-	if size < old {
-		cs := v.cs
-		if size%cs != 0 {
-			if err := v.writeLocked(ctx, make([]byte, min(old, (size+cs-1)/cs*cs)-size), size); err != nil {
-				return err
-			}
-		}
-		if err := v.unmapRange(ctx, uint64((size+cs-1)/cs), uint64((old+cs-1)/cs)); err != nil {
-			return err
-		}
-	}
-	finish, err := v.logRecords([]record{{Type: recResize, Cluster: uint64(size)}})
-	if err != nil {
-		return err
-	}
-	v.size.Store(size)
-	finish()
 	return nil
 }
 

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"vpool/metastore"
 )
 
 var bg = context.Background()
@@ -181,7 +179,7 @@ func TestDeleteFreesEverything(t *testing.T) {
 	if names, _ := e.backend.List(bg, ""); len(names) != 0 {
 		t.Fatalf("backend keeps %v", names)
 	}
-	if n := e.meta.Len(); n != 0 {
+	if n := e.meta.Len() + e.cat.Len(); n != 0 {
 		t.Fatalf("metadata keeps %d keys", n)
 	}
 	e.restart()
@@ -202,7 +200,7 @@ func TestMetadataLostBeforeFirstUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.pool.AbandonForTesting()
-	e.meta = metastore.NewMem()
+	e.wipeMeta()
 	e.backend.SetDelayForTesting(0)
 	e.open()
 	if got := mustRead(t, e.vdisk(id), 4096, len(data)); !bytes.Equal(got, data) {

@@ -116,6 +116,10 @@ func openPool(name string, wbBytes int64, mapPages int) (*volume.Pool, func()) {
 	if err != nil {
 		fail(err)
 	}
+	cat, err := metastore.OpenCatalog(filepath.Join(base, "catalog"), quiet)
+	if err != nil {
+		fail(err)
+	}
 	fs := vfs.OS{}
 	wb, err := flashcache.NewWriteBuffer(fs, flash, wbBytes)
 	if err != nil {
@@ -134,7 +138,7 @@ func openPool(name string, wbBytes int64, mapPages int) (*volume.Pool, func()) {
 		be = nullBackend{objstore.NewMem()}
 	}
 	p, err := volume.Open(context.Background(), volume.Config{Name: "bench", Dir: flash, MapCachePages: mapPages, Log: quiet},
-		volume.Deps{FS: fs, Backend: be, Meta: meta, WriteBuffer: wb, ReadCache: rc})
+		volume.Deps{FS: fs, Backend: be, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: rc})
 	if err != nil {
 		fail(err)
 	}
@@ -143,6 +147,7 @@ func openPool(name string, wbBytes int64, mapPages int) (*volume.Pool, func()) {
 		p.Close(context.Background())
 		rc.Close()
 		meta.Close()
+		cat.Close()
 		if *asdDir != "" {
 			os.RemoveAll(asdBase)
 		}

@@ -273,13 +273,78 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 			c.Backend.ASDs = append(c.Backend.ASDs, filepath.Join(c.DataDir, "asd", strconv.Itoa(i)))
 		}
 	}
-	if c.Engine.MapStoreMemory < 1<<20 {
-		return nil, fmt.Errorf("config: engine.map_store_memory %s is below 1MiB", c.Engine.MapStoreMemory)
-	}
-	if c.WriteBuffer.Size < 64<<20 {
-		return nil, fmt.Errorf("config: write_buffer.size %s is below 64MiB", c.WriteBuffer.Size)
+	if err := c.checkRanges(); err != nil {
+		return nil, err
 	}
 	return &c, nil
+}
+
+// numRange is the allowed range of one numeric key.
+type numRange struct {
+	key    string
+	val    int64
+	lo, hi int64
+	show   func(int64) string
+}
+
+func showSize(n int64) string     { return Size(n).String() }
+func showDuration(n int64) string { return time.Duration(n).String() }
+func showInt(n int64) string      { return strconv.FormatInt(n, 10) }
+
+// checkRanges refuses a numeric key outside what the daemon can run with,
+// naming the key, its value and the range.
+func (c *Config) checkRanges() error {
+	for _, r := range []numRange{
+		{"engine.cluster_size", int64(c.Engine.ClusterSize), 4 << 10, 64 << 10, showSize},
+		{"engine.sco_size", int64(c.Engine.SCOSize), 4 << 20, 128 << 20, showSize},
+		{"engine.max_vdisk_size", int64(c.Engine.MaxVDiskSize), 1 << 20, 1 << 52, showSize},
+		{"engine.map_cache_pages", int64(c.Engine.MapCachePages), 16, 1 << 24, showInt},
+		{"engine.map_store_memory", int64(c.Engine.MapStoreMemory), 1 << 20, 1 << 40, showSize},
+		{"engine.upload_concurrency", int64(c.Engine.UploadConcurrency), 1, 64, showInt},
+		{"engine.seal_idle", int64(c.Engine.SealIdle), 0, int64(24 * time.Hour), showDuration},
+		{"write_buffer.size", int64(c.WriteBuffer.Size), 64 << 20, 1 << 50, showSize},
+		{"read_cache.size", int64(c.ReadCache.Size), 1 << 20, 1 << 50, showSize},
+		{"backend.preset.data", int64(c.Backend.Preset.Data), 1, 32, showInt},
+		{"backend.preset.parity", int64(c.Backend.Preset.Parity), 0, 16, showInt},
+		{"backend.preset.fragment_size", int64(c.Backend.Preset.FragmentSize), 4 << 10, 64 << 20, showSize},
+		{"scrub.rate", int64(c.Scrub.Rate), 0, 1 << 40, showSize},
+	} {
+		if r.val < r.lo || r.val > r.hi {
+			return fmt.Errorf("config: %s %s: want %s to %s", r.key, r.show(r.val), r.show(r.lo), r.show(r.hi))
+		}
+	}
+	if cs := c.Engine.ClusterSize; cs&(cs-1) != 0 {
+		return fmt.Errorf("config: engine.cluster_size %s: want a power of two", cs)
+	}
+	if c.Engine.SCOSize%c.Engine.ClusterSize != 0 {
+		return fmt.Errorf("config: engine.sco_size %s is not a multiple of engine.cluster_size %s", c.Engine.SCOSize, c.Engine.ClusterSize)
+	}
+	return nil
+}
+
+// checkPaths refuses a mountpoint that is the data dir, inside it or
+// holds it (or an ASD): the daemon would write its own files through its
+// own mount and hang.
+func (c *Config) checkPaths() error {
+	mp, err := filepath.Abs(c.Mountpoint)
+	if err != nil {
+		return fmt.Errorf("config: mountpoint %s: %w", c.Mountpoint, err)
+	}
+	within := func(a, b string) bool { // a is b or below it
+		rel, err := filepath.Rel(b, a)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+	}
+	for _, d := range append([]string{c.DataDir}, c.Backend.ASDs...) {
+		d, err := filepath.Abs(d)
+		if err != nil {
+			continue
+		}
+		if within(mp, d) || within(d, mp) {
+			return fmt.Errorf("config: mountpoint %s and %s overlap: the daemon would write its own files through its own mount; "+
+				"put the mountpoint outside the data dir and the ASDs", mp, d)
+		}
+	}
+	return nil
 }
 
 // Enabled reports whether the gateway runs.

@@ -35,8 +35,15 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"nmae: x\n", "unknown key nmae"},
 		{"engine:\n  sco_sise: 1\n", "unknown key engine.sco_sise"},
 		{"read_cache:\n  size: lots\n", `read_cache.size' size "lots"`},
-		{"write_buffer:\n  size: 1MiB\n", "write_buffer.size 1MiB is below 64MiB"},
-		{"engine:\n  map_store_memory: 4KiB\n", "engine.map_store_memory 4KiB is below 1MiB"},
+		{"write_buffer:\n  size: 1MiB\n", "write_buffer.size 1MiB: want 64MiB to"},
+		{"engine:\n  map_store_memory: 4KiB\n", "engine.map_store_memory 4KiB: want 1MiB to"},
+		{"engine:\n  upload_concurrency: -1\n", "engine.upload_concurrency -1: want 1 to 64"},
+		{"engine:\n  map_cache_pages: 0\n", "engine.map_cache_pages 0: want 16 to"},
+		{"engine:\n  seal_idle: -1s\n", "engine.seal_idle -1s: want 0s to 24h0m0s"},
+		{"engine:\n  cluster_size: 12KiB\n", "engine.cluster_size 12KiB: want a power of two"},
+		{"engine:\n  sco_size: 1GiB\n", "engine.sco_size 1GiB: want 4MiB to 128MiB"},
+		{"backend:\n  preset:\n    data: 0\n", "backend.preset.data 0: want 1 to 32"},
+		{"read_cache:\n  size: 0\n", "read_cache.size 0: want 1MiB to"},
 		{"nfs:\n  allow: [10.0.0.0/33]\n", `nfs.allow: "10.0.0.0/33" is neither`},
 		{"nfs:\n  listen: \"127.0.0.1:99999\"\n", "nfs.listen: nfs: listen address \"127.0.0.1:99999\": bad port"},
 		{"nfs:\n  portmap: maybe\n", "portmap"},
@@ -73,5 +80,28 @@ func TestParseSize(t *testing.T) {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// A mountpoint that is the data dir, lies inside it or holds it (or an
+// ASD) is refused: the daemon would write its files through its own mount.
+func TestMountpointOverlappingTheDataDirIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		mp string
+		ok bool
+	}{{"/var/lib/vpool", false}, {"/var/lib/vpool/mnt", false}, {"/var/lib", false}, {"/", false},
+		{"/mnt/ovs/vpool", true}, {"/var/lib/vpool-mnt", true}} {
+		c, err := loadConfig("", "/var/lib/vpool")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Mountpoint = tc.mp
+		if err := c.checkPaths(); (err == nil) != tc.ok {
+			t.Errorf("mountpoint %s: %v", tc.mp, err)
+		}
+	}
+	c, _ := loadConfig(writeFile(t, "backend:\n  asds: [/srv/asd0, /mnt/ovs/vpool/asd1]\n"), "/var/lib/vpool")
+	if err := c.checkPaths(); err == nil || !strings.Contains(err.Error(), "/mnt/ovs/vpool/asd1") {
+		t.Errorf("an ASD inside the mountpoint: %v", err)
 	}
 }

@@ -13,13 +13,16 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"vpool/nfsd"
 	"vpool/volume"
@@ -62,6 +65,16 @@ type Status struct {
 	Scrub            *ScrubStatus   `json:"scrub,omitempty"`       // nil: no pass yet
 	Reclaimable      *ReclaimStatus `json:"reclaimable,omitempty"` // nil: not counted yet
 	VDisks           []VDiskStatus  `json:"vdisks"`
+	// Damaged are the vDisks that could not be recovered at start: every
+	// access to them fails (EIO) until they are deleted or repaired.
+	Damaged []DamagedStatus `json:"damaged,omitempty"`
+}
+
+// DamagedStatus is one damaged vDisk and why.
+type DamagedStatus struct {
+	ID    string `json:"id"`
+	Path  string `json:"path,omitempty"`
+	Error string `json:"error"`
 }
 
 // rates turns the engine's counters into per-second figures, sampled
@@ -157,8 +170,18 @@ func (s *controlServer) status(ctx context.Context) Status {
 	st := Status{VPool: s.c.Name, DataDir: s.c.DataDir, Uptime: time.Since(s.started).Round(time.Second).String(),
 		VDisks: s.rates.snapshot(s.e.pool), RepairedReads: s.e.ec.RepairedReads(), MapStoreResident: s.e.meta.TablesResident(),
 		MapStoreLimit: int64(s.c.Engine.MapStoreMemory)}
+	var names map[uint64]string
+	for id, err := range s.e.pool.Damaged() {
+		st.Damaged = append(st.Damaged, DamagedStatus{ID: volume.FormatID(id), Error: err.Error()})
+	}
+	slices.SortFunc(st.Damaged, func(a, b DamagedStatus) int { return strings.Compare(a.ID, b.ID) })
 	if s.e.ns != nil {
-		names := s.e.ns.VDiskNames(ctx)
+		names = s.e.ns.VDiskNames(ctx)
+		for i := range st.Damaged {
+			if id, err := volume.ParseID(st.Damaged[i].ID); err == nil {
+				st.Damaged[i].Path = names[id]
+			}
+		}
 		fsid := volume.FormatID(s.e.ns.FileStoreID())
 		for i := range st.VDisks {
 			v := &st.VDisks[i]
@@ -340,7 +363,7 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tRECLAIMABLE\tSNAPSHOTS\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tUPLOAD")
+	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tRECLAIMABLE\tSNAPSHOTS\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tREAD ERRORS\tUPLOAD")
 	for _, v := range st.VDisks {
 		upload := "ok"
 		if v.UploadError != "" {
@@ -348,13 +371,36 @@ func printStatus(w io.Writer, st *Status) {
 		} else if v.SCOsNotUploaded > 0 {
 			upload = fmt.Sprintf("%d SCOs queued", v.SCOsNotUploaded)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
-			human(v.ReclaimableBytes), v.Snapshots, human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs, upload)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%d\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
+			human(v.ReclaimableBytes), v.Snapshots, human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs,
+			v.ReadErrors, upload)
 	}
 	tw.Flush()
 	if len(st.VDisks) == 0 {
 		fmt.Fprintln(w, "(no vDisks)")
 	}
+	for _, d := range st.Damaged {
+		fmt.Fprintf(w, "DAMAGED: %s %s: %s\n", displayPath(d.Path), d.ID, d.Error)
+	}
+}
+
+// displayPathMax is the widest path the status table shows.
+const displayPathMax = 60
+
+// displayPath makes a file name safe for one table cell: control
+// characters (a newline in a name) escaped, and a long path cut in the
+// middle with an ellipsis, keeping its start and its file name.
+func displayPath(p string) string {
+	if strings.ContainsFunc(p, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		q := strconv.Quote(p)
+		p = q[1 : len(q)-1]
+	}
+	r := []rune(p)
+	if len(r) <= displayPathMax {
+		return p
+	}
+	head := displayPathMax / 3
+	return string(r[:head]) + "…" + string(r[len(r)-(displayPathMax-head-1):])
 }
 
 // metricType is a series' Prometheus type: counters end in _total.
@@ -381,6 +427,7 @@ func writeMetrics(w io.Writer, st Status) {
 	if r := st.Reclaimable; r != nil {
 		g("vpool_reclaimable_bytes", "Garbage on the backend that scrubs would free, at the newest count.", r.Bytes, "")
 	}
+	g("vpool_vdisks_damaged", "vDisks that could not be recovered at start (every access fails).", len(st.Damaged), "")
 	if n := st.NFS; n != nil {
 		g("vpool_nfs_connections_total", "NFS connections accepted.", n.Connections, "")
 		g("vpool_nfs_calls_total", "RPC calls answered (portmapper, MOUNT, NFS).", n.Calls, "")
@@ -407,6 +454,7 @@ func writeMetrics(w io.Writer, st Status) {
 		{"vpool_vdisk_cache_hits_total", "Read-cache hits.", func(v VDiskStatus) any { return v.CacheHits }},
 		{"vpool_vdisk_cache_misses_total", "Read-cache misses.", func(v VDiskStatus) any { return v.CacheMisses }},
 		{"vpool_vdisk_scos_not_uploaded", "Sealed SCOs waiting for upload.", func(v VDiskStatus) any { return v.SCOsNotUploaded }},
+		{"vpool_vdisk_read_errors_total", "Reads that failed (EIO to the client).", func(v VDiskStatus) any { return v.ReadErrors }},
 	}
 	for _, s := range series {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, metricType(s.name))
@@ -451,13 +499,14 @@ func (s *controlServer) vpoolPath(p string) string {
 }
 
 func pathOf(v VDiskStatus) string {
+	p := displayPath(v.Path)
 	if v.Template {
-		return v.Path + " (template)"
+		return p + " (template)"
 	}
 	if v.Parent != "" {
-		return v.Path + " (clone of " + v.Parent + ")"
+		return p + " (clone of " + v.Parent + ")"
 	}
-	return v.Path
+	return p
 }
 
 func errSuffix(e string) string {

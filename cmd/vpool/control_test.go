@@ -126,3 +126,27 @@ func TestRunDaemonStartsAndStops(t *testing.T) {
 		t.Fatal("status answered after stop")
 	}
 }
+
+// A name with a newline or a very long path stays in its table cell.
+func TestDisplayPath(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"vms/db.raw", "vms/db.raw"},
+		{"evil\nname.raw", `evil\nname.raw`},
+		{"tab\there.raw", `tab\there.raw`},
+		{strings.Repeat("d/", 50) + "disk.raw", strings.Repeat("d/", 10) + "…/" + strings.Repeat("d/", 15) + "disk.raw"},
+	} {
+		got := displayPath(tc.in)
+		if got != tc.want {
+			t.Errorf("displayPath(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if n := len([]rune(got)); n > displayPathMax {
+			t.Errorf("displayPath(%q) is %d runes long", tc.in, n)
+		}
+	}
+	var b bytes.Buffer
+	printStatus(&b, &Status{VDisks: []VDiskStatus{{Path: "a\nb.raw"}}, Damaged: []DamagedStatus{{ID: "00000000000000aa", Path: "x.raw", Error: "volume: vDisk damaged: SCO 3"}}})
+	out := b.String()
+	if strings.Contains(out, "a\nb.raw") || !strings.Contains(out, `a\nb.raw`) || !strings.Contains(out, "DAMAGED: x.raw 00000000000000aa: volume: vDisk damaged: SCO 3") {
+		t.Fatalf("status:\n%s", out)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -73,6 +74,7 @@ type engine struct {
 	ns    *fs.Namespace // nil until the namespace is open
 	pool  *volume.Pool
 	meta  *metastore.Badger
+	cat   *metastore.Catalog
 	cache *flashcache.ReadCache
 	wb    *flashcache.WriteBuffer
 	ec    *objstore.EC
@@ -88,37 +90,69 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 		return nil, fmt.Errorf("data dir %s is not writable: %w", c.DataDir, err)
 	}
 	os.Remove(probe)
+	if err := checkFlashSize(flash, int64(c.WriteBuffer.Size), int64(c.ReadCache.Size)); err != nil {
+		return nil, err
+	}
 	ec, err := objstore.OpenEC(c.Backend.ASDs, objstore.Preset{Data: c.Backend.Preset.Data,
 		Parity: c.Backend.Preset.Parity, FragmentSize: int64(c.Backend.Preset.FragmentSize)}, log)
 	if err != nil {
 		return nil, err
 	}
-	meta, err := metastore.OpenBadger(filepath.Join(c.DataDir, "meta"), int64(c.Engine.MapStoreMemory), log)
+	meta, cat, err := openStores(c.DataDir, int64(c.Engine.MapStoreMemory), log)
 	if err != nil {
 		return nil, err
+	}
+	closeStores := func() {
+		meta.Close()
+		cat.Close()
 	}
 	fs := vfs.OS{}
 	wb, err := flashcache.NewWriteBuffer(fs, flash, int64(c.WriteBuffer.Size))
 	if err != nil {
-		meta.Close()
+		closeStores()
 		return nil, err
 	}
 	cache, err := flashcache.OpenReadCache(fs, filepath.Join(flash, "readcache"), int64(c.ReadCache.Size), int64(c.Engine.ClusterSize))
 	if err != nil {
-		meta.Close()
+		closeStores()
 		return nil, err
 	}
 	pool, err := volume.Open(ctx, volume.Config{
 		Name: c.Name, Dir: flash, ClusterSize: int64(c.Engine.ClusterSize), SCOSize: int64(c.Engine.SCOSize),
 		MaxVDiskSize: int64(c.Engine.MaxVDiskSize), MapCachePages: c.Engine.MapCachePages,
 		UploadConcurrency: c.Engine.UploadConcurrency, SealIdle: c.Engine.SealIdle, Log: log,
-	}, volume.Deps{FS: fs, Backend: ec, Meta: meta, WriteBuffer: wb, ReadCache: cache})
+	}, volume.Deps{FS: fs, Backend: ec, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: cache})
 	if err != nil {
 		cache.Close()
-		meta.Close()
+		closeStores()
 		return nil, err
 	}
-	return &engine{pool: pool, meta: meta, cache: cache, wb: wb, ec: ec}, nil
+	return &engine{pool: pool, meta: meta, cat: cat, cache: cache, wb: wb, ec: ec}, nil
+}
+
+// openStores opens the block-map store (<data>/meta) and the catalog
+// (<data>/catalog), moving the catalog's records out of the block-map
+// store of a data dir made before the two were split.
+func openStores(dataDir string, mapStoreMemory int64, log *slog.Logger) (*metastore.Badger, *metastore.Catalog, error) {
+	meta, err := metastore.OpenBadger(filepath.Join(dataDir, "meta"), mapStoreMemory, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	cat, err := metastore.OpenCatalog(filepath.Join(dataDir, "catalog"), log)
+	if err != nil {
+		meta.Close()
+		return nil, nil, err
+	}
+	moved, err := metastore.MigrateToCatalog(meta, cat, append(slices.Clone(volume.CatalogPrefixes), fs.CatalogPrefixes...))
+	if err != nil {
+		meta.Close()
+		cat.Close()
+		return nil, nil, err
+	}
+	if moved > 0 {
+		log.Info("metastore: moved vDisk records, upload state and the namespace into the catalog", "keys", moved)
+	}
+	return meta, cat, nil
 }
 
 // capacity is what files can use on the backend: its raw space scaled by
@@ -145,6 +179,9 @@ func (e *engine) close(ctx context.Context) error {
 	if merr := e.meta.Close(); err == nil {
 		err = merr
 	}
+	if cerr := e.cat.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
 
@@ -165,6 +202,9 @@ func serveCmd(g *globalFlags) *cobra.Command {
 			}
 			if mountpoint != "" {
 				c.Mountpoint = mountpoint
+			}
+			if err := c.checkPaths(); err != nil {
+				return err
 			}
 			if nfsListen != "" {
 				c.NFS.Listen = nfsListen
@@ -206,7 +246,7 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 		return err
 	}
 	ns, err := fs.Open(ctx, fs.Config{Name: c.Name, VDiskSuffixes: c.FS.VDiskSuffixes, BackupInterval: c.FS.BackupInterval,
-		Log: log, Capacity: e.capacity}, e.pool, e.meta, e.ec)
+		Log: log, Capacity: e.capacity}, e.pool, e.cat, e.ec)
 	if err != nil {
 		l.Close()
 		e.close(context.Background())
@@ -306,4 +346,19 @@ func statusCmd(g *globalFlags) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// checkFlashSize refuses a write buffer and read cache that the flash
+// filesystem could never hold.
+func checkFlashSize(dir string, writeBuffer, readCache int64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	total := int64(st.Blocks) * st.Bsize
+	if writeBuffer+readCache > total {
+		return fmt.Errorf("config: write_buffer.size %s + read_cache.size %s do not fit the flash filesystem of %s (%s): lower them",
+			Size(writeBuffer), Size(readCache), dir, Size(total))
+	}
+	return nil
 }

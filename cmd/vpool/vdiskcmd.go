@@ -282,7 +282,7 @@ func scrubCmd(g *globalFlags) *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "scrubbed %d SCOs in %s: %d freed (%s reclaimed), %d rewritten; %d partly garbage left (%s, above scrub.threshold)\n",
 				res.SCOsScanned, res.Took.Round(time.Millisecond), res.SCOsDeleted, human(res.BytesFreed), res.SCOsRewritten, res.PartlyLive, human(res.GarbageBytes))
 			if res.Waiting > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "%d vDisks have writes not on the backend yet: their garbage is freed by a later pass\n", res.Waiting)
+				fmt.Fprintf(cmd.OutOrStdout(), "%d vDisks have garbage made by writes not on the backend yet: the next pass frees it once they are\n", res.Waiting)
 			}
 			return nil
 		},
