@@ -24,7 +24,17 @@
 // the same size: overwriting blocks written before is cheaper for the
 // filesystem than filling preallocated ones. Spare files are kept up to
 // a sixteenth of the limit, and a restart removes them. So the flash holds
-// at most 1.3125 times the limit.
+// at most 1.3125 times the limit, plus per vDisk its open SCO and the next
+// one, made ahead of time (both preallocated; a partly filled SCO gives
+// back what it did not use when it is sealed).
+//
+// # Space reserve
+//
+// SetReserve keeps part of the flash filesystem free for the metadata
+// stores, which write through mappings that a full disk would crash (see
+// space.go): a new SCO that would take it is refused (ErrFull), and so is
+// a writer that would wait for room while the filesystem could not take
+// the buffer's contents once more. Space reports it for status.
 //
 // # Read cache
 //

@@ -212,7 +212,10 @@ func (w *WriteBuffer) reserveSlow(ctx context.Context, o *ownerState, n int64) e
 		}
 		freed := w.mu.freed
 		w.mu.Unlock()
-		if err := w.checkSpace(0); err != nil { // no room will come
+		// Waiting is for uploads to make room; when the flash filesystem
+		// could not even take what the buffer holds once more (a backend
+		// on it is full, or flash filled up otherwise), none will come.
+		if err := w.checkSpace(w.limit); err != nil {
 			w.waiters.Add(-1)
 			return err
 		}

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"testing"
 	"time"
@@ -87,6 +88,19 @@ func (e *env) kill() {
 	close(e.ns.stop)
 	e.ns.wg.Wait()
 	e.pool.AbandonForTesting()
+	e.open()
+}
+
+// powerLoss stops as kill does and loses what was not synced: a random
+// part of it, from rng, in the filesystem, the catalog and the block-map
+// store.
+func (e *env) powerLoss(rng *rand.Rand) {
+	close(e.ns.stop)
+	e.ns.wg.Wait()
+	e.pool.AbandonForTesting()
+	e.fsys.PowerLoss(rng)
+	e.cat.PowerLoss(rng)
+	e.meta.PowerLoss(rng)
 	e.open()
 }
 

@@ -32,9 +32,10 @@ type Cond = struct {
 // commit can be made conditional on what it read (compare-and-set), as a
 // cluster store's transactions are.
 type Catalog struct {
-	db   *badger.DB
-	dir  string
-	logs logSyncer
+	db       *badger.DB
+	dir      string
+	logs     logSyncer
+	prealloc *logPreallocator
 }
 
 // OpenCatalog opens (creating) the catalog in dir.
@@ -44,7 +45,7 @@ func OpenCatalog(dir string, log *slog.Logger) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metastore: open catalog %s: %w", dir, err)
 	}
-	return &Catalog{db: db, dir: dir, logs: logSyncer{db: db, dir: dir}}, nil
+	return &Catalog{db: db, dir: dir, logs: logSyncer{db: db, dir: dir}, prealloc: startPreallocator(dir, log)}, nil
 }
 
 // Get returns key's value and revision.
@@ -172,7 +173,10 @@ func scan(db *badger.DB, prefix, start []byte, fn func(k, v []byte) bool) error 
 }
 
 // Close closes the catalog (every commit is durable already).
-func (c *Catalog) Close() error { return closeBounded(c.db, c.dir) }
+func (c *Catalog) Close() error {
+	c.prealloc.close()
+	return closeBounded(c.db, c.dir)
+}
 
 // MigrateToCatalog moves the keys under prefixes from a block-map store of
 // an older layout, which held everything, into the catalog: each key the

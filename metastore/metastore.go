@@ -16,7 +16,10 @@
 //
 // Badger's own Sync leaves out the log of a full memtable that waits to be
 // written as a table; both stores sync every log file of their directory
-// instead (logSyncer).
+// instead (logSyncer). Badger writes those logs through mappings of sparse
+// files, where a full disk is a SIGBUS: both stores preallocate them
+// (logPreallocator), and bulk data on their filesystem leaves SpaceReserve
+// free for them.
 //
 // Badger maps its tables into memory (v4 has no other mode): the table
 // pages it reads count in the process's resident set as file-backed pages
@@ -65,10 +68,11 @@ type Op = struct{ Key, Value []byte }
 
 // Badger is the production store.
 type Badger struct {
-	db   *badger.DB
-	dir  string
-	log  *slog.Logger
-	logs logSyncer
+	db       *badger.DB
+	dir      string
+	log      *slog.Logger
+	logs     logSyncer
+	prealloc *logPreallocator
 
 	residentTables int64    // budget of table pages in memory
 	mapsPrefix     string   // the directory as /proc/self/maps names it, with a trailing /
@@ -78,6 +82,14 @@ type Badger struct {
 	stop           chan struct{}  // closed by Close
 	loops          sync.WaitGroup // the trimmer
 }
+
+// SpaceReserve is the room the two stores may need on their filesystem
+// beyond what they hold: badger writes its logs through mappings of
+// sparse files (two write-ahead logs per store at twice the memtable, a
+// value log) and writes new tables on compaction; a write into a mapping
+// that finds the disk full faults (SIGBUS) and kills the process. Bulk
+// data on the same filesystem (SCOs, backend fragments) leaves this free.
+const SpaceReserve = 256 << 20
 
 // DefaultResidentTables is the default budget of resident table pages.
 const DefaultResidentTables = 64 << 20
@@ -101,6 +113,7 @@ func OpenBadger(dir string, residentTables int64, log *slog.Logger) (*Badger, er
 	}
 	b := &Badger{db: db, dir: dir, log: log, residentTables: residentTables, stop: make(chan struct{})}
 	b.logs = logSyncer{db: db, dir: dir}
+	b.prealloc = startPreallocator(dir, log)
 	b.mapsPrefix = dir
 	if abs, err := filepath.Abs(dir); err == nil {
 		b.mapsPrefix = abs
@@ -164,6 +177,7 @@ var closeTimeout = 30 * time.Second
 func (b *Badger) Close() error {
 	close(b.stop)
 	b.loops.Wait()
+	b.prealloc.close()
 	if b.pagemap != nil {
 		b.pagemap.Close()
 	}

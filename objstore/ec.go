@@ -668,20 +668,30 @@ func (e *EC) checkSpace(name string, g geometry, fragBytes int64) error {
 	if reserve <= 0 {
 		return nil
 	}
-	need := map[int]int64{}
+	type fsNeed struct {
+		dir        string
+		free, need int64
+	}
+	byFS := map[[2]int32]*fsNeed{} // ASDs may share a filesystem (the default layout)
 	for s := 0; s < g.stripes; s++ {
 		for i := 0; i < g.k+g.m; i++ {
-			need[e.asd(name, s, i)] += fragBytes
+			dir := e.dirs[e.asd(name, s, i)]
+			var st syscall.Statfs_t
+			if err := syscall.Statfs(dir, &st); err != nil {
+				continue // the write will say what is wrong
+			}
+			f := byFS[st.Fsid.X__val]
+			if f == nil {
+				f = &fsNeed{dir: dir, free: int64(st.Bavail) * st.Bsize}
+				byFS[st.Fsid.X__val] = f
+			}
+			f.need += fragBytes
 		}
 	}
-	for a, n := range need {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(e.dirs[a], &st); err != nil {
-			continue // the write will say what is wrong
-		}
-		if free := int64(st.Bavail) * st.Bsize; free-n < reserve {
-			return fmt.Errorf("%w: put %s: ASD %s has %d bytes free, needs %d and keeps %d free",
-				ErrNoSpace, name, e.dirs[a], free, n, reserve)
+	for _, f := range byFS {
+		if f.free-f.need < reserve {
+			return fmt.Errorf("%w: put %s: the filesystem of ASD %s has %d bytes free, the object needs %d there and %d stay free",
+				ErrNoSpace, name, f.dir, f.free, f.need, reserve)
 		}
 	}
 	return nil

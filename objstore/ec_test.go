@@ -233,3 +233,25 @@ func TestECPutStoppedAtAnyStepLeavesOneVersion(t *testing.T) {
 		}
 	}
 }
+
+// A Put that would leave less than the reserve free on an ASD's
+// filesystem is refused (ErrNoSpace), and the previous object stays.
+func TestECPutKeepsTheReserve(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newEC(t, 3, 2, 1, 4096)
+	old := bytes.Repeat([]byte{1}, 10000)
+	if err := s.Put(ctx, "o", bytes.NewReader(old), int64(len(old))); err != nil {
+		t.Fatal(err)
+	}
+	s.SetReserve(1 << 62)
+	if err := s.Put(ctx, "o", bytes.NewReader(old[:5000]), 5000); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("put past the reserve: %v", err)
+	}
+	if got, err := readAll(t, s, "o", len(old)); err != nil || !bytes.Equal(got, old) {
+		t.Fatalf("previous object after a refused put: %v", err)
+	}
+	s.SetReserve(0)
+	if err := s.Put(ctx, "p", bytes.NewReader(old), int64(len(old))); err != nil {
+		t.Fatal(err)
+	}
+}

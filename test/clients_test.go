@@ -387,3 +387,36 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("the running daemon's mount after a refused second daemon: %v", err)
 	}
 }
+
+// The data dir (flash, metadata and the default ASDs) on a small
+// filesystem: writing more than it holds fails with ENOSPC, never kills
+// the daemon; reads go on, status and the log say so, a restart while it
+// is full works, and writes go on once room returns.
+func TestFullDataDir(t *testing.T) {
+	d := startDaemonOn(t, "", "700M", "VPOOL_WRITE_BUFFER_SIZE=64MiB", "VPOOL_READ_CACHE_SIZE=8MiB", "VPOOL_ENGINE_SCO_SIZE=8MiB")
+	keep := d.path("keep.raw")
+	run(t, time.Minute, "qemu-img", "create", "-f", "raw", keep, "16M")
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "write -P 0x33 0 16M", keep)
+	out, err := runErr(10*time.Minute, "", "dd", "if=/dev/urandom", "of="+d.path("big.raw"), "bs=1M", "count=1024", "conv=fsync")
+	if err == nil || !strings.Contains(out, "No space left on device") {
+		t.Fatalf("1 GiB into a 700 MiB data dir: %v\n%s", err, out)
+	}
+	st := d.status()
+	if st["flash_full"] != true {
+		t.Fatalf("status after ENOSPC does not say flash is full: %v", st)
+	}
+	if !strings.Contains(d.log(), "no space left on local flash") {
+		t.Fatalf("the log does not say why writes fail:\n%s", d.log())
+	}
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x33 0 16M", keep)
+	d.kill() // a restart while the data dir is full
+	d.start()
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x33 0 16M", keep)
+	if err := os.Remove(d.path("big.raw")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, 2*time.Minute, "dd", "if=/dev/urandom", "of="+d.path("again.raw"), "bs=1M", "count=32", "conv=fsync")
+	if st := d.status(); st["flash_full"] == true {
+		t.Fatalf("status still says flash is full after room came back: %v", st)
+	}
+}

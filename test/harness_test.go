@@ -77,9 +77,32 @@ func startDaemon(t *testing.T, env ...string) *daemon {
 // startDaemonConfig is startDaemon with a config file holding yaml.
 func startDaemonConfig(t *testing.T, yaml string, env ...string) *daemon {
 	t.Helper()
+	return startDaemonOn(t, yaml, "", env...)
+}
+
+// startDaemonOn is startDaemonConfig with the data dir on a tmpfs of
+// dataSize (mount's size=, "" for none): a small filesystem to fill.
+func startDaemonOn(t *testing.T, yaml, dataSize string, env ...string) *daemon {
+	t.Helper()
 	root, err := os.MkdirTemp("/var/tmp", "vpool-e2e-")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if dataSize != "" {
+		data := filepath.Join(root, "data")
+		if err := os.MkdirAll(data, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+dataSize+",mode=0700", "tmpfs", data).CombinedOutput(); err != nil {
+			os.RemoveAll(root)
+			t.Fatalf("mount tmpfs: %v\n%s", err, out)
+		}
+		t.Cleanup(func() { // after the daemon's cleanup (registered below)
+			syscall.Unmount(data, syscall.MNT_DETACH)
+			if !t.Failed() {
+				os.RemoveAll(root)
+			}
+		})
 	}
 	d := &daemon{t: t, root: root, dataDir: filepath.Join(root, "data"), mnt: filepath.Join(root, "mnt"),
 		env:   append([]string{"VPOOL_WRITE_BUFFER_SIZE=2GiB", "VPOOL_READ_CACHE_SIZE=128MiB"}, env...),

@@ -1,6 +1,8 @@
 package volume
 
 import (
+	"bytes"
+	"errors"
 	"testing"
 	"time"
 )
@@ -64,5 +66,41 @@ func TestDiscardStreamAfterIdleKeepsFlashBounded(t *testing.T) {
 	used := e.fs.AllocatedForTesting("/flash/wb")
 	if bound := 1<<20 + 2*sco + int64(allowed+2)*(sco/8); used > bound {
 		t.Fatalf("write buffer holds %d bytes after 1 MiB of data and a stream of discards (bound %d)", used, bound)
+	}
+}
+
+// A full flash filesystem refuses writes with ErrNoSpace (ENOSPC to the
+// clients) and keeps serving reads; when room returns, writes go on.
+func TestFullFlashRefusesWritesAndRecovers(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := hangGuard(t)
+	defer cancel()
+	v, err := e.pool.Create(ctx, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := pattern(2<<20, 3)
+	if err := v.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.wb.SetReserve(256 << 20)
+	e.fs.SetFreeForTesting(256<<20 + 1<<20) // less than one SCO above the reserve
+	var werr error
+	for off := int64(2 << 20); off < 64<<20 && werr == nil; off += 1 << 20 {
+		werr = v.WriteAt(ctx, pattern(1<<20, byte(off>>20)), off)
+	}
+	if !errors.Is(werr, ErrNoSpace) {
+		t.Fatalf("writes into full flash: %v", werr)
+	}
+	if got := mustRead(t, v, 0, len(data)); !bytes.Equal(got, data) {
+		t.Fatal("reads differ while flash is full")
+	}
+	e.fs.SetFreeForTesting(0) // room again
+	more := pattern(8<<20, 4)
+	if err := v.WriteAt(ctx, more, 32<<20); err != nil {
+		t.Fatalf("write after room came back: %v", err)
+	}
+	if got := mustRead(t, v, 32<<20, len(more)); !bytes.Equal(got, more) {
+		t.Fatal("data written after room came back differs")
 	}
 }

@@ -115,6 +115,7 @@ type ioStats struct {
 	cacheHits, cacheMiss, backendR atomic.Int64
 	readErrors                     atomic.Int64 // reads that failed (EIO to a client)
 	readErrorLog, spareErrorLog    burstLog
+	noSpaceLog                     burstLog
 }
 
 // burstLog lets the first of a burst of like errors be logged: at most
@@ -231,6 +232,13 @@ func (v *VDisk) WriteAt(ctx context.Context, p []byte, off int64) error {
 	v.resizeMu.RLock()
 	defer v.resizeMu.RUnlock()
 	if err := v.writeLocked(ctx, p, off); err != nil {
+		if flashcache.IsFull(err) && !errors.Is(err, ErrNoSpace) {
+			err = fmt.Errorf("%w: vDisk %s: %w", ErrNoSpace, FormatID(v.id), err)
+		}
+		if errors.Is(err, ErrNoSpace) && v.stats.noSpaceLog.first() {
+			v.log.Error("volume: write refused: no space left on local flash (it serves reads; writes go on when there is room)",
+				"vdisk", FormatID(v.id), "err", err)
+		}
 		return err
 	}
 	v.stats.writes.Add(1)

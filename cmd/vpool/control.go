@@ -56,6 +56,9 @@ type Status struct {
 	WriteBufferBytes int64          `json:"write_buffer_bytes"`
 	WriteBufferLimit int64          `json:"write_buffer_limit"`
 	Throttling       bool           `json:"throttling"`
+	FlashFree        int64          `json:"flash_free_bytes"`    // at the last look (new SCOs)
+	FlashReserve     int64          `json:"flash_reserve_bytes"` // kept free for the metadata stores
+	FlashFull        bool           `json:"flash_full"`          // new SCOs refused: writes fail with ENOSPC
 	BackendTotal     uint64         `json:"backend_total_bytes"`
 	BackendFree      uint64         `json:"backend_free_bytes"`
 	RepairedReads    int64          `json:"backend_repaired_reads"`
@@ -208,6 +211,7 @@ func (s *controlServer) status(ctx context.Context) Status {
 	}
 	wb := s.e.wb.Stats()
 	st.WriteBufferBytes, st.WriteBufferLimit, st.Throttling = wb.UsedBytes, wb.LimitBytes, s.e.wb.Throttling()
+	st.FlashFree, st.FlashReserve, st.FlashFull = wb.FlashFreeBytes, wb.FlashReserveBytes, wb.FlashLow
 	if u, err := s.e.ec.Usage(ctx); err == nil {
 		st.BackendTotal, st.BackendFree = u.TotalBytes, u.FreeBytes
 	}
@@ -340,6 +344,10 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	fmt.Fprintf(w, "write buffer: %s of %s not yet on the backend; throttling: %s\n",
 		human(st.WriteBufferBytes), human(st.WriteBufferLimit), throttle)
+	if st.FlashFull {
+		fmt.Fprintf(w, "flash: FULL: %s free, %s kept for the metadata stores: writes fail with ENOSPC, reads go on; writes resume when there is room\n",
+			human(st.FlashFree), human(st.FlashReserve))
+	}
 	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
 	fmt.Fprintf(w, "block-map store: %s of its tables in memory (limit %s)\n", human(st.MapStoreResident), human(st.MapStoreLimit))
 	if n := st.NFS; n != nil {
@@ -418,6 +426,8 @@ func writeMetrics(w io.Writer, st Status) {
 	g("vpool_write_buffer_bytes", "Bytes in SCOs not yet on the backend.", st.WriteBufferBytes, "")
 	g("vpool_write_buffer_limit_bytes", "Write buffer size.", st.WriteBufferLimit, "")
 	g("vpool_throttling", "1 while writers are slowed because the backend is behind.", b2i(st.Throttling), "")
+	g("vpool_flash_full", "1 while the flash filesystem is within the metadata stores' reserve: writes fail with ENOSPC.", b2i(st.FlashFull), "")
+	g("vpool_flash_free_bytes", "Free bytes of the flash filesystem at the last look.", st.FlashFree, "")
 	g("vpool_backend_free_bytes", "Raw free bytes under the backend.", st.BackendFree, "")
 	g("vpool_backend_repaired_reads_total", "Fragment reads rebuilt from parity.", st.RepairedReads, "")
 	g("vpool_map_store_resident_bytes", "Bytes of the block-map store's tables in memory (bounded by engine.map_store_memory).", st.MapStoreResident, "")

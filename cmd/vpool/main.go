@@ -127,6 +127,11 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 		closeStores()
 		return nil, err
 	}
+	// From now on new SCOs and backend fragments leave the metadata
+	// stores their room (recovery above may use it: a full disk at start
+	// must not make every vDisk damaged).
+	wb.SetReserve(metastore.SpaceReserve)
+	ec.SetReserve(metastore.SpaceReserve)
 	return &engine{pool: pool, meta: meta, cat: cat, cache: cache, wb: wb, ec: ec}, nil
 }
 
