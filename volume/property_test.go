@@ -159,7 +159,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 	defer cancel()
 	var disks []*propDisk
 	for i := 0; i < 2; i++ {
-		size := (8 + r.IntN(8)) << 20
+		size := (4 + r.IntN(4)) << 20
 		v, err := e.pool.Create(ctx, int64(size))
 		if err != nil {
 			t.Fatal(err)
@@ -342,7 +342,7 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			}
 			d.m.write(make([]byte, n), off)
 		case op < 70: // resize, then flush (see acceptCrash)
-			n := (4<<20 + r.IntN(16<<20)) / 512 * 512
+			n := (2<<20 + r.IntN(8<<20)) / 512 * 512
 			if r.IntN(2) == 0 {
 				n += r.IntN(512)
 			}
