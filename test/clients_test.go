@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -418,5 +419,38 @@ func TestFullDataDir(t *testing.T) {
 	run(t, 2*time.Minute, "dd", "if=/dev/urandom", "of="+d.path("again.raw"), "bs=1M", "count=32", "conv=fsync")
 	if st := d.status(); st["flash_full"] == true {
 		t.Fatalf("status still says flash is full after room came back: %v", st)
+	}
+}
+
+// rm -rf of a directory of small files after a quiet spell (the idle seal
+// on) does not fill flash with SCOs: flash stays within its documented
+// bound (1.3125 x write_buffer.size + two SCOs per vDisk).
+func TestRmAfterIdleKeepsFlashBounded(t *testing.T) {
+	const wb, sco = 64 << 20, 8 << 20
+	d := startDaemon(t, "VPOOL_WRITE_BUFFER_SIZE=64MiB", "VPOOL_ENGINE_SCO_SIZE=8MiB", "VPOOL_ENGINE_SEAL_IDLE=1s")
+	dir := d.path("logs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3000; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%04d.log", i)), []byte(strings.Repeat("x", 2000)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A quiet spell longer than engine.seal_idle: the idle seal comes. (A
+	// slower machine only makes the spell longer.)
+	time.Sleep(2 * time.Second)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, 30*time.Second, "du", "-s", "--block-size=1", filepath.Join(d.dataDir, "flash"))
+	used, err := strconv.ParseInt(strings.Fields(out)[0], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vdisks := int64(len(d.status()["vdisks"].([]any)))
+	readCache := int64(128 << 20) // the harness's read_cache.size
+	if bound := wb*21/16 + 2*sco*vdisks + readCache + 16<<20; used > bound {
+		t.Fatalf("flash holds %d bytes after rm -rf of 3000 files, over the bound %d", used, bound)
 	}
 }
