@@ -225,15 +225,27 @@ func (s *controlServer) handler() http.Handler {
 		json.NewEncoder(w).Encode(s.status(r.Context()))
 	})
 	s.vdiskCalls(mux)
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, s.status(r.Context()))
-	})
+	mux.HandleFunc("GET /metrics", s.metrics)
 	// Profiles of the running daemon (root only, as the socket is):
 	// curl --unix-socket <data_dir>/vpool.sock http://vpool/debug/pprof/profile?seconds=10
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+func (s *controlServer) metrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	writeMetrics(w, s.status(r.Context()))
+}
+
+// metricsOnly is the handler of the TCP metrics listener (metrics.listen):
+// GET /metrics and nothing else. The control API (snapshots, rollback,
+// templates, clones, scrub, status) and the profiles stay on the Unix
+// socket, which only root can open.
+func metricsOnly(metrics http.HandlerFunc) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", metrics)
 	return mux
 }
 
@@ -273,13 +285,15 @@ func (s *controlServer) serve(ctx context.Context, l net.Listener, metricsListen
 	go func() {
 		every(ctx, time.Second, func() { s.rates.sample(s.e.pool) })
 	}()
+	msrv := &http.Server{Handler: metricsOnly(s.metrics), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l)
 	if ml != nil {
-		go srv.Serve(ml)
+		go msrv.Serve(ml)
 	}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
+		msrv.Close()
 		os.Remove(socketPath(s.c.DataDir))
 	}()
 	return nil

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -148,5 +149,28 @@ func TestDisplayPath(t *testing.T) {
 	out := b.String()
 	if strings.Contains(out, "a\nb.raw") || !strings.Contains(out, `a\nb.raw`) || !strings.Contains(out, "DAMAGED: x.raw 00000000000000aa: volume: vDisk damaged: SCO 3") {
 		t.Fatalf("status:\n%s", out)
+	}
+}
+
+// The TCP metrics listener serves GET /metrics and nothing of the control
+// API: every control path answers 404 there, whatever the method.
+func TestMetricsListenerServesOnlyMetrics(t *testing.T) {
+	h := metricsOnly(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "vpool_up 1\n") })
+	paths := []string{"/status", "/template", "/snapshot/create", "/snapshot/list", "/snapshot/delete",
+		"/snapshot/rollback", "/clone", "/clone/flatten", "/scrub", "/debug/pprof/", "/debug/pprof/profile",
+		"/debug/pprof/trace", "/"}
+	for _, p := range paths {
+		for _, m := range []string{"GET", "POST"} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(m, p, strings.NewReader(`{"path":"victim.raw","name":"before"}`)))
+			if rec.Code != http.StatusNotFound {
+				t.Errorf("%s %s on the metrics listener: %d, want 404", m, p, rec.Code)
+			}
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK || rec.Body.String() != "vpool_up 1\n" {
+		t.Fatalf("GET /metrics: %d %q", rec.Code, rec.Body.String())
 	}
 }
