@@ -185,6 +185,7 @@ func defaults(dataDir string) map[string]any {
 		"backend.preset.parity":        1,
 		"backend.preset.fragment_size": "4MiB",
 		"log.level":                    "info",
+		"metrics.listen":               "",
 	}
 }
 

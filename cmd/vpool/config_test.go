@@ -58,11 +58,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 func TestEnvAndFlagsOverride(t *testing.T) {
 	t.Setenv("VPOOL_ENGINE_SCO_SIZE", "32MiB")
 	t.Setenv("VPOOL_NAME", "fromenv")
+	t.Setenv("VPOOL_METRICS_LISTEN", "127.0.0.1:9184")
 	c, err := loadConfig(writeFile(t, "name: fromfile\ndata_dir: /x\n"), "/flag")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Engine.SCOSize != 32<<20 || c.Name != "fromenv" || c.DataDir != "/flag" {
+	if c.Engine.SCOSize != 32<<20 || c.Name != "fromenv" || c.DataDir != "/flag" || c.Metrics.Listen != "127.0.0.1:9184" {
 		t.Fatalf("got sco %d name %q dir %q", c.Engine.SCOSize, c.Name, c.DataDir)
 	}
 	if len(c.Backend.ASDs) != 3 || c.Backend.ASDs[2] != "/flag/asd/2" {
