@@ -240,6 +240,7 @@ type logSyncer struct {
 	commits atomic.Uint64 // commits finished so far
 	mu      sync.Mutex    // one sync at a time; held across it
 	synced  uint64        // commits known durable; guarded by mu
+	logs    string        // the log files at the last directory sync; guarded by mu
 }
 
 func (l *logSyncer) committed() { l.commits.Add(1) }
@@ -259,15 +260,20 @@ func (l *logSyncer) sync() error {
 	if err != nil {
 		return fmt.Errorf("metastore: sync %s: %w", l.dir, err)
 	}
+	var logs strings.Builder
 	for _, e := range names {
 		if n := e.Name(); strings.HasSuffix(n, ".mem") || strings.HasSuffix(n, ".vlog") {
 			if err := fsyncPath(filepath.Join(l.dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("metastore: sync %s: %w", l.dir, err) // gone: written as a table, which badger synced
 			}
+			logs.WriteString(n + "/")
 		}
 	}
-	if err := fsyncPath(l.dir); err != nil {
-		return fmt.Errorf("metastore: sync %s: %w", l.dir, err)
+	if logs.String() != l.logs { // a new log's name must be durable too
+		if err := fsyncPath(l.dir); err != nil {
+			return fmt.Errorf("metastore: sync %s: %w", l.dir, err)
+		}
+		l.logs = logs.String()
 	}
 	l.synced = upto
 	return nil
