@@ -672,21 +672,24 @@ func (e *EC) checkSpace(name string, g geometry, fragBytes int64) error {
 		dir        string
 		free, need int64
 	}
-	byFS := map[[2]int32]*fsNeed{} // ASDs may share a filesystem (the default layout)
+	perASD := map[int]int64{}
 	for s := 0; s < g.stripes; s++ {
 		for i := 0; i < g.k+g.m; i++ {
-			dir := e.dirs[e.asd(name, s, i)]
-			var st syscall.Statfs_t
-			if err := syscall.Statfs(dir, &st); err != nil {
-				continue // the write will say what is wrong
-			}
-			f := byFS[st.Fsid.X__val]
-			if f == nil {
-				f = &fsNeed{dir: dir, free: int64(st.Bavail) * st.Bsize}
-				byFS[st.Fsid.X__val] = f
-			}
-			f.need += fragBytes
+			perASD[e.asd(name, s, i)] += fragBytes
 		}
+	}
+	byFS := map[[2]int32]*fsNeed{} // ASDs may share a filesystem (the default layout)
+	for a, n := range perASD {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(e.dirs[a], &st); err != nil {
+			continue // the write will say what is wrong
+		}
+		f := byFS[st.Fsid.X__val]
+		if f == nil {
+			f = &fsNeed{dir: e.dirs[a], free: int64(st.Bavail) * st.Bsize}
+			byFS[st.Fsid.X__val] = f
+		}
+		f.need += n
 	}
 	for _, f := range byFS {
 		if f.free-f.need < reserve {

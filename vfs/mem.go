@@ -92,6 +92,7 @@ func (ino *memInode) changed(off, n int64) {
 
 // syncLocked makes synced equal data, copying only what changed.
 func (ino *memInode) syncLocked() {
+	grownFrom := int64(min(len(ino.synced), len(ino.data))) // past it, the append below copies all
 	switch d, s := len(ino.data), len(ino.synced); {
 	case s > d:
 		ino.synced = ino.synced[:d]
@@ -99,7 +100,7 @@ func (ino *memInode) syncLocked() {
 		ino.synced = append(ino.synced, ino.data[s:]...)
 	}
 	for b := range ino.dirty {
-		if off := b * memCrashBlock; off < int64(len(ino.data)) {
+		if off := b * memCrashBlock; off < grownFrom {
 			copy(ino.synced[off:], ino.data[off:min(off+memCrashBlock, int64(len(ino.data)))])
 		}
 	}
