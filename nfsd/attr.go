@@ -153,6 +153,9 @@ const (
 // NFS server allows): NFS clients check permissions at open, and a file
 // opened before a chmod must stay usable.
 func perm(a *fs.Attr, cr *cred) uint32 {
+	if cr.ro {
+		return perm(a, &cred{uid: cr.uid, gid: cr.gid, gids: cr.gids}) &^ 2
+	}
 	if cr.uid == 0 {
 		if a.IsDir() || a.Mode&0o111 != 0 {
 			return 7

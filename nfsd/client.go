@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -37,9 +38,22 @@ func (s Status) Error() string {
 	return fmt.Sprintf("NFS status %d", uint32(s))
 }
 
-// Dial connects to addr (host:port) as uid/gid (AUTH_SYS).
+// AuthError is a call denied for its credentials (RFC 5531's auth_stat:
+// 1 bad credential, 5 too weak).
+type AuthError uint32
+
+func (e AuthError) Error() string { return fmt.Sprintf("nfs client: call denied: auth_stat %d", uint32(e)) }
+
+// Dial connects to addr (host:port) as uid/gid (AUTH_SYS), from a
+// privileged port when run as root (as root's NFS clients do).
 func Dial(addr string, uid, gid uint32) (*Client, error) {
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	dial := func(addr string, timeout time.Duration) (net.Conn, error) {
+		return net.DialTimeout("tcp", addr, timeout)
+	}
+	if os.Geteuid() == 0 {
+		dial = DialPrivileged
+	}
+	conn, err := dial(addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +130,9 @@ func (c *Client) rpc(prog, vers, proc uint32, args []byte) (*reader, error) {
 		return nil, errors.New("nfs client: not a reply")
 	}
 	if r.uint32() != replyAccepted {
+		if r.uint32() == rejectAuthError {
+			return nil, AuthError(r.uint32())
+		}
 		return nil, errors.New("nfs client: call denied")
 	}
 	r.uint32()
@@ -406,6 +423,19 @@ func (c *Client) Read(fh []byte, off uint64, count uint32) ([]byte, bool, error)
 	eof := r.bool()
 	data := append([]byte(nil), r.opaque(maxIO)...)
 	return data, eof, r.err
+}
+
+// Access asks which of the ACCESS3 rights in want the caller has.
+func (c *Client) Access(fh []byte, want uint32) (uint32, error) {
+	w := &writer{}
+	w.opaque(fh)
+	w.uint32(want)
+	r, err := c.nfs(4, w)
+	if err != nil {
+		return 0, err
+	}
+	postOpAttr(r)
+	return r.uint32(), r.err
 }
 
 // Commit flushes a file and returns the write verifier.

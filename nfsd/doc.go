@@ -17,11 +17,21 @@
 // traffic over one connection. UDP is served for the portmapper and
 // MOUNT only. When another portmapper (rpcbind) holds port 111, MOUNT and
 // NFS are registered with it (SET from a privileged port) and
-// unregistered at close. Every address is checked against nfs.allow at accept.
-// Credentials are AUTH_SYS (AUTH_NONE is nobody); nfs.root_squash maps uid
-// 0 to nobody. Permissions are checked here as POSIX does, with the
-// owner override of Linux's server (the owner may always read and write
-// its file).
+// unregistered at close.
+//
+// # Who may do what
+//
+// Credentials are AUTH_SYS, trusted as sent (AUTH_NONE is the anonymous
+// user), so the protection is knfsd's: each client address is matched
+// against the rules (nfs.allow, exports(5) options; the most specific
+// network wins) at accept, or per datagram. NFS and MNT calls from a
+// source port >= 1024 get AUTH_TOOWEAK unless the rule is insecure: only
+// root can send from below 1024. A rule may squash root (uid and gid 0,
+// and group 0 in the supplementary list) or every user to its anonymous
+// uid and gid, and may make the export read-only (every change is
+// NFS3ERR_ROFS, ACCESS grants no modify right). Permissions are checked
+// here as POSIX does, for the squashed identity, with the owner override
+// of Linux's server (the owner may always read and write its file).
 //
 // # File handles
 //

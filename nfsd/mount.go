@@ -83,11 +83,11 @@ func (s *Server) mount(c *call) []byte {
 			w.uint32(1) // auth flavors: AUTH_SYS
 			w.uint32(authSys)
 			s.mu.Lock()
-			s.mu.mounts[hostOf(c.remote)] = p
+			s.mu.mounts[hostOf(c.peer.addr)] = p
 			s.mu.Unlock()
-			s.log.Info("nfs: mount", "client", c.remote, "path", p)
+			s.log.Info("nfs: mount", "client", c.peer.addr, "path", p)
 		} else {
-			s.log.Info("nfs: mount refused", "client", c.remote, "path", p, "status", stat)
+			s.log.Info("nfs: mount refused", "client", c.peer.addr, "path", p, "status", stat)
 		}
 		return w.b
 	case 2: // DUMP
@@ -117,7 +117,7 @@ func (s *Server) mount(c *call) []byte {
 			return garbage(c)
 		}
 		s.mu.Lock()
-		delete(s.mu.mounts, hostOf(c.remote))
+		delete(s.mu.mounts, hostOf(c.peer.addr))
 		s.mu.Unlock()
 		return accepted(c.xid, acceptSuccess, 0).b
 	case 5: // EXPORT
@@ -127,9 +127,9 @@ func (s *Server) mount(c *call) []byte {
 		w := accepted(c.xid, acceptSuccess, 128)
 		w.bool(true)
 		w.string(s.cfg.Export)
-		for _, p := range s.cfg.Allow { // no groups: every client
+		for _, r := range s.cfg.Allow { // no groups: every client
 			w.bool(true)
-			w.string(p.String())
+			w.string(r.Net.String())
 		}
 		w.bool(false)
 		w.bool(false)

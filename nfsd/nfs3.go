@@ -32,6 +32,11 @@ func (s *Server) nfs3(c *call) []byte {
 	if c.proc >= uint32(len(procNames)) {
 		return accepted(c.xid, acceptProcUnavail, 0).b
 	}
+	if c.cred.ro {
+		if n, ok := changeFailWords[c.proc]; ok {
+			return s.readOnly(c, n)
+		}
+	}
 	ctx := context.Background()
 	r := &c.args
 	switch c.proc {
@@ -70,6 +75,19 @@ func (s *Server) nfs3(c *call) []byte {
 		return s.commit(ctx, c)
 	}
 	return accepted(c.xid, acceptProcUnavail, 0).b
+}
+
+// changeFailWords are the procedures that change something, with the
+// number of empty words (wcc_data, post_op_attr) of their failure reply.
+var changeFailWords = map[uint32]int{2: 2, 7: 2, 8: 2, 9: 2, 10: 2, 11: 2, 12: 2, 13: 2, 14: 4, 15: 3}
+
+// readOnly refuses a change on a read-only export.
+func (s *Server) readOnly(c *call, words int) []byte {
+	w := s.reply(c, nfs3ErrROFS, 4*words)
+	for range words {
+		w.uint32(0)
+	}
+	return w.b
 }
 
 // reply starts a successful RPC reply carrying NFS status st.

@@ -344,7 +344,7 @@ func TestPermissions(t *testing.T) {
 	if _, _, err := uc.Read(fh, 0, 1); err != nil {
 		t.Fatalf("read of a 0644 file: %v", err)
 	}
-	e.restart(Config{RootSquash: true})
+	e.restart(Config{Default: Rule{RootSquash: true}})
 	sc, sroot := e.client(0, 0)
 	_, _, err = sc.Create(sroot, "squashed", Guarded, 0o644, [8]byte{})
 	wantStatus(t, err, 13, "create by squashed root")
@@ -366,7 +366,7 @@ func TestMountPaths(t *testing.T) {
 
 // A client outside nfs.allow is refused at connect; inside, it is served.
 func TestAllowList(t *testing.T) {
-	e := newEnv(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	e := newEnv(t, Config{Allow: []Rule{DefaultRule(netip.MustParsePrefix("10.0.0.0/8"))}})
 	c, err := Dial(e.addr, 0, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +375,7 @@ func TestAllowList(t *testing.T) {
 	if _, err := c.Mount("/vp"); err == nil {
 		t.Fatal("a client from 127.0.0.1 mounted with nfs.allow 10.0.0.0/8")
 	}
-	e.restart(Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}})
+	e.restart(Config{Allow: []Rule{DefaultRule(netip.MustParsePrefix("10.0.0.0/8")), DefaultRule(netip.MustParsePrefix("127.0.0.1/32"))}})
 	e.client(0, 0)
 }
 
@@ -453,7 +453,7 @@ func TestPortmapperAndMountOverUDP(t *testing.T) {
 	}
 	pm := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	e := newEnv(t, Config{PortmapPort: pm})
+	e := newEnv(t, Config{PortmapPort: pm, Default: Rule{Insecure: true}}) // UDP from any port
 	nfsPort := uint32(e.srv.Port())
 	udpCall := func(port int, prog, vers, proc uint32, args []byte) *reader {
 		t.Helper()

@@ -1,11 +1,9 @@
 package nfsd
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
-	"syscall"
 	"time"
 )
 
@@ -92,17 +90,7 @@ const registerTimeout = 5 * time.Second
 // mappings in the portmapper on host's port 111. rpcbind takes SET only
 // from a local privileged port, so the call comes from one.
 func (s *Server) register(host string, set bool) error {
-	var conn net.Conn
-	var err error
-	for p := 1023; p >= 600; p-- {
-		d := net.Dialer{Timeout: registerTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(loopbackOf(host)), Port: p}}
-		if conn, err = d.Dial("tcp", net.JoinHostPort(loopbackOf(host), strconv.Itoa(s.cfg.PortmapPort))); err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			return err
-		}
-	}
+	conn, err := DialPrivileged(net.JoinHostPort(loopbackOf(host), strconv.Itoa(s.cfg.PortmapPort)), registerTimeout)
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,8 @@ func readRecord(r io.Reader, max int) ([]byte, error) {
 type cred struct {
 	uid, gid uint32
 	gids     []uint32
-	sys      bool // AUTH_SYS; else AUTH_NONE (nobody)
+	sys      bool // AUTH_SYS; else AUTH_NONE (the anonymous user)
+	ro       bool // the export is read-only to this caller
 }
 
 const nobody = 65534
@@ -107,7 +108,7 @@ type call struct {
 	xid, prog, vers, proc uint32
 	cred                  cred
 	args                  reader
-	remote                string
+	peer                  *peer
 	tcp                   bool
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,10 +32,10 @@ type Config struct {
 	// PortmapPort is where the portmapper listens on Listen's host (TCP and
 	// UDP); 0 turns it off.
 	PortmapPort int
-	// Allow lists the client networks; empty allows every client.
-	Allow []netip.Prefix
-	// RootSquash maps uid 0 to nobody.
-	RootSquash bool
+	// Allow lists the client networks and how each is served; empty
+	// serves every client under Default (its Net is ignored).
+	Allow   []Rule
+	Default Rule
 	// Export is the path clients mount: "/" + the vPool's name.
 	Export string
 	// Notify, when set, is told of every change the gateway makes, so
@@ -78,10 +77,12 @@ type Server struct {
 
 	nfsPort    int
 	maxConns   int
+	rules      []Rule
 	registered string // host of the portmapper MOUNT and NFS are registered with, if not ours
 	closing    atomic.Bool
 	wg         sync.WaitGroup
-	mu         struct {
+	warnState
+	mu struct {
 		sync.Mutex
 		listeners []net.Listener
 		packets   []net.PacketConn
@@ -108,7 +109,7 @@ func New(cfg Config, ns *fs.Namespace) *Server {
 		cfg.Notify = noNotify{}
 	}
 	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight), work: make(chan func()),
-		maxConns: maxConns}
+		maxConns: maxConns, rules: rulesOf(&cfg)}
 	rand.Read(s.verf[:])
 	s.files = newFileCache(ns, cfg.Log, &s.Stats)
 	s.mu.conns = map[net.Conn]struct{}{}
@@ -140,7 +141,7 @@ func (s *Server) Start() error {
 		}
 	}
 	s.log.Info("nfs: serving", "export", s.cfg.Export, "addr", net.JoinHostPort(host, strconv.Itoa(s.nfsPort)),
-		"portmap", s.cfg.PortmapPort, "allow", s.cfg.Allow, "root_squash", s.cfg.RootSquash)
+		"portmap", s.cfg.PortmapPort, "allow", s.rules)
 	return nil
 }
 
@@ -227,23 +228,6 @@ func (s *Server) Close(ctx context.Context) error {
 	return s.files.close(ctx)
 }
 
-func (s *Server) allowed(addr net.Addr) bool {
-	if len(s.cfg.Allow) == 0 {
-		return true
-	}
-	ap, err := netip.ParseAddrPort(addr.String())
-	if err != nil {
-		return false
-	}
-	ip := ap.Addr().Unmap()
-	for _, p := range s.cfg.Allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 func (s *Server) acceptLoop(l net.Listener) {
 	defer s.wg.Done()
 	for {
@@ -256,8 +240,9 @@ func (s *Server) acceptLoop(l net.Listener) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		if !s.allowed(c.RemoteAddr()) {
-			s.log.Warn("nfs: client not in nfs.allow: connection refused", "client", c.RemoteAddr().String())
+		p, ok := s.ruleFor(c.RemoteAddr())
+		if !ok {
+			s.warnLimited("nfs: client not in nfs.allow: connection refused", "client", c.RemoteAddr().String())
 			c.Close()
 			continue
 		}
@@ -280,7 +265,7 @@ func (s *Server) acceptLoop(l net.Listener) {
 		s.mu.Unlock()
 		s.Stats.Conns.Add(1)
 		s.wg.Add(1)
-		go s.serveConn(c)
+		go s.serveConn(c, p)
 	}
 }
 
@@ -288,9 +273,9 @@ func (s *Server) acceptLoop(l net.Listener) {
 // perConnInFlight of them at once; replies go out as they are ready,
 // matched by XID. A record that cannot be read ends the connection after
 // the calls already read are answered.
-func (s *Server) serveConn(c net.Conn) {
+func (s *Server) serveConn(c net.Conn, p *peer) {
 	defer s.wg.Done()
-	cn := &conn{s: s, c: c, remote: c.RemoteAddr().String(), br: bufio.NewReaderSize(c, 128<<10),
+	cn := &conn{s: s, c: c, peer: p, br: bufio.NewReaderSize(c, 128<<10),
 		perConn: make(chan struct{}, perConnInFlight)}
 	cn.calls.Add(1) // the reader
 	s.run(cn.read)
@@ -305,7 +290,7 @@ func (s *Server) serveConn(c net.Conn) {
 type conn struct {
 	s       *Server
 	c       net.Conn
-	remote  string
+	peer    *peer
 	br      *bufio.Reader
 	perConn chan struct{}  // calls in flight
 	calls   sync.WaitGroup // calls in flight, and the reader
@@ -324,7 +309,7 @@ func (cn *conn) read() {
 	rec, err := readRecord(cn.br, maxRecord)
 	if err != nil {
 		if errors.Is(err, errRecordTooBig) || errors.Is(err, errGarbage) {
-			cn.s.log.Warn("nfs: bad record: connection closed", "client", cn.remote, "err", err)
+			cn.s.log.Warn("nfs: bad record: connection closed", "client", cn.peer.addr, "err", err)
 		}
 		cn.calls.Done() // no more calls
 		return
@@ -334,10 +319,10 @@ func (cn *conn) read() {
 	cn.calls.Add(1) // the next reader; this call keeps the reader's count
 	cn.s.run(cn.read)
 	defer func() { <-cn.s.sem; <-cn.perConn; cn.calls.Done() }()
-	reply, err := cn.s.serveCall(rec, cn.remote, true)
+	reply, err := cn.s.serveCall(rec, cn.peer, true)
 	putBig(rec)
 	if err != nil {
-		cn.s.log.Warn("nfs: not an RPC call: connection closed", "client", cn.remote, "err", err)
+		cn.s.log.Warn("nfs: not an RPC call: connection closed", "client", cn.peer.addr, "err", err)
 		cn.c.Close()
 		return
 	}
@@ -424,11 +409,12 @@ func (s *Server) packetLoop(pc net.PacketConn) {
 			}
 			continue
 		}
-		if !s.allowed(addr) {
+		p, ok := s.ruleFor(addr)
+		if !ok {
 			continue
 		}
 		rec := append([]byte(nil), buf[:n]...)
-		reply, err := s.serveCall(rec, addr.String(), false)
+		reply, err := s.serveCall(rec, p, false)
 		if err == nil && reply != nil {
 			pc.WriteTo(reply[4:], addr) // no record mark over UDP
 		}
@@ -437,7 +423,7 @@ func (s *Server) packetLoop(pc net.PacketConn) {
 
 // handle decodes and answers one call; an error means the record was
 // not an RPC call at all.
-func (s *Server) serveCall(rec []byte, remote string, tcp bool) ([]byte, error) {
+func (s *Server) serveCall(rec []byte, p *peer, tcp bool) ([]byte, error) {
 	c, deny, err := parseCall(rec)
 	if err != nil {
 		return nil, err
@@ -445,11 +431,12 @@ func (s *Server) serveCall(rec []byte, remote string, tcp bool) ([]byte, error) 
 	if deny != nil {
 		return deny, nil
 	}
-	c.remote, c.tcp = remote, tcp
-	if s.cfg.RootSquash && c.cred.uid == 0 {
-		c.cred.uid, c.cred.gid, c.cred.gids = nobody, nobody, nil
-	}
+	c.peer, c.tcp = p, tcp
+	p.rule.squash(&c.cred)
 	s.Stats.Calls.Add(1)
+	if !p.trusted() && (c.prog == progNFS || c.prog == progMount && c.proc == 1) {
+		return s.refusedPort(&c), nil
+	}
 	switch c.prog {
 	case progPortmap:
 		return s.portmap(&c), nil

@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,9 +18,20 @@ import (
 	"vpool/nfsd"
 )
 
-// dialNetns connects to addr from inside the daemon's network namespace;
-// the socket stays there when the thread goes back.
+// dialNetns connects to addr from inside the daemon's network namespace,
+// from a privileged port as root's NFS clients do.
 func (d *daemon) dialNetns(addr string) (net.Conn, error) {
+	return d.netnsDo(func() (net.Conn, error) { return nfsd.DialPrivileged(addr, 5*time.Second) })
+}
+
+// dialNetnsUnprivileged connects from a port any user may have.
+func (d *daemon) dialNetnsUnprivileged(addr string) (net.Conn, error) {
+	return d.netnsDo(func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) })
+}
+
+// netnsDo runs dial in the daemon's network namespace; the socket stays
+// there when the thread goes back.
+func (d *daemon) netnsDo(dial func() (net.Conn, error)) (net.Conn, error) {
 	runtime.LockOSThread()
 	self, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
@@ -37,7 +49,7 @@ func (d *daemon) dialNetns(addr string) (net.Conn, error) {
 		runtime.UnlockOSThread()
 		return nil, e
 	}
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	conn, err := dial()
 	if e := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); e != nil {
 		// This thread is stuck in the other namespace: leave it locked,
 		// so that it ends with the goroutine.
@@ -338,6 +350,65 @@ func TestNFSESXiSession(t *testing.T) {
 	fuse, err := os.ReadDir(d.path("many"))
 	if err != nil || len(fuse) != n {
 		t.Fatalf("FUSE lists %d entries (%v), want %d", len(fuse), err, n)
+	}
+}
+
+// Over NFS, a local user cannot be someone else: calls from an
+// unprivileged port are refused (libnfs run as nobody, and a hand-made
+// RPC); a privileged caller claiming uid 1000 cannot read root's 0600
+// file; with root_squash, root is the anonymous user.
+func TestNFSIdentities(t *testing.T) {
+	d := startDaemon(t)
+	if err := os.WriteFile(d.path("secret"), []byte("root's secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(d.path("pub"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(d.path("pub"), 0o777)       // past the umask
+	d.nfs(time.Minute, "nfs-ls", nfsURL) // root's libnfs: a privileged port
+	cmd, argv := d.inNetns("runuser", append([]string{"-u", "nobody", "--", "nfs-cat"}, nfsURL+"secret")...)
+	if out, err := runErr(time.Minute, "", cmd, argv...); err == nil || strings.Contains(out, "root's secret") {
+		t.Fatalf("nfs-cat as nobody: %v\n%s", err, out)
+	}
+	conn, err := d.dialNetnsUnprivileged("127.0.0.1:2049")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hand := nfsd.NewClient(conn, 0, 0)
+	defer hand.Close()
+	var ae nfsd.AuthError
+	if _, err := hand.Mount("/vpool"); !errors.As(err, &ae) || ae != 5 {
+		t.Fatalf("MNT as uid 0 from an unprivileged port: %v, want AUTH_TOOWEAK (5)", err)
+	}
+	uc, uroot := d.nfsClient(1000, 1000)
+	fh, _, err := uc.Lookup(uroot, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, _, err := uc.Read(fh, 0, 100); err == nil {
+		t.Fatalf("uid 1000 read root's 0600 file: %q", data)
+	}
+
+	d.stop()
+	d.env = append(d.env, "VPOOL_NFS_ALLOW=127.0.0.1(root_squash)")
+	d.start()
+	rc, root := d.nfsClient(0, 0)
+	if fh, _, err = rc.Lookup(root, "secret"); err != nil {
+		t.Fatal(err)
+	}
+	if data, _, err := rc.Read(fh, 0, 100); err == nil {
+		t.Fatalf("squashed root read root's 0600 file: %q", data)
+	}
+	pub, _, err := rc.Lookup(root, "pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, a, err := rc.Create(pub, "by-root", nfsd.Guarded, 0o644, [8]byte{}); err != nil || a.Uid != 65534 || a.Gid != 65534 {
+		t.Fatalf("a file created by squashed root: %+v %v, want uid and gid 65534", a, err)
+	}
+	if st := stat(t, d.path("pub/by-root")); st.Uid != 65534 {
+		t.Fatalf("FUSE shows the squashed root's file owned by %d", st.Uid)
 	}
 }
 

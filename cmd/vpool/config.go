@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -51,12 +50,16 @@ type FSConfig struct {
 
 // NFSConfig is the NFSv3 gateway's part.
 type NFSConfig struct {
-	Listen     string   `mapstructure:"listen"` // "host" or "host:port"; "off": no gateway
-	Portmap    bool     `mapstructure:"portmap"`
-	Allow      []string `mapstructure:"allow"`
-	RootSquash bool     `mapstructure:"root_squash"`
+	Listen        string   `mapstructure:"listen"` // "host" or "host:port"; "off": no gateway
+	Portmap       bool     `mapstructure:"portmap"`
+	Allow         []string `mapstructure:"allow"`
+	RootSquash    bool     `mapstructure:"root_squash"`
+	InsecurePorts bool     `mapstructure:"insecure_ports"`
+	AnonUID       uint32   `mapstructure:"anon_uid"`
+	AnonGID       uint32   `mapstructure:"anon_gid"`
 
-	allow []netip.Prefix // Allow, parsed
+	allow []nfsd.Rule // Allow, parsed
+	def   nfsd.Rule   // the options of an entry that gives none
 }
 
 type MetricsConfig struct {
@@ -155,6 +158,32 @@ func sizeHook(from, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
+// listHook reads a list given as one string (from the environment):
+// items are separated by commas or spaces outside parentheses, so that
+// VPOOL_NFS_ALLOW="10.0.0.0/8(ro,insecure) 192.168.1.20" is two items.
+func listHook(from, to reflect.Type, data any) (any, error) {
+	str, ok := data.(string)
+	if !ok || to.Kind() != reflect.Slice {
+		return data, nil
+	}
+	items := []string{}
+	depth, start := 0, 0
+	for i := 0; i <= len(str); i++ {
+		switch {
+		case i < len(str) && str[i] == '(':
+			depth++
+		case i < len(str) && str[i] == ')':
+			depth--
+		case i == len(str) || depth == 0 && (str[i] == ',' || str[i] == ' '):
+			if item := strings.TrimSpace(str[start:i]); item != "" {
+				items = append(items, item)
+			}
+			start = i + 1
+		}
+	}
+	return items, nil
+}
+
 func defaults(dataDir string) map[string]any {
 	return map[string]any{
 		"name":                         "vpool",
@@ -171,6 +200,9 @@ func defaults(dataDir string) map[string]any {
 		"nfs.portmap":                  true,
 		"nfs.allow":                    []string{},
 		"nfs.root_squash":              false,
+		"nfs.insecure_ports":           false,
+		"nfs.anon_uid":                 65534,
+		"nfs.anon_gid":                 65534,
 		"engine.cluster_size":          "4KiB",
 		"engine.sco_size":              "64MiB",
 		"engine.max_vdisk_size":        "64TiB",
@@ -220,7 +252,7 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 	}
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
-		sizeHook, mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(","))))
+		sizeHook, mapstructure.StringToTimeDurationHookFunc(), listHook)))
 	if err != nil {
 		if m := unknownKeyRE.FindStringSubmatch(err.Error()); m != nil {
 			key := strings.Split(m[2], ",")[0]
@@ -357,17 +389,17 @@ func (n *NFSConfig) check() error {
 			return fmt.Errorf("config: nfs.listen: %w", err)
 		}
 	}
+	if n.AnonUID == 0 || n.AnonGID == 0 {
+		return errors.New("config: nfs.anon_uid and nfs.anon_gid must be above 0 (squashing to root squashes nothing)")
+	}
+	n.def = nfsd.Rule{RootSquash: n.RootSquash, Insecure: n.InsecurePorts, AnonUID: n.AnonUID, AnonGID: n.AnonGID}
 	n.allow = nil
 	for _, a := range n.Allow {
-		p, err := netip.ParsePrefix(a)
+		r, err := nfsd.ParseRule(a, n.def)
 		if err != nil {
-			ip, ierr := netip.ParseAddr(a)
-			if ierr != nil {
-				return fmt.Errorf("config: nfs.allow: %q is neither a network (10.0.0.0/8) nor an address", a)
-			}
-			p = netip.PrefixFrom(ip, ip.BitLen())
+			return fmt.Errorf("config: nfs.allow: %w", err)
 		}
-		n.allow = append(n.allow, p.Masked())
+		n.allow = append(n.allow, r)
 	}
 	return nil
 }

@@ -47,11 +47,35 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"nfs:\n  allow: [10.0.0.0/33]\n", `nfs.allow: "10.0.0.0/33" is neither`},
 		{"nfs:\n  listen: \"127.0.0.1:99999\"\n", "nfs.listen: nfs: listen address \"127.0.0.1:99999\": bad port"},
 		{"nfs:\n  portmap: maybe\n", "portmap"},
+		{"nfs:\n  allow: [\"10.0.0.0/8(rw,sync)\"]\n", `nfs.allow: "10.0.0.0/8(rw,sync)": unknown option "sync"`},
+		{"nfs:\n  anon_uid: 0\n", "nfs.anon_uid and nfs.anon_gid must be above 0"},
 	} {
 		_, err := loadConfig(writeFile(t, tc.yaml), "")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// nfs.allow entries take exports(5) options over the nfs.* defaults, in
+// the file and in VPOOL_NFS_ALLOW (items split outside parentheses).
+func TestNFSAllowRules(t *testing.T) {
+	c, err := loadConfig(writeFile(t, "nfs:\n  root_squash: true\n  anon_uid: 500\n  allow: [10.0.0.0/8, \"192.168.1.0/24(ro,no_root_squash,insecure)\"]\n"), "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8(rw,root_squash,no_all_squash,secure,anonuid=500,anongid=65534)",
+		"192.168.1.0/24(ro,no_root_squash,no_all_squash,insecure,anonuid=500,anongid=65534)"}
+	if len(c.NFS.allow) != 2 || c.NFS.allow[0].String() != want[0] || c.NFS.allow[1].String() != want[1] {
+		t.Fatalf("rules %v, want %v", c.NFS.allow, want)
+	}
+	t.Setenv("VPOOL_NFS_ALLOW", "10.0.0.0/8(ro,insecure), ::1 127.0.0.1(all_squash)")
+	c, err = loadConfig("", "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.NFS.allow) != 3 || !c.NFS.allow[0].ReadOnly || !c.NFS.allow[0].Insecure || !c.NFS.allow[2].AllSquash {
+		t.Fatalf("rules from the environment: %v", c.NFS.allow)
 	}
 }
 
