@@ -796,24 +796,27 @@ func (n *Namespace) Resolve(ctx context.Context, path string) (Attr, error) {
 
 // VDiskOf returns the vDisk a path names, or an error naming the path.
 func (n *Namespace) VDiskOf(ctx context.Context, path string) (*volume.VDisk, error) {
+	_, v, err := n.vdiskAt(ctx, path)
+	return v, err
+}
+
+// vdiskAt is VDiskOf with the file's attributes.
+func (n *Namespace) vdiskAt(ctx context.Context, path string) (Attr, *volume.VDisk, error) {
 	a, err := n.Resolve(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return a, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if !a.IsVDisk() {
-		return nil, fmt.Errorf("%s: %w: not a vDisk (names ending in %s are)", path, ErrInvalid, strings.Join(n.cfg.VDiskSuffixes, " or "))
+		return a, nil, fmt.Errorf("%s: %w: not a vDisk (names ending in %s are)", path, ErrInvalid, strings.Join(n.cfg.VDiskSuffixes, " or "))
 	}
-	return n.pool.VDisk(a.VDisk)
+	v, err := n.pool.VDisk(a.VDisk)
+	return a, v, err
 }
 
 // Rollback rolls the vDisk at path back to its snapshot name (see
 // volume.VDisk.Rollback), unless it is open for writing.
 func (n *Namespace) Rollback(ctx context.Context, path, name string) error {
-	a, err := n.Resolve(ctx, path)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	v, err := n.VDiskOf(ctx, path)
+	a, v, err := n.vdiskAt(ctx, path)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,11 @@ import (
 // by lookup) mirrors the tree read-only: every directory, and for every
 // vDisk a directory of its snapshots, so that snapshot NAME of dir/vm1.raw
 // is /.snapshots/dir/vm1.raw/NAME, a read-only file of the snapshot's
-// size. Regular files are not mirrored.
+// size. Regular files are not mirrored. Nothing there gives more than
+// the tree gives: a mirrored directory has its directory's owner and
+// mode without the write bits; a vDisk's directory of snapshots may be
+// listed by whoever may read the vDisk; a snapshot file has the owner,
+// group and mode (without write bits) its vDisk had when it was taken.
 //
 // Their inode numbers are synthetic and never stored: the mirror of
 // inode i is snapBit|i; snapshot epoch e of the vDisk file of inode i is
@@ -105,8 +109,12 @@ func (n *Namespace) snapAttr(ino uint64) (Attr, error) {
 		t := s.Created.UnixNano()
 		// Blocks as if fully allocated: backup tools must not take the
 		// file for a hole.
-		return Attr{Ino: ino, Gen: a.Gen, Parent: mirrorIno(real), Mode: syscall.S_IFREG | 0o444,
-			Uid: a.Uid, Gid: a.Gid, Nlink: 1, Size: s.Size, Atime: t, Mtime: t, Ctime: t, Blocks: (s.Size + 511) / 512}, nil
+		own := volume.Owner{Uid: a.Uid, Gid: a.Gid, Mode: a.Mode}
+		if s.Owner != nil {
+			own = *s.Owner
+		}
+		return Attr{Ino: ino, Gen: a.Gen, Parent: mirrorIno(real), Mode: syscall.S_IFREG | own.Mode&0o555,
+			Uid: own.Uid, Gid: own.Gid, Nlink: 1, Size: s.Size, Atime: t, Mtime: t, Ctime: t, Blocks: (s.Size + 511) / 512}, nil
 	}
 	real := ino &^ snapBit
 	n.mu.Lock()
@@ -122,8 +130,35 @@ func (n *Namespace) snapAttr(ino uint64) (Attr, error) {
 	if real == RootIno {
 		parent = RootIno
 	}
-	return Attr{Ino: ino, Gen: a.Gen, Parent: parent, Mode: syscall.S_IFDIR | 0o555, Uid: a.Uid, Gid: a.Gid,
+	mode := a.Mode & 0o555
+	if a.IsVDisk() {
+		mode = snapDirMode(a.Mode)
+	}
+	return Attr{Ino: ino, Gen: a.Gen, Parent: parent, Mode: syscall.S_IFDIR | mode, Uid: a.Uid, Gid: a.Gid,
 		Nlink: 2, Size: 4096, Blocks: 8, Atime: a.Atime, Mtime: a.Mtime, Ctime: a.Ctime}, nil
+}
+
+// snapDirMode is the mode of a vDisk's directory of snapshots: whoever
+// may read the vDisk may list and open its snapshots (r becomes r-x).
+func snapDirMode(fileMode uint32) uint32 {
+	var m uint32
+	for _, shift := range []uint32{6, 3, 0} {
+		if fileMode>>shift&4 != 0 {
+			m |= 5 << shift
+		}
+	}
+	return m
+}
+
+// CreateSnapshot takes snapshot name of the vDisk at path (see
+// volume.VDisk.CreateSnapshot). Its file in the snapshot tree keeps the
+// vDisk file's owner, group and mode of now, without the write bits.
+func (n *Namespace) CreateSnapshot(ctx context.Context, path, name string) (volume.SnapshotInfo, error) {
+	a, v, err := n.vdiskAt(ctx, path)
+	if err != nil {
+		return volume.SnapshotInfo{}, err
+	}
+	return v.CreateSnapshotOwned(ctx, name, &volume.Owner{Uid: a.Uid, Gid: a.Gid, Mode: a.Mode & 0o7777})
 }
 
 // snapLookup finds name in a directory of the snapshot tree.

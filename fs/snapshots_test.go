@@ -130,3 +130,53 @@ func TestSnapshotTree(t *testing.T) {
 		t.Fatalf("snapshot file after a restart: %+v, %v", again, err)
 	}
 }
+
+// Nothing in the snapshot tree gives more than the tree: a snapshot file
+// has its vDisk's owner, group and mode at snapshot time without write
+// bits; mirrored directories keep their directory's owner and read and
+// search bits; a vDisk's directory of snapshots is listable by whoever
+// may read the vDisk.
+func TestSnapshotTreePermissions(t *testing.T) {
+	e := newEnv(t)
+	dir := e.mk(RootIno, "private", syscall.S_IFDIR|0o700)
+	vd := e.mk(dir.Ino, "db.raw", syscall.S_IFREG|0o640)
+	if _, err := e.ns.SetAttr(bg, vd.Ino, SetAttrIn{SetUid: true, SetGid: true, Uid: 1000, Gid: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ns.CreateSnapshot(bg, "private/db.raw", "before"); err != nil {
+		t.Fatal(err)
+	}
+	// Changed after the snapshot: the snapshot keeps what it was.
+	if _, err := e.ns.SetAttr(bg, vd.Ino, SetAttrIn{SetMode: true, SetUid: true, Mode: 0o4604, Uid: 2000}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.pool.VDisk(vd.VDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.CreateSnapshot(bg, "unowned"); err != nil { // no owner recorded: the file's
+		t.Fatal(err)
+	}
+	top, err := e.ns.Lookup(bg, RootIno, SnapshotsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mdir, err := e.ns.Lookup(bg, top.Ino, "private")
+	if err != nil || mdir.Mode != syscall.S_IFDIR|0o500 || mdir.Uid != dir.Uid {
+		t.Fatalf(".snapshots/private: mode %#o uid %d, %v; want 0500 like private's 0700", mdir.Mode, mdir.Uid, err)
+	}
+	vdir, err := e.ns.Lookup(bg, mdir.Ino, "db.raw")
+	if err != nil || vdir.Mode != syscall.S_IFDIR|0o505 || vdir.Uid != 2000 {
+		t.Fatalf(".snapshots/private/db.raw: mode %#o uid %d, %v; want 0505 (the vDisk is now 04604), uid 2000", vdir.Mode, vdir.Uid, err)
+	}
+	for name, want := range map[string]Attr{"before": {Mode: syscall.S_IFREG | 0o440, Uid: 1000, Gid: 100},
+		"unowned": {Mode: syscall.S_IFREG | 0o404, Uid: 2000, Gid: 100}} {
+		a, err := e.ns.Lookup(bg, vdir.Ino, name)
+		if err != nil || a.Mode != want.Mode || a.Uid != want.Uid || a.Gid != want.Gid {
+			t.Fatalf("snapshot %s: mode %#o uid %d gid %d, %v; want %#o %d %d", name, a.Mode, a.Uid, a.Gid, err, want.Mode, want.Uid, want.Gid)
+		}
+	}
+	if m := snapDirMode(0o600); m != 0o500 {
+		t.Fatalf("the snapshot directory of a 0600 vDisk is %#o, want 0500", m)
+	}
+}

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -147,6 +148,58 @@ func isErrno(err error, want syscall.Errno) bool {
 		err = u.Unwrap()
 	}
 	return e == want
+}
+
+// Snapshots give nobody more than their vDisks: as user nobody, a 0600
+// vDisk's snapshot and a snapshot under a 0700 directory cannot be read,
+// over FUSE or NFS; a 0644 vDisk's snapshot can.
+func TestSnapshotPermissions(t *testing.T) {
+	d := startDaemon(t)
+	if err := os.Chmod(d.root, 0o711); err != nil { // nobody may reach the mount
+		t.Fatal(err)
+	}
+	cli := func(args ...string) string {
+		return run(t, time.Minute, vpoolBin, append(args, "--data-dir", d.dataDir)...)
+	}
+	if err := os.Mkdir(d.path("private"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, mode := range map[string]os.FileMode{"priv.raw": 0o600, "pub.raw": 0o644, "private/in.raw": 0o644} {
+		if err := os.WriteFile(d.path(name), bytes.Repeat([]byte("secret!\n"), 512), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(d.path(name), mode) // past the umask
+		cli("snapshot", "create", name, "snapA")
+	}
+	asNobody := func(path string) (string, error) {
+		return runErr(time.Minute, "", "runuser", "-u", "nobody", "--", "head", "-c", "8", d.path(path))
+	}
+	if out, err := asNobody(".snapshots/pub.raw/snapA"); err != nil || out != "secret!\n" {
+		t.Fatalf("nobody cannot read a 0644 vDisk's snapshot: %v\n%s", err, out)
+	}
+	for _, p := range []string{".snapshots/priv.raw/snapA", ".snapshots/private/in.raw/snapA"} {
+		if out, err := asNobody(p); err == nil || strings.Contains(out, "secret") {
+			t.Fatalf("nobody read %s: %v\n%s", p, err, out)
+		}
+	}
+	if st := stat(t, d.path(".snapshots/priv.raw/snapA")); st.Mode&0o777 != 0o400 || st.Uid != 0 {
+		t.Fatalf("snapshot of a 0600 vDisk: mode %#o uid %d, want 0400 and root", st.Mode&0o777, st.Uid)
+	}
+	c, root := d.nfsClient(1000, 1000)
+	for _, p := range [][]string{{"priv.raw", "snapA"}, {"private", "in.raw", "snapA"}} {
+		fh, _, err := c.Lookup(root, ".snapshots")
+		for _, n := range p {
+			if err == nil {
+				fh, _, err = c.Lookup(fh, n)
+			}
+		}
+		if err == nil {
+			var data []byte
+			if data, _, err = c.Read(fh, 0, 8); err == nil {
+				t.Fatalf("uid 1000 read .snapshots/%s over NFS: %q", strings.Join(p, "/"), data)
+			}
+		}
+	}
 }
 
 // `vpool snapshot rollback` restores a vDisk and drops later snapshots;

@@ -25,9 +25,20 @@ type SnapshotInfo struct {
 	Written int64     `json:"written"` // bytes written since the previous snapshot
 	// Allocated is the bytes mapped when it was taken.
 	Allocated int64 `json:"allocated"`
+	// Owner is who the front end's file of the vDisk belonged to when the
+	// snapshot was taken; nil when not given (snapshot files then take
+	// the vDisk file's current owner).
+	Owner *Owner `json:"owner,omitempty"`
 	// OnBackend: every TLog of the snapshot (and its SCOs) is uploaded.
 	// Set by Snapshots; not stored.
 	OnBackend bool `json:"on_backend,omitempty"`
+}
+
+// Owner is a file's owner, group and permission bits.
+type Owner struct {
+	Uid  uint32 `json:"uid"`
+	Gid  uint32 `json:"gid"`
+	Mode uint32 `json:"mode"`
 }
 
 // MaxSnapshots is how many snapshots one vDisk may have.
@@ -82,6 +93,12 @@ func (v *VDisk) manifestChanged() {
 // every write acknowledged before it and none after. It copies nothing:
 // it seals the open SCO and flushes, like Flush.
 func (v *VDisk) CreateSnapshot(ctx context.Context, name string) (SnapshotInfo, error) {
+	return v.CreateSnapshotOwned(ctx, name, nil)
+}
+
+// CreateSnapshotOwned is CreateSnapshot recording the owner of the
+// vDisk's file (SnapshotInfo.Owner).
+func (v *VDisk) CreateSnapshotOwned(ctx context.Context, name string, owner *Owner) (SnapshotInfo, error) {
 	v.recMu.Lock()
 	defer v.recMu.Unlock()
 	v.mu.RLock()
@@ -112,7 +129,7 @@ func (v *VDisk) CreateSnapshot(ctx context.Context, name string) (SnapshotInfo, 
 		return SnapshotInfo{}, err
 	}
 	info := SnapshotInfo{Name: name, Epoch: v.mu.epoch, TLog: last, Created: time.Now().UTC(),
-		Size: v.size.Load(), Written: v.mu.written * v.cs, Allocated: v.mu.allocated * v.cs}
+		Size: v.size.Load(), Written: v.mu.written * v.cs, Allocated: v.mu.allocated * v.cs, Owner: owner}
 	v.mu.Unlock()
 	// Durable before it is recorded: a snapshot does not lose writes in
 	// a power loss (the head keeps its usual promise too).

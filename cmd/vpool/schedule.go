@@ -132,7 +132,7 @@ func (s *controlServer) runSchedule(ctx context.Context, id uint64, path string,
 	}
 	if time.Since(newest) >= sc.Every {
 		name := scheduledPrefix + time.Now().UTC().Format("20060102-150405")
-		if _, err := v.CreateSnapshot(ctx, name); err != nil {
+		if _, err := s.e.ns.CreateSnapshot(ctx, path, name); err != nil {
 			s.log.Error("vpool: scheduled snapshot", "path", path, "err", err)
 			return
 		}

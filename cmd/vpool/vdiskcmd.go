@@ -54,7 +54,7 @@ func (s *controlServer) vdiskCalls(mux *http.ServeMux) {
 		return map[string]string{"path": req.Path, "vdisk": volume.FormatID(v.ID())}, nil
 	})
 	handle("/snapshot/create", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
-		return v.CreateSnapshot(ctx, req.Name)
+		return s.e.ns.CreateSnapshot(ctx, s.vpoolPath(req.Path), req.Name)
 	})
 	handle("/snapshot/list", func(ctx context.Context, v *volume.VDisk, req vdiskRequest) (any, error) {
 		return v.Snapshots(), nil
