@@ -9,6 +9,7 @@ require (
 	github.com/klauspost/reedsolomon v1.14.2
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/viper v1.21.0
+	golang.org/x/sync v0.24.0
 	golang.org/x/sys v0.41.0
 )
 

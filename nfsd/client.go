@@ -42,7 +42,9 @@ func (s Status) Error() string {
 // 1 bad credential, 5 too weak).
 type AuthError uint32
 
-func (e AuthError) Error() string { return fmt.Sprintf("nfs client: call denied: auth_stat %d", uint32(e)) }
+func (e AuthError) Error() string {
+	return fmt.Sprintf("nfs client: call denied: auth_stat %d", uint32(e))
+}
 
 // Dial connects to addr (host:port) as uid/gid (AUTH_SYS), from a
 // privileged port when run as root (as root's NFS clients do).
@@ -73,7 +75,7 @@ func (c *Client) Close() error { return c.conn.Close() }
 func (c *Client) readLoop() {
 	br := bufio.NewReader(c.conn)
 	for {
-		rec, err := readRecord(br, 4<<20)
+		rec, err := readRecord(br, 4<<20, nil)
 		if err != nil || len(rec) < 4 {
 			c.mu.Lock()
 			c.err = fmt.Errorf("nfs client: connection lost: %v", err)

@@ -11,13 +11,34 @@
 // many fragments and is limited to 1 MiB + 64 KiB (a 1 MiB WRITE); longer
 // records, and anything that is not an RPC call, close the connection
 // after the calls already read are answered. Calls on one connection are
-// processed concurrently (64 per connection, 256 in all, at most 1024
-// connections) and replies go
-// out as they are ready, matched by XID: ESXi sends a datastore's whole
-// traffic over one connection. UDP is served for the portmapper and
-// MOUNT only. When another portmapper (rpcbind) holds port 111, MOUNT and
+// processed concurrently (64 per connection) and replies go out as they
+// are ready, matched by XID: ESXi sends a datastore's whole traffic over
+// one connection. UDP is served for the portmapper and MOUNT only. When
+// another portmapper (rpcbind) holds port 111, MOUNT and
 // NFS are registered with it (SET from a privileged port) and
 // unregistered at close.
+//
+// # What clients can make the gateway hold
+//
+// Memory is bounded whatever clients send (limits.go): connections (1024
+// in all, 256 per client address, each with a 32 KiB read buffer and a
+// goroutine); and the bytes of calls and replies in flight beyond an
+// allowance of 8 KiB per call, which come out of one budget (nfs.buffer,
+// 32 MiB) of which one connection holds at most a quarter. A call takes
+// its bytes before its record is read (so a 1 MiB WRITE is charged when
+// its header arrives), a READ or READDIR before its reply is built, and
+// gives them back when its reply is written. A connection that cannot
+// have more is not read: TCP pushes back on the client. A client that
+// stops reading replies is dropped when a write has waited 60 s; one
+// whose call does not arrive whole within 30 s is dropped. At a
+// connection limit the connection idle longest (no call in flight) is
+// closed for the new one, and a connection with no call in flight that
+// sends nothing for nfs.idle_timeout (6 min) is closed. Read-ahead holds
+// at most 32 buffers of its own. Measured with the attacks of
+// TestNFSResourceBounds (1100 idle connections, 1000 senders stalled in
+// 1 MiB calls, one connection pipelining 1 MiB READs without reading the
+// replies), the daemon's peak RSS grew by 122 MiB (Go's collector lets
+// the heap reach about twice what is live); the test fails above 256 MiB.
 //
 // # Who may do what
 //
@@ -26,7 +47,8 @@
 // against the rules (nfs.allow, exports(5) options; the most specific
 // network wins) at accept, or per datagram. NFS and MNT calls from a
 // source port >= 1024 get AUTH_TOOWEAK unless the rule is insecure: only
-// root can send from below 1024. A rule may squash root (uid and gid 0,
+// root can send from below 1024; such a connection may send records of
+// 8 KiB at most (the portmapper's calls), so it holds next to nothing. A rule may squash root (uid and gid 0,
 // and group 0 in the supplementary list) or every user to its anonymous
 // uid and gid, and may make the export read-only (every change is
 // NFS3ERR_ROFS, ACCESS grants no modify right). Permissions are checked

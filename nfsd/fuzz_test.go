@@ -14,7 +14,7 @@ func FuzzReadRecord(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		rec, err := readRecord(bytes.NewReader(b), 1024)
+		rec, err := readRecord(bytes.NewReader(b), 1024, nil)
 		if err == nil && len(rec) > 1024 {
 			t.Fatalf("record of %d bytes over a 1024-byte limit", len(rec))
 		}
@@ -55,7 +55,7 @@ func FuzzServeCall(f *testing.F) {
 	add(progNFS, 3, 2, root, uint32(1), uint32(0o700), uint32(0), uint32(0), uint32(0), uint32(2), uint32(1), uint32(2), uint32(0))
 	add(progNFS, 3, 11, root, "fifo", uint32(7), uint32(0), uint32(0), uint32(0), uint32(0), uint32(0), uint32(0))
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		reply, err := e.srv.serveCall(rec, &peer{addr: "127.0.0.1:1", rule: &e.srv.rules[0], secure: true}, true)
+		reply, err := e.srv.serveCall(rec, &peer{addr: "127.0.0.1:1", rule: &e.srv.rules[0], secure: true}, true, nil)
 		if err == nil && len(reply) >= 12 && binary.BigEndian.Uint32(reply[8:]) != msgReply {
 			t.Fatalf("reply is not a REPLY: %x", reply[:12])
 		}

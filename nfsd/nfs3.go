@@ -341,6 +341,9 @@ func (s *Server) read(ctx context.Context, c *call) []byte {
 	if err == nil {
 		err = ioAllowed(&a, &c.cred, off, 4)
 	}
+	if err == nil {
+		err = c.reserve(fattr3Size + 16 + int(count))
+	}
 	if err != nil {
 		w := s.reply(c, status(err), fattr3Size)
 		s.postOp(w, known(a))
@@ -744,6 +747,9 @@ func (s *Server) readdir(ctx context.Context, c *call) []byte {
 	}
 	if err == nil {
 		err = check(&d, &c.cred, 4)
+	}
+	if err == nil {
+		err = c.reserve(int(maxcount))
 	}
 	var myVerf [8]byte
 	binary.BigEndian.PutUint64(myVerf[:], s.fsid)

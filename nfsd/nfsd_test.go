@@ -405,7 +405,7 @@ func TestRegisterWithRunningPortmapper(t *testing.T) {
 					return // rpcbind's rule
 				}
 				for {
-					rec, err := readRecord(conn, 1<<16)
+					rec, err := readRecord(conn, 1<<16, nil)
 					if err != nil {
 						return
 					}
@@ -539,43 +539,69 @@ func TestPortmapperAndMountOverUDP(t *testing.T) {
 	}
 }
 
-// Connections past the limit are refused; the ones in place go on.
+// At the connection limit a new client is served and the connection idle
+// longest is closed; the others go on.
 func TestConnectionLimit(t *testing.T) {
-	e := newEnv(t, Config{})
-	e.srv.mu.Lock()
-	e.srv.maxConns = 3 // read under mu by the accept loop
-	e.srv.mu.Unlock()
+	e := newEnv(t, Config{MaxConns: 3})
 	var cs []*Client
 	for range 3 {
 		c, _ := e.client(0, 0)
 		cs = append(cs, c)
 	}
-	extra, err := Dial(e.addr, 0, 0)
-	if err != nil {
+	if _, err := cs[1].Mount("/vp"); err != nil { // cs[0] is now the idlest
 		t.Fatal(err)
 	}
-	defer extra.Close()
-	if _, err := extra.Mount("/vp"); err == nil {
-		t.Fatal("a fourth connection was served with a limit of 3")
+	if _, err := cs[2].Mount("/vp"); err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range cs {
+	e.client(0, 0) // a fourth
+	if _, err := cs[0].Mount("/vp"); err == nil {
+		t.Fatal("the idlest connection still served with a fourth past a limit of 3")
+	}
+	for _, c := range cs[1:] {
 		if _, err := c.Mount("/vp"); err != nil {
 			t.Fatalf("a connection within the limit: %v", err)
 		}
 	}
-	cs[0].Close()
-	for deadline := time.Now().Add(5 * time.Second); ; { // its slot frees
-		c, err := Dial(e.addr, 0, 0)
-		if err == nil {
-			_, err = c.Mount("/vp")
-			c.Close()
+}
+
+// admit picks the idlest connection with no call in flight, of the same
+// client when that client is at its limit, and refuses when all are busy.
+func TestAdmit(t *testing.T) {
+	s := &Server{lim: newLimits(&Config{MaxConns: 3, MaxConnsPerClient: 2}), log: testLogger()}
+	s.mu.conns, s.mu.perClient = map[net.Conn]*conn{}, map[netip.Addr]int{}
+	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	mk := func(addr netip.Addr, last int64, busy bool) *conn {
+		c1, c2 := net.Pipe()
+		t.Cleanup(func() { c1.Close(); c2.Close() })
+		cn := &conn{s: s, c: c1, peer: &peer{addr: addr.String() + ":900"}}
+		cn.addr = addr
+		cn.last.Store(last)
+		if busy {
+			cn.inflight.Store(1)
 		}
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no slot after a connection closed: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		s.addLocked(cn)
+		return cn
+	}
+	a1 := mk(a, 1, false)
+	a2 := mk(a, 2, true)
+	b1 := mk(b, 3, false)
+	in := func(cn *conn) bool { _, ok := s.mu.conns[cn.c]; return ok }
+	if !s.admitLocked(b) || in(a1) || !in(a2) || !in(b1) { // full: a1 is the idlest
+		t.Fatalf("at the limit: a1 %v a2 %v b1 %v", in(a1), in(a2), in(b1))
+	}
+	b2 := mk(b, 4, false)
+	if !s.admitLocked(b) || in(b1) || !in(b2) || !in(a2) { // b at its limit: b's idlest
+		t.Fatalf("at b's limit: b1 %v b2 %v a2 %v", in(b1), in(b2), in(a2))
+	}
+	b3 := mk(b, 5, true)
+	b2.inflight.Store(1)
+	if s.admitLocked(b) || !in(b2) || !in(b3) {
+		t.Fatal("admitted with every connection of the client busy")
+	}
+	if s.perClientCount(b) != 2 || s.perClientCount(a) != 1 {
+		t.Fatalf("counts: a %d b %d", s.perClientCount(a), s.perClientCount(b))
 	}
 }
+
+func (s *Server) perClientCount(a netip.Addr) int { return s.mu.perClient[a] }

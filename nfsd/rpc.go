@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 )
 
@@ -61,14 +62,16 @@ func putBig(b []byte) {
 var errRecordTooBig = errors.New("nfsd: RPC record too large")
 
 // readRecord reads one record of at most max bytes, joining its
-// fragments. Lengths are checked before anything is allocated.
-func readRecord(r io.Reader, max int) ([]byte, error) {
+// fragments. Lengths are checked before anything is allocated, and
+// charge (when not nil) is given each fragment's size before it is read,
+// so that it can hold budget for it or refuse.
+func readRecord(r io.Reader, max int, charge func(n int) error) ([]byte, error) {
 	var rec []byte
 	var hdr [4]byte
 	for frags := 0; ; frags++ {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			if len(rec) > 0 || frags > 0 {
-				return nil, io.ErrUnexpectedEOF
+				return nil, unexpected(err)
 			}
 			return nil, err
 		}
@@ -77,20 +80,37 @@ func readRecord(r io.Reader, max int) ([]byte, error) {
 		if len(rec)+n > max || frags > 1024 {
 			return nil, fmt.Errorf("%w: more than %d bytes or 1024 fragments", errRecordTooBig, max)
 		}
+		if charge != nil {
+			if err := charge(n); err != nil {
+				return nil, err
+			}
+		}
 		if rec == nil && n > smallRecord {
 			rec = getBig()
 		} else if rec == nil {
 			rec = make([]byte, 0, n)
 		}
 		start := len(rec)
-		rec = append(rec, make([]byte, n)...)
+		if start+n <= cap(rec) {
+			rec = rec[:start+n] // no clearing: ReadFull fills it, and a stalled sender's pages stay untouched
+		} else {
+			rec = append(rec, make([]byte, n)...)
+		}
 		if _, err := io.ReadFull(r, rec[start:]); err != nil {
-			return nil, io.ErrUnexpectedEOF
+			return nil, unexpected(err)
 		}
 		if h&lastFragment != 0 {
 			return rec, nil
 		}
 	}
+}
+
+// unexpected is a record cut short: a deadline says so, else EOF.
+func unexpected(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return io.ErrUnexpectedEOF
 }
 
 // cred is who sent a call (AUTH_SYS), after squashing.
@@ -109,6 +129,7 @@ type call struct {
 	cred                  cred
 	args                  reader
 	peer                  *peer
+	charge                *charge // nil: no budget to hold (UDP, tests)
 	tcp                   bool
 }
 

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"vpool/fs"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Program numbers.
@@ -38,6 +42,13 @@ type Config struct {
 	Default Rule
 	// Export is the path clients mount: "/" + the vPool's name.
 	Export string
+	// Bounds on what clients can make the gateway hold (0: the Default*
+	// constants): connections in all and per client address, the idle
+	// time after which a connection with no call in flight is closed,
+	// and the bytes of calls and replies in flight (at least MinBuffer).
+	MaxConns, MaxConnsPerClient int
+	IdleTimeout                 time.Duration
+	Buffer                      int64
 	// Notify, when set, is told of every change the gateway makes, so
 	// that the FUSE mount's kernel caches show it at once (fs.Mount).
 	Notify Notifier
@@ -55,14 +66,6 @@ type noNotify struct{}
 func (noNotify) InvalidateInode(uint64, int64, int64) {}
 func (noNotify) InvalidateEntry(uint64, string)       {}
 
-// Limits on what clients can make the server hold.
-const (
-	perConnInFlight = 64   // calls processed at once per connection
-	inFlight        = 256  // calls processed at once in all
-	maxConns        = 1024 // connections at once (each holds a 128 KiB read buffer)
-	writeTimeout    = 60 * time.Second
-)
-
 // Server serves one vPool's namespace over NFSv3, MOUNT v3 and the
 // portmapper.
 type Server struct {
@@ -76,8 +79,10 @@ type Server struct {
 	work  chan func() // to idle workers
 
 	nfsPort    int
-	maxConns   int
+	lim        limits
 	rules      []Rule
+	ctx        context.Context // ends at Close: calls waiting for buffer budget give up
+	cancel     context.CancelFunc
 	registered string // host of the portmapper MOUNT and NFS are registered with, if not ours
 	closing    atomic.Bool
 	wg         sync.WaitGroup
@@ -86,7 +91,8 @@ type Server struct {
 		sync.Mutex
 		listeners []net.Listener
 		packets   []net.PacketConn
-		conns     map[net.Conn]struct{}
+		conns     map[net.Conn]*conn
+		perClient map[netip.Addr]int
 		mounts    map[string]string // client address -> mounted path (DUMP)
 	}
 	Stats Stats
@@ -95,6 +101,9 @@ type Server struct {
 // Stats counts what the gateway did.
 type Stats struct {
 	Calls, Errors, ReadBytes, WriteBytes, Conns atomic.Uint64
+	// OpenConns are the connections open now; Buffered the bytes calls
+	// and replies in flight hold of the buffer budget (nfs.buffer).
+	OpenConns, Buffered atomic.Int64
 	// Read-ahead: bytes READs took from it, and bytes it read that no
 	// READ took (the file changed, or the client stopped or jumped).
 	ReadAheadUsed, ReadAheadWasted atomic.Uint64
@@ -109,10 +118,12 @@ func New(cfg Config, ns *fs.Namespace) *Server {
 		cfg.Notify = noNotify{}
 	}
 	s := &Server{cfg: cfg, ns: ns, log: cfg.Log, fsid: ns.ID(), sem: make(chan struct{}, inFlight), work: make(chan func()),
-		maxConns: maxConns, rules: rulesOf(&cfg)}
+		lim: newLimits(&cfg), rules: rulesOf(&cfg)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	rand.Read(s.verf[:])
 	s.files = newFileCache(ns, cfg.Log, &s.Stats)
-	s.mu.conns = map[net.Conn]struct{}{}
+	s.mu.conns = map[net.Conn]*conn{}
+	s.mu.perClient = map[netip.Addr]int{}
 	s.mu.mounts = map[string]string{}
 	return s
 }
@@ -202,6 +213,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.closing.Swap(true) {
 		return nil
 	}
+	s.cancel()
 	if s.registered != "" {
 		if err := s.register(s.registered, false); err != nil {
 			s.log.Warn("nfs: unregister from the portmapper", "err", err)
@@ -249,93 +261,134 @@ func (s *Server) acceptLoop(l net.Listener) {
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
 		}
+		cn := s.newConn(c, p)
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
 			c.Close()
 			return
 		}
-		if len(s.mu.conns) >= s.maxConns {
+		if !s.admitLocked(cn.addr) {
 			s.mu.Unlock()
-			s.log.Warn("nfs: too many connections: refused", "client", c.RemoteAddr().String(), "limit", s.maxConns)
+			s.warnLimited("nfs: at the connection limit with every connection busy: refused", "client", p.addr,
+				"limit", s.lim.maxConns, "per_client", s.lim.perClient)
 			c.Close()
 			continue
 		}
-		s.mu.conns[c] = struct{}{}
+		s.addLocked(cn)
 		s.mu.Unlock()
 		s.Stats.Conns.Add(1)
 		s.wg.Add(1)
-		go s.serveConn(c, p)
+		go s.serveConn(cn)
 	}
+}
+
+func (s *Server) newConn(c net.Conn, p *peer) *conn {
+	cn := &conn{s: s, c: c, peer: p, perConn: make(chan struct{}, perConnInFlight), maxRecord: maxRecord}
+	if !p.trusted() {
+		cn.maxRecord = untrustedRecord
+	}
+	ap, _ := netip.ParseAddrPort(p.addr)
+	cn.addr, cn.ctx = ap.Addr().Unmap(), s.ctx
+	cn.budget = semaphore.NewWeighted(s.lim.perConnBuffer)
+	cn.last.Store(time.Now().UnixNano())
+	return cn
 }
 
 // serveConn reads calls from one connection and processes up to
 // perConnInFlight of them at once; replies go out as they are ready,
 // matched by XID. A record that cannot be read ends the connection after
 // the calls already read are answered.
-func (s *Server) serveConn(c net.Conn, p *peer) {
+func (s *Server) serveConn(cn *conn) {
 	defer s.wg.Done()
-	cn := &conn{s: s, c: c, peer: p, br: bufio.NewReaderSize(c, 128<<10),
-		perConn: make(chan struct{}, perConnInFlight)}
+	cn.br = bufio.NewReaderSize(cn.c, connReadBuf)
 	cn.calls.Add(1) // the reader
 	s.run(cn.read)
 	cn.calls.Wait()
-	c.Close()
+	cn.c.Close()
 	s.mu.Lock()
-	delete(s.mu.conns, c)
+	s.dropLocked(cn)
 	s.mu.Unlock()
 }
 
 // conn is one TCP connection's state.
 type conn struct {
-	s       *Server
-	c       net.Conn
-	peer    *peer
-	br      *bufio.Reader
-	perConn chan struct{}  // calls in flight
-	calls   sync.WaitGroup // calls in flight, and the reader
-	qmu     sync.Mutex
-	queue   [][]byte   // replies waiting for the writer (qmu)
-	wmu     sync.Mutex // held by the goroutine writing to c
-	failed  bool       // a write failed: replies are dropped (wmu)
+	s    *Server
+	c    net.Conn
+	peer *peer
+	br   *bufio.Reader
+	connState
+	maxRecord int
+	perConn   chan struct{}  // calls in flight
+	calls     sync.WaitGroup // calls in flight, and the reader
+	qmu       sync.Mutex
+	queue     []reply    // replies waiting for the writer (qmu)
+	wmu       sync.Mutex // held by the goroutine writing to c
+	failed    bool       // a write failed: replies are dropped (wmu)
 }
 
-// read is the connection's reader: it reads one call, hands the reading
+// read is the connection's reader: it waits for a call, takes a slot
+// for it (so a call received always runs), reads it, hands the reading
 // on to another goroutine and answers the call itself. So a call starts
 // on the goroutine the network woke, with no hand-off before it, and a
 // client that waits for each reply (a sequential nfs-cp) pays no
 // goroutine switch on the way in or, see send, out.
 func (cn *conn) read() {
-	rec, err := readRecord(cn.br, maxRecord)
-	if err != nil {
-		if errors.Is(err, errRecordTooBig) || errors.Is(err, errGarbage) {
-			cn.s.log.Warn("nfs: bad record: connection closed", "client", cn.peer.addr, "err", err)
-		}
-		cn.calls.Done() // no more calls
+	if err := cn.waitCall(); err != nil {
+		cn.calls.Done() // no more calls: idle, closed or gone
 		return
 	}
 	cn.perConn <- struct{}{}
 	cn.s.sem <- struct{}{}
+	ch := newCharge(cn)
+	cn.c.SetReadDeadline(time.Now().Add(cn.s.lim.record))
+	rec, err := readRecord(cn.br, cn.maxRecord, ch.take)
+	if err != nil {
+		<-cn.s.sem
+		<-cn.perConn
+		ch.release()
+		switch {
+		case errors.Is(err, errRecordTooBig) || errors.Is(err, errGarbage):
+			cn.s.warnLimited("nfs: bad record: connection closed", "client", cn.peer.addr, "err", err)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			cn.s.warnLimited("nfs: a call was not received within its time: connection closed", "client", cn.peer.addr,
+				"timeout", cn.s.lim.record)
+		}
+		cn.c.Close()
+		cn.calls.Done()
+		return
+	}
+	cn.inflight.Add(1)
+	cn.last.Store(time.Now().UnixNano())
 	cn.calls.Add(1) // the next reader; this call keeps the reader's count
 	cn.s.run(cn.read)
-	defer func() { <-cn.s.sem; <-cn.perConn; cn.calls.Done() }()
-	reply, err := cn.s.serveCall(rec, cn.peer, true)
+	defer func() { cn.inflight.Add(-1); <-cn.s.sem; <-cn.perConn; cn.calls.Done() }()
+	out, err := cn.s.serveCall(rec, cn.peer, true, ch)
 	putBig(rec)
 	if err != nil {
-		cn.s.log.Warn("nfs: not an RPC call: connection closed", "client", cn.peer.addr, "err", err)
+		ch.release()
+		cn.s.warnLimited("nfs: not an RPC call: connection closed", "client", cn.peer.addr, "err", err)
 		cn.c.Close()
 		return
 	}
-	if reply != nil {
-		cn.send(frame(reply))
+	if out == nil {
+		ch.release()
+		return
 	}
+	cn.send(reply{b: frame(out), ch: ch})
+}
+
+// reply is a framed reply and what its call holds of the budgets.
+type reply struct {
+	b  []byte
+	ch *charge
 }
 
 // send queues a reply and, unless another goroutine is writing (which
 // then sends it too), writes every queued reply in one writev.
-func (cn *conn) send(b []byte) {
+func (cn *conn) send(r reply) {
 	cn.qmu.Lock()
-	cn.queue = append(cn.queue, b)
+	cn.queue = append(cn.queue, r)
 	cn.qmu.Unlock()
 	for cn.wmu.TryLock() {
 		cn.qmu.Lock()
@@ -356,18 +409,23 @@ func (cn *conn) send(b []byte) {
 	}
 }
 
-// write sends replies (wmu held) and gives their buffers back.
-func (cn *conn) write(batch [][]byte) {
+// write sends replies (wmu held) and gives their buffers and budgets
+// back.
+func (cn *conn) write(batch []reply) {
 	if !cn.failed { // else drop: the calls still finish
 		cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
-		bufs := net.Buffers(append([][]byte(nil), batch...))
+		bufs := make(net.Buffers, len(batch))
+		for i, r := range batch {
+			bufs[i] = r.b
+		}
 		if _, err := bufs.WriteTo(cn.c); err != nil {
 			cn.failed = true
 			cn.c.Close()
 		}
 	}
-	for _, b := range batch {
-		putBig(b)
+	for _, r := range batch {
+		putBig(r.b)
+		r.ch.release()
 	}
 }
 
@@ -414,7 +472,7 @@ func (s *Server) packetLoop(pc net.PacketConn) {
 			continue
 		}
 		rec := append([]byte(nil), buf[:n]...)
-		reply, err := s.serveCall(rec, p, false)
+		reply, err := s.serveCall(rec, p, false, nil)
 		if err == nil && reply != nil {
 			pc.WriteTo(reply[4:], addr) // no record mark over UDP
 		}
@@ -423,7 +481,7 @@ func (s *Server) packetLoop(pc net.PacketConn) {
 
 // handle decodes and answers one call; an error means the record was
 // not an RPC call at all.
-func (s *Server) serveCall(rec []byte, p *peer, tcp bool) ([]byte, error) {
+func (s *Server) serveCall(rec []byte, p *peer, tcp bool, ch *charge) ([]byte, error) {
 	c, deny, err := parseCall(rec)
 	if err != nil {
 		return nil, err
@@ -431,7 +489,7 @@ func (s *Server) serveCall(rec []byte, p *peer, tcp bool) ([]byte, error) {
 	if deny != nil {
 		return deny, nil
 	}
-	c.peer, c.tcp = p, tcp
+	c.peer, c.tcp, c.charge = p, tcp, ch
 	p.rule.squash(&c.cred)
 	s.Stats.Calls.Add(1)
 	if !p.trusted() && (c.prog == progNFS || c.prog == progMount && c.proc == 1) {

@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -412,26 +413,147 @@ func TestNFSIdentities(t *testing.T) {
 	}
 }
 
+// memory reads one figure of the daemon's /proc/PID/status (VmRSS: now,
+// VmHWM: the peak), in bytes.
+func (d *daemon) memory(key string) int64 {
+	d.t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == key+":" {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			return kb << 10
+		}
+	}
+	d.t.Fatalf("no %s in /proc/PID/status", key)
+	return 0
+}
+
+// The three attacks of issue 18 on the gateway, from connections it
+// trusts (nfs.insecure_ports, so that every port may send calls): 1100
+// idle connections, 1000 senders that announce 1 MiB calls and stall,
+// one connection that pipelines 1 MiB READs and reads no reply. A
+// legitimate client goes on working through each, and the daemon's peak
+// RSS grows by less than 256 MiB.
+func TestNFSResourceBounds(t *testing.T) {
+	d := startDaemon(t, "VPOOL_NFS_INSECURE_PORTS=true")
+	c, root := d.nfsClient(0, 0)
+	fh, _, err := c.Create(root, "legit", nfsd.Guarded, 0o644, [8]byte{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("legit!!\n"), 128<<10)
+	if _, _, err := c.Write(fh, 0, data, nfsd.FileSync); err != nil {
+		t.Fatal(err)
+	}
+	peak := d.memory("VmHWM")
+	legit := func(attack string) {
+		t.Helper()
+		lc, lroot := d.nfsClient(0, 0)
+		defer lc.Close()
+		lfh, _, err := lc.Lookup(lroot, "legit")
+		if err == nil {
+			var got []byte
+			if got, _, err = lc.Read(lfh, 0, 4096); err == nil && !bytes.Equal(got, data[:4096]) {
+				err = fmt.Errorf("read %q", got[:16])
+			}
+		}
+		if err == nil {
+			_, _, err = lc.Create(lroot, "during-"+attack, nfsd.Guarded, 0o644, [8]byte{})
+		}
+		if err != nil {
+			t.Fatalf("a legitimate client during %s: %v", attack, err)
+		}
+		t.Logf("%s: peak RSS %d MiB, now %d MiB", attack, d.memory("VmHWM")>>20, d.memory("VmRSS")>>20)
+	}
+	var conns []net.Conn
+	dropAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		conns = nil
+	}
+	defer dropAll()
+	dial := func() net.Conn {
+		conn, err := d.dialNetnsUnprivileged("127.0.0.1:2049")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		return conn
+	}
+
+	for range 1100 {
+		dial()
+	}
+	legit("1100 idle connections")
+	dropAll()
+
+	for range 1000 {
+		var hdr [4]byte
+		binary.BigEndian.PutUint32(hdr[:], 1<<31|1<<20)
+		dial().Write(append(hdr[:], make([]byte, 1024)...))
+	}
+	legit("1000 stalled senders")
+	dropAll()
+
+	p := dial()
+	w := &bytes.Buffer{}
+	for i := range 1000 {
+		w.Write(nfsReadCall(uint32(i), fh, 0, 1<<20))
+	}
+	for range 1000 { // until the gateway stops reading it
+		p.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := p.Write(w.Bytes()); err != nil {
+			break
+		}
+	}
+	legit("a pipelining connection that reads no reply")
+	dropAll()
+
+	if grown := d.memory("VmHWM") - peak; grown > 256<<20 {
+		t.Fatalf("the daemon's peak RSS grew by %d MiB under the attacks", grown>>20)
+	}
+	t.Logf("peak RSS %d MiB before the attacks, %d MiB after", peak>>20, d.memory("VmHWM")>>20)
+}
+
+// nfsReadCall is a framed NFS READ call from uid 0.
+func nfsReadCall(xid uint32, fh []byte, off uint64, count uint32) []byte {
+	var b []byte
+	u32 := func(v uint32) { b = binary.BigEndian.AppendUint32(b, v) }
+	u32(0) // the record mark, below
+	u32(xid)
+	u32(0) // CALL
+	u32(2)
+	u32(100003)
+	u32(3)
+	u32(6) // READ
+	u32(1) // AUTH_SYS: stamp, machine "", uid 0, gid 0, no groups
+	u32(20)
+	for range 5 {
+		u32(0)
+	}
+	u32(0) // verifier: AUTH_NONE
+	u32(0)
+	u32(uint32(len(fh)))
+	b = append(b, fh...)
+	b = append(b, make([]byte, (4-len(fh)%4)%4)...)
+	b = binary.BigEndian.AppendUint64(b, off)
+	u32(count)
+	binary.BigEndian.PutUint32(b, 1<<31|uint32(len(b)-4))
+	return b
+}
+
 // Garbage, truncated records, huge record lengths and undecodable
 // arguments on the live port: the daemon survives, its memory stays
 // bounded, and well-formed clients go on being served.
 func TestNFSMalformedInput(t *testing.T) {
 	d := startDaemon(t)
 	c, root := d.nfsClient(0, 0)
-	rss := func() int64 {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) > 1 && f[0] == "VmRSS:" {
-				var kb int64
-				fmt.Sscan(f[1], &kb)
-				return kb << 10
-			}
-		}
-		return 0
-	}
+	rss := func() int64 { return d.memory("VmRSS") }
 	before := rss()
 	send := func(b []byte, hold bool) {
 		conn, err := d.dialNetns("127.0.0.1:2049")

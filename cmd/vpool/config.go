@@ -57,6 +57,11 @@ type NFSConfig struct {
 	InsecurePorts bool     `mapstructure:"insecure_ports"`
 	AnonUID       uint32   `mapstructure:"anon_uid"`
 	AnonGID       uint32   `mapstructure:"anon_gid"`
+	// Bounds on what clients can make the gateway hold.
+	MaxConnections          int           `mapstructure:"max_connections"`
+	MaxConnectionsPerClient int           `mapstructure:"max_connections_per_client"`
+	IdleTimeout             time.Duration `mapstructure:"idle_timeout"`
+	Buffer                  Size          `mapstructure:"buffer"`
 
 	allow []nfsd.Rule // Allow, parsed
 	def   nfsd.Rule   // the options of an entry that gives none
@@ -186,38 +191,42 @@ func listHook(from, to reflect.Type, data any) (any, error) {
 
 func defaults(dataDir string) map[string]any {
 	return map[string]any{
-		"name":                         "vpool",
-		"data_dir":                     dataDir,
-		"mountpoint":                   "",
-		"fs.vdisk_suffixes":            []string{".raw", "-flat.vmdk"},
-		"fs.backup_interval":           "5s",
-		"scrub.interval":               "1h",
-		"scrub.pace":                   0.25,
-		"scrub.threshold":              0.5,
-		"scrub.rate":                   "16MiB",
-		"snapshots.schedules":          []map[string]any{},
-		"nfs.listen":                   "127.0.0.1",
-		"nfs.portmap":                  true,
-		"nfs.allow":                    []string{},
-		"nfs.root_squash":              false,
-		"nfs.insecure_ports":           false,
-		"nfs.anon_uid":                 65534,
-		"nfs.anon_gid":                 65534,
-		"engine.cluster_size":          "4KiB",
-		"engine.sco_size":              "64MiB",
-		"engine.max_vdisk_size":        "64TiB",
-		"engine.map_cache_pages":       16384,
-		"engine.map_store_memory":      "64MiB",
-		"engine.upload_concurrency":    2,
-		"engine.seal_idle":             "60s",
-		"write_buffer.size":            "8GiB",
-		"read_cache.size":              "1GiB",
-		"backend.asds":                 []string{},
-		"backend.preset.data":          2,
-		"backend.preset.parity":        1,
-		"backend.preset.fragment_size": "4MiB",
-		"log.level":                    "info",
-		"metrics.listen":               "",
+		"name":                           "vpool",
+		"data_dir":                       dataDir,
+		"mountpoint":                     "",
+		"fs.vdisk_suffixes":              []string{".raw", "-flat.vmdk"},
+		"fs.backup_interval":             "5s",
+		"scrub.interval":                 "1h",
+		"scrub.pace":                     0.25,
+		"scrub.threshold":                0.5,
+		"scrub.rate":                     "16MiB",
+		"snapshots.schedules":            []map[string]any{},
+		"nfs.listen":                     "127.0.0.1",
+		"nfs.portmap":                    true,
+		"nfs.allow":                      []string{},
+		"nfs.root_squash":                false,
+		"nfs.insecure_ports":             false,
+		"nfs.anon_uid":                   65534,
+		"nfs.anon_gid":                   65534,
+		"nfs.max_connections":            nfsd.DefaultMaxConns,
+		"nfs.max_connections_per_client": nfsd.DefaultMaxConnsPerClient,
+		"nfs.idle_timeout":               nfsd.DefaultIdleTimeout.String(),
+		"nfs.buffer":                     "32MiB",
+		"engine.cluster_size":            "4KiB",
+		"engine.sco_size":                "64MiB",
+		"engine.max_vdisk_size":          "64TiB",
+		"engine.map_cache_pages":         16384,
+		"engine.map_store_memory":        "64MiB",
+		"engine.upload_concurrency":      2,
+		"engine.seal_idle":               "60s",
+		"write_buffer.size":              "8GiB",
+		"read_cache.size":                "1GiB",
+		"backend.asds":                   []string{},
+		"backend.preset.data":            2,
+		"backend.preset.parity":          1,
+		"backend.preset.fragment_size":   "4MiB",
+		"log.level":                      "info",
+		"metrics.listen":                 "",
 	}
 }
 
@@ -341,6 +350,10 @@ func (c *Config) checkRanges() error {
 		{"backend.preset.parity", int64(c.Backend.Preset.Parity), 0, 16, showInt},
 		{"backend.preset.fragment_size", int64(c.Backend.Preset.FragmentSize), 4 << 10, 64 << 20, showSize},
 		{"scrub.rate", int64(c.Scrub.Rate), 0, 1 << 40, showSize},
+		{"nfs.max_connections", int64(c.NFS.MaxConnections), 1, 1 << 16, showInt},
+		{"nfs.max_connections_per_client", int64(c.NFS.MaxConnectionsPerClient), 1, int64(max(c.NFS.MaxConnections, 1)), showInt},
+		{"nfs.idle_timeout", int64(c.NFS.IdleTimeout), int64(10 * time.Second), int64(24 * time.Hour), showDuration},
+		{"nfs.buffer", int64(c.NFS.Buffer), nfsd.MinBuffer, 16 << 30, showSize},
 	} {
 		if r.val < r.lo || r.val > r.hi {
 			return fmt.Errorf("config: %s %s: want %s to %s", r.key, r.show(r.val), r.show(r.lo), r.show(r.hi))

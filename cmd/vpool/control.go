@@ -146,6 +146,8 @@ type NFSStatus struct {
 	Export      string `json:"export"`
 	Port        int    `json:"port"`
 	Connections uint64 `json:"connections_total"`
+	OpenConns   int64  `json:"connections_open"`
+	Buffered    int64  `json:"buffered_bytes"` // of calls and replies in flight (bounded by nfs.buffer)
 	Calls       uint64 `json:"calls_total"`
 	Errors      uint64 `json:"errors_total"` // replies with an NFS error status
 	ReadBytes   uint64 `json:"read_bytes_total"`
@@ -206,6 +208,7 @@ func (s *controlServer) status(ctx context.Context) Status {
 	if s.nfs != nil {
 		n := &s.nfs.Stats
 		st.NFS = &NFSStatus{Export: "/" + s.c.Name, Port: s.nfs.Port(), Connections: n.Conns.Load(), Calls: n.Calls.Load(),
+			OpenConns: n.OpenConns.Load(), Buffered: n.Buffered.Load(),
 			Errors: n.Errors.Load(), ReadBytes: n.ReadBytes.Load(), WriteBytes: n.WriteBytes.Load(),
 			ReadAheadUsed: n.ReadAheadUsed.Load(), ReadAheadWasted: n.ReadAheadWasted.Load()}
 	}
@@ -365,8 +368,8 @@ func printStatus(w io.Writer, st *Status) {
 	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
 	fmt.Fprintf(w, "block-map store: %s of its tables in memory (limit %s)\n", human(st.MapStoreResident), human(st.MapStoreLimit))
 	if n := st.NFS; n != nil {
-		fmt.Fprintf(w, "nfs: export %s on port %d; %d connections, %d calls (%d errors), %s read (%s of it read ahead; %s read ahead unused), %s written\n",
-			n.Export, n.Port, n.Connections, n.Calls, n.Errors, human(int64(n.ReadBytes)), human(int64(n.ReadAheadUsed)),
+		fmt.Fprintf(w, "nfs: export %s on port %d; %d connections open (%d in all), %s in calls in flight; %d calls (%d errors), %s read (%s of it read ahead; %s read ahead unused), %s written\n",
+			n.Export, n.Port, n.OpenConns, n.Connections, human(n.Buffered), n.Calls, n.Errors, human(int64(n.ReadBytes)), human(int64(n.ReadAheadUsed)),
 			human(int64(n.ReadAheadWasted)), human(int64(n.WriteBytes)))
 	} else {
 		fmt.Fprintln(w, "nfs: off")
@@ -454,6 +457,8 @@ func writeMetrics(w io.Writer, st Status) {
 	g("vpool_vdisks_damaged", "vDisks that could not be recovered at start (every access fails).", len(st.Damaged), "")
 	if n := st.NFS; n != nil {
 		g("vpool_nfs_connections_total", "NFS connections accepted.", n.Connections, "")
+		g("vpool_nfs_connections_open", "NFS connections open now.", n.OpenConns, "")
+		g("vpool_nfs_buffered_bytes", "Bytes held by NFS calls and replies in flight (bounded by nfs.buffer).", n.Buffered, "")
 		g("vpool_nfs_calls_total", "RPC calls answered (portmapper, MOUNT, NFS).", n.Calls, "")
 		g("vpool_nfs_errors_total", "NFS replies with an error status.", n.Errors, "")
 		g("vpool_nfs_read_bytes_total", "Bytes read over NFS.", n.ReadBytes, "")

@@ -271,7 +271,8 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 			port = 111
 		}
 		gw = nfsd.New(nfsd.Config{Listen: c.NFS.Listen, PortmapPort: port, Allow: c.NFS.allow,
-			Default: c.NFS.def, Export: "/" + c.Name, Notify: mnt, Log: log}, ns)
+			Default: c.NFS.def, MaxConns: c.NFS.MaxConnections, MaxConnsPerClient: c.NFS.MaxConnectionsPerClient,
+			IdleTimeout: c.NFS.IdleTimeout, Buffer: int64(c.NFS.Buffer), Export: "/" + c.Name, Notify: mnt, Log: log}, ns)
 		if err := gw.Start(); err != nil {
 			l.Close()
 			mnt.Unmount()
