@@ -86,10 +86,30 @@ func PrepareMountpoint(dir string, log *slog.Logger) error {
 	if err := cleanStale(dir, log); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := mkdirAllPublic(dir); err != nil {
 		return fmt.Errorf("fs: mountpoint %s: %w", dir, err)
 	}
 	return nil
+}
+
+// mkdirAllPublic creates dir and its missing parents with mode 0755,
+// whatever the daemon's umask: other users reach the mount through them.
+func mkdirAllPublic(dir string) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return syscall.ENOTDIR
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirAllPublic(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	return os.Chmod(dir, 0o755)
 }
 
 func cleanStale(dir string, log *slog.Logger) error {

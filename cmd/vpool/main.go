@@ -231,11 +231,34 @@ func serveCmd(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
+// ownDataDir creates the data dir, or takes away what an existing one
+// gives other users: it holds every vDisk's data.
+func ownDataDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		if err := os.Chmod(dir, m&0o700); err != nil {
+			return fmt.Errorf("data dir %s: %w", dir, err)
+		}
+		log.Info("vpool: data dir made private to root: it holds every vDisk's data", "dir", dir, "was", fmt.Sprintf("%#o", m), "now", fmt.Sprintf("%#o", m&0o700))
+	}
+	return nil
+}
+
 // runDaemon runs the daemon until ctx ends; ready (if not nil) is closed
 // once it serves.
 func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- struct{}) error {
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir %s: %w", c.DataDir, err)
+	// Every file the daemon makes for itself (stores, SCOs, sockets) is
+	// its own: the namespace's files are records, whose modes come from
+	// each request, not from this umask.
+	syscall.Umask(0o077)
+	if err := ownDataDir(c.DataDir, log); err != nil {
+		return err
 	}
 	l, err := listenControl(c.DataDir)
 	if err != nil {
