@@ -159,6 +159,7 @@ func (s *Server) admitLocked(addr netip.Addr) bool {
 	}
 	s.dropLocked(victim)
 	victim.c.Close()
+	victim.cancel() // a reader waiting for buffer gives up
 	s.warnLimited("nfs: at the connection limit: the connection idle longest was closed (raise nfs.max_connections or nfs.max_connections_per_client if clients need more)",
 		"client", victim.peer.addr, "new_client", addr.String(), "limit", s.lim.maxConns, "per_client", s.lim.perClient)
 	return true
@@ -188,5 +189,6 @@ type connState struct {
 	inflight atomic.Int32 // calls received and not yet answered
 	last     atomic.Int64 // unix ns of the last call received
 	budget   *semaphore.Weighted
-	ctx      context.Context // ends with the server
+	ctx      context.Context // ends with the server, or when the connection goes
+	cancel   context.CancelFunc
 }

@@ -575,7 +575,7 @@ func TestAdmit(t *testing.T) {
 		c1, c2 := net.Pipe()
 		t.Cleanup(func() { c1.Close(); c2.Close() })
 		cn := &conn{s: s, c: c1, peer: &peer{addr: addr.String() + ":900"}}
-		cn.addr = addr
+		cn.addr, cn.cancel = addr, func() {}
 		cn.last.Store(last)
 		if busy {
 			cn.inflight.Store(1)

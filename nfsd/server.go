@@ -289,7 +289,8 @@ func (s *Server) newConn(c net.Conn, p *peer) *conn {
 		cn.maxRecord = untrustedRecord
 	}
 	ap, _ := netip.ParseAddrPort(p.addr)
-	cn.addr, cn.ctx = ap.Addr().Unmap(), s.ctx
+	cn.addr = ap.Addr().Unmap()
+	cn.ctx, cn.cancel = context.WithCancel(s.ctx)
 	cn.budget = semaphore.NewWeighted(s.lim.perConnBuffer)
 	cn.last.Store(time.Now().UnixNano())
 	return cn
@@ -306,6 +307,7 @@ func (s *Server) serveConn(cn *conn) {
 	s.run(cn.read)
 	cn.calls.Wait()
 	cn.c.Close()
+	cn.cancel()
 	s.mu.Lock()
 	s.dropLocked(cn)
 	s.mu.Unlock()
@@ -354,8 +356,7 @@ func (cn *conn) read() {
 			cn.s.warnLimited("nfs: a call was not received within its time: connection closed", "client", cn.peer.addr,
 				"timeout", cn.s.lim.record)
 		}
-		cn.c.Close()
-		cn.calls.Done()
+		cn.calls.Done() // no more calls: the connection closes once the calls read are answered
 		return
 	}
 	cn.inflight.Add(1)
