@@ -2,7 +2,8 @@
 # NFS gateway (issue: the NFSv3 gateway): vpool's gateway against
 # nfs-ganesha (Debian's nfs-ganesha + nfs-ganesha-vfs: a VFS export of a
 # directory on the same disk), in one run, repeated, medians printed.
-#   bench/nfs.sh [repeats]         (RUNTIME=seconds per fio run, default 10)
+#   bench/nfs.sh [repeats]         (RUNTIME=seconds per fio run, default 10;
+#                                   VPOOL_BENCH_BIN=path: that vpool build)
 # Measured, each from inside the server's network namespace:
 #   qemu-img bench -d 16 -s 4k, read and write, over nfs://
 #   fio 4 KiB random read and write at iodepth 16 through qemu-nbd over
@@ -29,7 +30,11 @@ if ((${#need[@]})); then
 fi
 scratch=/var/tmp/vpool-nfsbench-$$
 mkdir -p "$scratch"/{bin,vpool,vpool-mnt,ganesha}
-go build -o "$scratch/bin/vpool" ./cmd/vpool
+if [[ -n ${VPOOL_BENCH_BIN:-} ]]; then # a given build, to compare two
+	cp "$VPOOL_BENCH_BIN" "$scratch/bin/vpool"
+else
+	go build -o "$scratch/bin/vpool" ./cmd/vpool
+fi
 
 warm_memory
 

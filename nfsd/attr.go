@@ -61,6 +61,8 @@ func status(err error) uint32 {
 		return nfs3ErrAccess
 	case errors.Is(err, fs.ErrNoHardLinks):
 		return nfs3ErrNotSupp
+	case errors.Is(err, errTooSmall):
+		return nfs3ErrTooSmall
 	}
 	if st, ok := errnoStatus[fs.Errno(err)]; ok {
 		return st

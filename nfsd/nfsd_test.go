@@ -295,6 +295,16 @@ func TestReadDirPlusPaging(t *testing.T) {
 	}
 	_, _, _, err := c.ReadDirPlus(dir, cookie, [8]byte{1}, 8192)
 	wantStatus(t, err, 10003, "a cookie with another server's verifier")
+	// A count too small for one entry is NFS3ERR_TOOSMALL (RFC 1813).
+	_, _, _, err = c.ReadDirPlus(dir, 0, [8]byte{}, 100)
+	wantStatus(t, err, nfs3ErrTooSmall, "READDIRPLUS with maxcount 100")
+	w := &writer{}
+	w.opaque(dir)
+	w.uint64(0)
+	w.fixed(make([]byte, 8))
+	w.uint32(100) // room for the header and attributes, not for an entry
+	_, err = c.nfs(16, w)
+	wantStatus(t, err, nfs3ErrTooSmall, "READDIR with count 100")
 }
 
 // Calls on one connection are processed concurrently: a slow COMMIT does
