@@ -18,9 +18,10 @@ type fuseFS struct {
 
 	mu struct {
 		sync.RWMutex
-		files map[uint64]*File
-		dirs  map[uint64][]DirEntry
-		next  uint64
+		files  map[uint64]*File
+		dirs   map[uint64][]DirEntry
+		vdisks map[uint64]int // vDisk inode -> its open handles: only these can be mapped
+		next   uint64
 	}
 }
 
@@ -30,7 +31,17 @@ func newFuseFS(ns *Namespace) *fuseFS {
 	f := &fuseFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), ns: ns}
 	f.mu.files = map[uint64]*File{}
 	f.mu.dirs = map[uint64][]DirEntry{}
+	f.mu.vdisks = map[uint64]int{}
 	return f
+}
+
+// vdiskOpen reports whether the kernel holds a handle of vDisk inode ino:
+// vDisks are direct I/O, so only a mapping (which holds a handle) keeps
+// their pages in the kernel.
+func (f *fuseFS) vdiskOpen(ino uint64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.vdisks[ino] > 0
 }
 
 func status(err error) fuse.Status { return fuse.Status(Errno(err)) }
@@ -154,6 +165,9 @@ func (f *fuseFS) addFile(h *File, out *fuse.OpenOut) {
 	f.mu.next++
 	fh := f.mu.next
 	f.mu.files[fh] = h
+	if h.IsVDisk() {
+		f.mu.vdisks[h.ino]++
+	}
 	f.mu.Unlock()
 	out.Fh = fh
 	if h.IsVDisk() {
@@ -259,6 +273,11 @@ func (f *fuseFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
 	f.mu.Lock()
 	h := f.mu.files[in.Fh]
 	delete(f.mu.files, in.Fh)
+	if h != nil && h.IsVDisk() {
+		if f.mu.vdisks[h.ino]--; f.mu.vdisks[h.ino] <= 0 {
+			delete(f.mu.vdisks, h.ino)
+		}
+	}
 	f.mu.Unlock()
 	if h != nil {
 		if err := h.Release(context.Background()); err != nil {

@@ -21,6 +21,7 @@ var ErrMountBusy = errors.New("fs: mountpoint is busy")
 type Mount struct {
 	dir    string
 	server *fuse.Server
+	fs     *fuseFS
 	ns     *Namespace
 }
 
@@ -33,6 +34,9 @@ type MountOptions struct {
 // CAP_ASYNC_DIO, libaio O_DIRECT runs at queue depth 1; without direct I/O
 // and parallel direct writes (set per vDisk at open), writes to one file
 // are serialised; with xattrs every write costs a GETXATTR round trip.
+// CAP_DIRECT_IO_ALLOW_MMAP lets vDisks (direct I/O) be mapped shared: the
+// kernel keeps mapped pages in its cache, writes dirty ones back with
+// WRITE before a direct write of the range and invalidates them after.
 func FUSEOptions(name string, debug bool, l *slog.Logger) *fuse.MountOptions {
 	return &fuse.MountOptions{
 		AllowOther:           true,
@@ -45,7 +49,7 @@ func FUSEOptions(name string, debug bool, l *slog.Logger) *fuse.MountOptions {
 		Name:                 "vpool",
 		DirectMount:          true,
 		Debug:                debug,
-		ExtraCapabilities:    fuse.CAP_ASYNC_DIO,
+		ExtraCapabilities:    fuse.CAP_ASYNC_DIO | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH, // every byte goes through the daemon
 		Logger:               log.New(slogWriter{l}, "", 0),
 	}
@@ -62,7 +66,8 @@ func MountNamespace(ns *Namespace, dir string, o MountOptions) (*Mount, error) {
 	if err := PrepareMountpoint(dir, ns.log); err != nil {
 		return nil, err
 	}
-	server, err := fuse.NewServer(newFuseFS(ns), dir, FUSEOptions(ns.cfg.Name, o.Debug, ns.log))
+	ffs := newFuseFS(ns)
+	server, err := fuse.NewServer(ffs, dir, FUSEOptions(ns.cfg.Name, o.Debug, ns.log))
 	if err != nil {
 		return nil, fmt.Errorf("fs: mount %s: %w", dir, err)
 	}
@@ -72,7 +77,9 @@ func MountNamespace(ns *Namespace, dir string, o MountOptions) (*Mount, error) {
 		return nil, fmt.Errorf("fs: mount %s: %w", dir, err)
 	}
 	ns.log.Info("fs: mounted", "mountpoint", dir)
-	return &Mount{dir: dir, server: server, ns: ns}, nil
+	m := &Mount{dir: dir, server: server, fs: ffs, ns: ns}
+	ns.kernel.Store(m)
+	return m, nil
 }
 
 // PrepareMountpoint makes dir ready for a mount: created if missing, a
@@ -177,6 +184,7 @@ func (m *Mount) Dir() string { return m.dir }
 // Unmount unmounts; when files are still open it detaches the mount
 // (lazy unmount), so that the daemon can stop.
 func (m *Mount) Unmount() error {
+	m.ns.kernel.CompareAndSwap(m, nil)
 	if err := m.server.Unmount(); err != nil {
 		m.ns.log.Warn("fs: unmount failed; detaching the mount", "mountpoint", m.dir, "err", err)
 		if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
@@ -195,6 +203,16 @@ func (m *Mount) Unmount() error {
 func (m *Mount) InvalidateInode(ino uint64, off, length int64) {
 	if st := m.server.InodeNotify(ino, off, length); st != fuse.OK && st != fuse.ENOENT {
 		m.ns.log.Debug("fs: invalidate inode", "inode", ino, "status", st)
+	}
+}
+
+// InvalidateVDisk tells the kernel that a vDisk's data changed outside
+// the mount, from off for length bytes (0: to the end). vDisks are direct
+// I/O: only a mapping caches their pages, and a mapping holds a handle,
+// so without one there is nothing to tell.
+func (m *Mount) InvalidateVDisk(ino uint64, off, length int64) {
+	if m.fs.vdiskOpen(ino) {
+		m.InvalidateInode(ino, off, length)
 	}
 }
 

@@ -52,6 +52,8 @@ type Namespace struct {
 	chunks    uint64        // chunks the file store holds
 	dataLocks [64]sync.RWMutex
 
+	kernel atomic.Pointer[Mount] // the FUSE mount, whose kernel caches a change may need to drop
+
 	changes  atomic.Uint64 // namespace commits so far
 	synced   atomic.Uint64 // changes known durable (meta Sync)
 	backedUp atomic.Uint64 // changes in the newest backup
@@ -829,7 +831,13 @@ func (n *Namespace) Rollback(ctx context.Context, path, name string) error {
 	if w > 0 {
 		return fmt.Errorf("%w: %s is open for writing (%d handles): stop what writes to it first", volume.ErrBusy, path, w)
 	}
-	return v.Rollback(ctx, name)
+	if err := v.Rollback(ctx, name); err != nil {
+		return err
+	}
+	if m := n.kernel.Load(); m != nil { // a read-only mapping must not show what was rolled away
+		m.InvalidateInode(a.Ino, 0, 0)
+	}
+	return nil
 }
 
 // MaxFileSize is the largest file the vPool holds (a vDisk's limit).

@@ -237,8 +237,12 @@ func TestCrashAcknowledgedWrites(t *testing.T) {
 	t.Logf("%d acknowledged writes verified after kill -9", total)
 }
 
-func alignedBlock() []byte {
-	b, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+func alignedBlock() []byte { return alignedBuf(4096) }
+
+// alignedBuf is n bytes aligned for O_DIRECT (anonymous memory, never
+// freed: tests use few).
+func alignedBuf(n int) []byte {
+	b, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
 		panic(err)
 	}
