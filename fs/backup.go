@@ -371,9 +371,13 @@ func (n *Namespace) adoptLocked(dir uint64, name string, id uint64) error {
 		Atime: now, Mtime: now, Ctime: now, VDisk: id}
 	sb.NextIno++
 	d.Mtime, d.Ctime = now, now
-	if err := n.commit(setEntry([]volume.MetaOp{{Key: key(kindInode, a.Ino), Value: a.encode()},
+	ops, err := n.setEntry([]volume.MetaOp{{Key: key(kindInode, a.Ino), Value: a.encode()},
 		{Key: key(kindInode, dir), Value: d.encode()}, {Key: key(kindSuper), Value: sb.encode()}},
-		dir, name, a.Ino, a.Mode)); err != nil {
+		dir, name, a.Ino, a.Mode)
+	if err == nil {
+		err = n.commit(ops)
+	}
+	if err != nil {
 		return err
 	}
 	n.mu.sb = sb

@@ -22,7 +22,8 @@
 //	                        namespace id (NFS fsid and handles), features
 //	n i <ino>               inode: attributes, parent, vDisk id, symlink target
 //	n d <parent> <name>     directory entry: inode, type
-//	n x <parent> <ino>      the same entry in inode order: type, name (NFS READDIR cookies)
+//	n x <parent> <ino>      the same entries in inode order: type, the inode's names there
+//	                        (NUL-separated: hard links), for NFS READDIR cookies
 //	n c <ino> <chunk>       a regular file's chunk -> file-store chunk
 //	n f <fchunk>            free file-store chunk
 //	n q <fchunk>            freed chunk, reusable after the next backup
@@ -35,6 +36,14 @@
 // are also cached in memory (write-through: every change of one goes
 // through Namespace.commit under the namespace lock). A namespace written
 // by an older vpool gets its id and inode-order entries when opened.
+//
+// # Hard links
+//
+// A file (not a directory) may have up to MaxLinks names, in one
+// directory or several; its inode counts them (Nlink) and keeps the
+// directory of its first name as Parent. Unlinking a name drops one; the
+// last one makes the inode an orphan, as before. Renaming onto another
+// name of the same inode does nothing, as POSIX says.
 //
 // # Durability order
 //

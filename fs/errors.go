@@ -18,7 +18,8 @@ var (
 	ErrNotEmpty    = errors.New("fs: directory not empty")
 	ErrNameTooLong = errors.New("fs: name longer than 255 bytes")
 	ErrInvalid     = errors.New("fs: invalid argument")
-	ErrNoHardLinks = errors.New("fs: hard links are not supported")
+	ErrPerm        = errors.New("fs: operation not permitted")
+	ErrMLink       = errors.New("fs: too many links")
 	ErrNoSpace     = errors.New("fs: no space left for file data")
 	ErrNotSupp     = errors.New("fs: operation not supported")
 	ErrNoData      = errors.New("fs: no data past this offset")
@@ -42,7 +43,8 @@ var errnoTable = []struct {
 	{ErrNotEmpty, syscall.ENOTEMPTY},
 	{ErrNameTooLong, syscall.ENAMETOOLONG},
 	{ErrInvalid, syscall.EINVAL},
-	{ErrNoHardLinks, syscall.EPERM},
+	{ErrPerm, syscall.EPERM},
+	{ErrMLink, syscall.EMLINK},
 	{ErrNoSpace, syscall.ENOSPC},
 	{ErrNotSupp, syscall.EOPNOTSUPP},
 	{ErrNoData, syscall.ENXIO},

@@ -153,7 +153,8 @@ func (f *fuseFS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName s
 }
 
 func (f *fuseFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	return status(f.ns.Link(context.Background(), in.Oldnodeid, in.NodeId, name))
+	a, err := f.ns.Link(context.Background(), in.Oldnodeid, in.NodeId, name)
+	return f.entry(a, err, out)
 }
 
 // Access is answered by the kernel (default_permissions); this allows

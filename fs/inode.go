@@ -1,9 +1,12 @@
 package fs
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,7 +22,7 @@ import (
 //	n f <fchunk:8>            -> free file-store chunk
 //	n q <fchunk:8>            -> freed chunk, reusable after the next backup
 //	n o <ino:8>               -> orphan: unlinked while open, freed at release
-//	n x <parent:8> <ino:8>    -> the same entry in inode order: <type:1> <name>
+//	n x <parent:8> <ino:8>    -> the same entries in inode order: <type:1> <names, NUL-separated>
 //	                             (NFS READDIR cookies resume on it)
 //
 // Integers are big-endian so that keys sort numerically.
@@ -51,14 +54,63 @@ func key(kind byte, ids ...uint64) []byte {
 func entryKey(parent uint64, name string) []byte { return append(key(kindEntry, parent), name...) }
 
 // setEntry and delEntry add the ops that make or drop parent/name -> ino:
-// the name key and its inode-order twin, always changed together.
-func setEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64, mode uint32) []volume.MetaOp {
+// the name key and its inode-order twin, always changed together. The
+// twin holds every name ino has in parent (hard links), so both read what
+// the ops so far, or else the catalog, leave there.
+func (n *Namespace) setEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64, mode uint32) ([]volume.MetaOp, error) {
+	_, names, err := n.orderNames(ops, parent, ino)
+	if err != nil {
+		return ops, err
+	}
+	if !slices.Contains(names, name) {
+		names = append(names, name)
+	}
 	return append(ops, volume.MetaOp{Key: entryKey(parent, name), Value: encodeEntry(ino, mode)},
-		volume.MetaOp{Key: key(kindDirOrder, parent, ino), Value: append([]byte{typeByte(mode)}, name...)})
+		volume.MetaOp{Key: key(kindDirOrder, parent, ino), Value: encodeOrder(typeByte(mode), names)}), nil
 }
 
-func delEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64) []volume.MetaOp {
-	return append(ops, volume.MetaOp{Key: entryKey(parent, name)}, volume.MetaOp{Key: key(kindDirOrder, parent, ino)})
+func (n *Namespace) delEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64) ([]volume.MetaOp, error) {
+	typ, names, err := n.orderNames(ops, parent, ino)
+	if err != nil {
+		return ops, err
+	}
+	names = slices.DeleteFunc(names, func(s string) bool { return s == name })
+	order := volume.MetaOp{Key: key(kindDirOrder, parent, ino)}
+	if len(names) > 0 {
+		order.Value = encodeOrder(typ, names)
+	}
+	return append(ops, volume.MetaOp{Key: entryKey(parent, name)}, order), nil
+}
+
+// orderNames reads the inode-order record of ino in parent: as the last
+// of ops that sets it leaves it, else as stored.
+func (n *Namespace) orderNames(ops []volume.MetaOp, parent, ino uint64) (byte, []string, error) {
+	k := key(kindDirOrder, parent, ino)
+	for i := len(ops) - 1; i >= 0; i-- {
+		if bytes.Equal(ops[i].Key, k) {
+			typ, names := decodeOrder(ops[i].Value)
+			return typ, names, nil
+		}
+	}
+	v, _, ok, err := n.meta.Get(k)
+	if err != nil || !ok {
+		return 0, nil, err
+	}
+	typ, names := decodeOrder(v)
+	return typ, names, nil
+}
+
+// An inode-order record is the type byte and the inode's names in the
+// directory, NUL-separated (one name, as before links, has no NUL).
+func encodeOrder(typ byte, names []string) []byte {
+	return append([]byte{typ}, strings.Join(names, "\x00")...)
+}
+
+func decodeOrder(v []byte) (byte, []string) {
+	if len(v) < 2 {
+		return 0, nil
+	}
+	return v[0], strings.Split(string(v[1:]), "\x00")
 }
 
 // RootIno is the root directory's inode number (FUSE's root node id).

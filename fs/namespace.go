@@ -487,11 +487,15 @@ func (n *Namespace) createLocked(parent uint64, name string, nn NewNode, vdisk *
 	}
 	d.Mtime, d.Ctime = now, now
 	sb.NextIno++
-	if err := n.commit(setEntry([]volume.MetaOp{
+	ops, err := n.setEntry([]volume.MetaOp{
 		{Key: key(kindInode, a.Ino), Value: a.encode()},
 		{Key: key(kindInode, parent), Value: d.encode()},
 		{Key: key(kindSuper), Value: sb.encode()},
-	}, parent, name, a.Ino, a.Mode)); err != nil {
+	}, parent, name, a.Ino, a.Mode)
+	if err == nil {
+		err = n.commit(ops)
+	}
+	if err != nil {
 		return Attr{}, false, err
 	}
 	n.mu.sb = sb
@@ -510,9 +514,63 @@ func (n *Namespace) Readlink(ctx context.Context, ino uint64) (string, error) {
 	return a.Target, nil
 }
 
-// Link would make a hard link: vPools have none.
-func (n *Namespace) Link(ctx context.Context, ino, parent uint64, name string) error {
-	return fmt.Errorf("%w (link to inode %d as %q)", ErrNoHardLinks, ino, name)
+// MaxLinks is the most names one file may have (ext4's limit).
+const MaxLinks = 65000
+
+// Link gives the file of inode ino another name, parent/name (a hard
+// link): one inode, its data and (a vDisk) its vDisk, reached by either
+// name until the last goes. Directories cannot be linked.
+func (n *Namespace) Link(ctx context.Context, ino, parent uint64, name string) (Attr, error) {
+	if err := checkName(name); err != nil {
+		return Attr{}, err
+	}
+	if isSnapIno(ino) {
+		return Attr{}, ErrReadOnly
+	}
+	if err := writableEntry(parent, name); err != nil {
+		return Attr{}, err
+	}
+	n.mu.Lock()
+	a, err := n.linkLocked(ino, parent, name)
+	n.mu.Unlock()
+	if err != nil {
+		return Attr{}, err
+	}
+	n.fill(&a)
+	return a, nil
+}
+
+func (n *Namespace) linkLocked(ino, parent uint64, name string) (Attr, error) {
+	a, err := n.attrLocked(ino)
+	switch {
+	case err != nil:
+		return Attr{}, err
+	case a.IsDir():
+		return Attr{}, fmt.Errorf("%w: a directory cannot be linked (inode %d)", ErrPerm, ino)
+	case a.Nlink == 0:
+		return Attr{}, fmt.Errorf("%w: inode %d was unlinked", ErrNotFound, ino)
+	case a.Nlink >= MaxLinks:
+		return Attr{}, fmt.Errorf("%w: inode %d has %d names", ErrMLink, ino, a.Nlink)
+	}
+	d, err := n.dirLocked(parent)
+	if err != nil {
+		return Attr{}, err
+	}
+	if _, _, err := n.entryLocked(parent, name); err == nil {
+		return Attr{}, fmt.Errorf("%w: %q", ErrExist, name)
+	} else if !errors.Is(err, ErrNotFound) {
+		return Attr{}, err
+	}
+	now := nowNanos()
+	a.Nlink++
+	a.Ctime = now
+	d.Mtime, d.Ctime = now, now
+	ops, err := n.setEntry([]volume.MetaOp{{Key: key(kindInode, ino), Value: a.encode()},
+		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, ino, a.Mode)
+	if err == nil {
+		err = n.commit(ops)
+	}
+	return a, err
 }
 
 // SetAttrIn says what SetAttr changes: only the fields whose flag is set.
@@ -720,7 +778,13 @@ func (n *Namespace) readDirOrder(ctx context.Context, ino, after uint64, fn func
 			derr = fmt.Errorf("%w: directory %d order key %x", ErrCorrupt, ino, k)
 			return false
 		}
-		return fn(DirEntry{Name: string(v[1:]), Ino: beUint64(k[len(prefix):]), Mode: uint32(v[0]) << 12})
+		typ, names := decodeOrder(v)
+		for _, name := range names { // the names of one inode (hard links) come together
+			if !fn(DirEntry{Name: name, Ino: beUint64(k[len(prefix):]), Mode: uint32(typ) << 12}) {
+				return false
+			}
+		}
+		return true
 	})
 	if err == nil {
 		err = derr

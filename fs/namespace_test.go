@@ -88,7 +88,8 @@ func TestTreeOperations(t *testing.T) {
 		{"long name", ErrNameTooLong, e.ns.Unlink(bg, RootIno, string(bytes.Repeat([]byte("a"), 256)))},
 		{"lookup missing", ErrNotFound, func() error { _, err := e.ns.Lookup(bg, d.Ino, "nope"); return err }()},
 		{"lookup in a file", ErrNotDir, func() error { _, err := e.ns.Lookup(bg, f.Ino, "x"); return err }()},
-		{"hard link", ErrNoHardLinks, e.ns.Link(bg, f.Ino, RootIno, "l")},
+		{"hard link of a directory", ErrPerm, func() error { _, err := e.ns.Link(bg, d.Ino, RootIno, "l"); return err }()},
+		{"hard link over a name", ErrExist, func() error { _, err := e.ns.Link(bg, f.Ino, d.Ino, "vm1.vmx"); return err }()},
 		{"dir under itself", ErrInvalid, func() error {
 			sub := e.mk(d.Ino, "sub", syscall.S_IFDIR|0o755)
 			return e.ns.Rename(bg, RootIno, "vms", sub.Ino, "x", 0)
@@ -98,7 +99,7 @@ func TestTreeOperations(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.err)
 		}
 	}
-	if Errno(ErrNoHardLinks) != syscall.EPERM || Errno(fmt.Errorf("wrapped: %w", ErrNotEmpty)) != syscall.ENOTEMPTY ||
+	if Errno(ErrPerm) != syscall.EPERM || Errno(ErrMLink) != syscall.EMLINK || Errno(fmt.Errorf("wrapped: %w", ErrNotEmpty)) != syscall.ENOTEMPTY ||
 		Errno(errors.New("unknown")) != syscall.EIO || Errno(syscall.ENOSYS) != syscall.EIO {
 		t.Fatal("errno mapping")
 	}

@@ -34,6 +34,17 @@ func (m model) children(dir string) []string {
 	return out
 }
 
+// links counts the paths of a file (hard links share a node).
+func (m model) links(n *mnode) uint32 {
+	c := uint32(0)
+	for _, x := range m {
+		if x == n {
+			c++
+		}
+	}
+	return c
+}
+
 // parentErr is the errno a path's missing or non-directory parent gives.
 func (m model) parentErr(p string) syscall.Errno {
 	// walk from the root, as a lookup does
@@ -91,7 +102,7 @@ func (e *env) check(m model, step int, op string) {
 		byIno := map[DirEntry]bool{}
 		last := uint64(0)
 		if err := e.ns.ReadDirOrder(bg, dir, 0, func(d DirEntry) bool {
-			if d.Ino <= last {
+			if d.Ino < last { // an inode's names (hard links) come together
 				e.t.Fatalf("step %d (%s): %s: inode order %d after %d", step, op, p, d.Ino, last)
 			}
 			last, byIno[d] = d.Ino, true
@@ -117,6 +128,9 @@ func (e *env) check(m model, step int, op string) {
 			if a.IsDir() {
 				walk(d.Ino, cp)
 				continue
+			}
+			if links := m.links(want); a.Nlink != links {
+				e.t.Fatalf("step %d (%s): %s has %d links, model %d", step, op, cp, a.Nlink, links)
 			}
 			if a.Size != int64(len(want.data)) {
 				e.t.Fatalf("step %d (%s): %s has size %d, model %d", step, op, cp, a.Size, len(want.data))
@@ -205,6 +219,35 @@ func runNamespaceModel(t *testing.T, seed uint64, steps int) {
 			if want == 0 {
 				m[p] = &mnode{dir: true}
 			}
+		case r < 50:
+			q := randPath()
+			op = "link " + p + " " + q
+			src := m[p]
+			want := m.parentErr(p)
+			if want == 0 && src == nil {
+				want = syscall.ENOENT
+			}
+			if want == 0 {
+				want = m.parentErr(q)
+			}
+			if want == 0 && src.dir {
+				want = syscall.EPERM
+			} else if want == 0 && m[q] != nil {
+				want = syscall.EEXIST
+			}
+			a, err := e.ino(p)
+			var d uint64
+			var name string
+			if err == nil {
+				d, name, err = e.resolve(q)
+			}
+			if err == nil {
+				_, err = e.ns.Link(bg, a.Ino, d, name)
+			}
+			expect(step, op, err, want)
+			if want == 0 {
+				m[q] = src
+			}
 		case r < 55:
 			n := m[p]
 			if n == nil || n.dir {
@@ -284,7 +327,7 @@ func runNamespaceModel(t *testing.T, seed uint64, steps int) {
 				want = m.parentErr(q)
 			case src == nil:
 				want = syscall.ENOENT
-			case p == q:
+			case p == q, src == dst: // the same name, or two names of one file: nothing to do
 			case strings.HasPrefix(q, p+"/"):
 				want = syscall.EINVAL
 			case dst != nil && src.dir && !dst.dir:
@@ -300,7 +343,8 @@ func runNamespaceModel(t *testing.T, seed uint64, steps int) {
 			if err == nil {
 				d2, n2, err = e.resolve(q)
 			}
-			exchange := want == 0 && src != nil && dst != nil && !src.dir && !dst.dir && p != q && rng.IntN(2) == 0
+			same := src != nil && src == dst
+			exchange := want == 0 && src != nil && dst != nil && !src.dir && !dst.dir && !same && rng.IntN(2) == 0
 			if err == nil {
 				flags := uint32(0)
 				if exchange {
@@ -311,7 +355,7 @@ func runNamespaceModel(t *testing.T, seed uint64, steps int) {
 			expect(step, op, err, want)
 			if exchange {
 				m[p], m[q] = dst, src
-			} else if want == 0 && p != q {
+			} else if want == 0 && p != q && !same {
 				moved := model{}
 				for k, v := range m {
 					if k == p || strings.HasPrefix(k, p+"/") {

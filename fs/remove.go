@@ -41,28 +41,43 @@ func (n *Namespace) unlinkLocked(parent uint64, name string, ops *[]volume.MetaO
 	if a.IsDir() {
 		return nil, fmt.Errorf("%w: %q", ErrIsDir, name)
 	}
-	if a.IsVDisk() {
+	last := a.Nlink <= 1
+	if a.IsVDisk() && last {
 		if c := n.pool.Clones(a.VDisk); len(c) > 0 {
 			return nil, fmt.Errorf("%q: %w", name, &volume.ClonesError{Clones: c})
 		}
 	}
 	now := nowNanos()
-	a.Nlink, a.Ctime = 0, now
 	d.Mtime, d.Ctime = now, now
-	mine := delEntry([]volume.MetaOp{
-		{Key: key(kindInode, ino), Value: a.encode()},
-		{Key: key(kindOrphan, ino), Value: []byte{}},
-		{Key: key(kindInode, parent), Value: d.encode()},
-	}, parent, name, ino)
+	mine := []volume.MetaOp{{Key: key(kindInode, parent), Value: d.encode()}}
+	mine, err = n.dropName(mine, parent, name, &a, now)
+	if err != nil {
+		return nil, err
+	}
 	if ops != nil {
 		*ops = append(*ops, mine...)
 	} else if err := n.commit(mine); err != nil {
 		return nil, err
 	}
-	if n.mu.open[ino] == nil {
+	if last && n.mu.open[ino] == nil {
 		return &a, nil
 	}
 	return nil, nil
+}
+
+// dropName adds the ops that take name in parent from the non-directory
+// a: one name fewer, or, for its last name, the inode becomes an orphan
+// (freed by the caller, or at the last release).
+func (n *Namespace) dropName(ops []volume.MetaOp, parent uint64, name string, a *Attr, now int64) ([]volume.MetaOp, error) {
+	if a.Nlink > 1 {
+		a.Nlink--
+	} else {
+		a.Nlink = 0
+		ops = append(ops, volume.MetaOp{Key: key(kindOrphan, a.Ino), Value: []byte{}})
+	}
+	a.Ctime = now
+	ops = append(ops, volume.MetaOp{Key: key(kindInode, a.Ino), Value: a.encode()})
+	return n.delEntry(ops, parent, name, a.Ino)
 }
 
 // freeInode frees an orphan's data, then its record.
@@ -130,8 +145,12 @@ func (n *Namespace) Rmdir(ctx context.Context, parent uint64, name string) error
 	now := nowNanos()
 	d.Nlink--
 	d.Mtime, d.Ctime = now, now
-	return n.commit(delEntry([]volume.MetaOp{{Key: key(kindInode, a.Ino)},
-		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, a.Ino))
+	ops, err := n.delEntry([]volume.MetaOp{{Key: key(kindInode, a.Ino)},
+		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, a.Ino)
+	if err != nil {
+		return err
+	}
+	return n.commit(ops)
 }
 
 func (n *Namespace) emptyLocked(ino uint64, name string) error {

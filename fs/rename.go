@@ -93,10 +93,16 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 			d1.Nlink, d2.Nlink = uint32(int32(d1.Nlink)-nl), uint32(int32(d2.Nlink)+nl)
 		}
 		dst.Parent, dst.Ctime = p1, now
-		// Later ops win: src's old inode-order key goes, then both
-		// entries are set.
-		ops = append(ops, volume.MetaOp{Key: key(kindDirOrder, p1, ino)}, volume.MetaOp{Key: key(kindDirOrder, p2, dst.Ino)})
-		ops = setEntry(ops, p1, n1, dst.Ino, dst.Mode)
+		// Later ops win: both old names go, then both new ones are set.
+		if ops, err = n.delEntry(ops, p1, n1, ino); err == nil {
+			ops, err = n.delEntry(ops, p2, n2, dst.Ino)
+		}
+		if err == nil {
+			ops, err = n.setEntry(ops, p1, n1, dst.Ino, dst.Mode)
+		}
+		if err != nil {
+			return nil, err
+		}
 		ops = append(ops, volume.MetaOp{Key: key(kindInode, dst.Ino), Value: dst.encode()})
 	case err == nil:
 		dst, err := n.attrLocked(tino)
@@ -114,22 +120,28 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 			}
 			d2.Nlink--
 			ops = append(ops, volume.MetaOp{Key: key(kindInode, tino)})
-			ops = delEntry(ops, p2, n2, tino)
-		default:
-			dst.Nlink, dst.Ctime = 0, now
-			ops = append(ops, volume.MetaOp{Key: key(kindInode, tino), Value: dst.encode()},
-				volume.MetaOp{Key: key(kindOrphan, tino), Value: []byte{}})
-			ops = delEntry(ops, p2, n2, tino)
-			if n.mu.open[tino] == nil {
+			if ops, err = n.delEntry(ops, p2, n2, tino); err != nil {
+				return nil, err
+			}
+		default: // the target loses a name: its last makes it an orphan
+			last := dst.Nlink <= 1
+			if ops, err = n.dropName(ops, p2, n2, &dst, now); err != nil {
+				return nil, err
+			}
+			if last && n.mu.open[tino] == nil {
 				free = &dst
 			}
 		}
-		ops = delEntry(ops, p1, n1, ino)
+		if ops, err = n.delEntry(ops, p1, n1, ino); err != nil {
+			return nil, err
+		}
 	case errors.Is(err, ErrNotFound):
 		if flags&RenameExchange != 0 {
 			return nil, err
 		}
-		ops = delEntry(ops, p1, n1, ino)
+		if ops, err = n.delEntry(ops, p1, n1, ino); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, err
 	}
@@ -139,7 +151,9 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 	}
 	src.Parent, src.Ctime = p2, now
 	d1.Mtime, d1.Ctime, d2.Mtime, d2.Ctime = now, now, now, now
-	ops = setEntry(ops, p2, n2, src.Ino, src.Mode)
+	if ops, err = n.setEntry(ops, p2, n2, src.Ino, src.Mode); err != nil {
+		return nil, err
+	}
 	ops = append(ops, volume.MetaOp{Key: key(kindInode, src.Ino), Value: src.encode()})
 	if p1 == p2 {
 		ops = append(ops, volume.MetaOp{Key: key(kindInode, p1), Value: d2.encode()})

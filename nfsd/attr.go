@@ -59,8 +59,6 @@ func status(err error) uint32 {
 		return nfs3ErrBadHandle
 	case errors.Is(err, errAccess):
 		return nfs3ErrAccess
-	case errors.Is(err, fs.ErrNoHardLinks):
-		return nfs3ErrNotSupp
 	case errors.Is(err, errTooSmall):
 		return nfs3ErrTooSmall
 	}

@@ -427,6 +427,16 @@ func (c *Client) Read(fh []byte, off uint64, count uint32) ([]byte, bool, error)
 	return data, eof, r.err
 }
 
+// Link makes dir/name another name of the file fh.
+func (c *Client) Link(fh, dir []byte, name string) error {
+	w := &writer{}
+	w.opaque(fh)
+	w.opaque(dir)
+	w.string(name)
+	_, err := c.nfs(15, w)
+	return err
+}
+
 // Access asks which of the ACCESS3 rights in want the caller has.
 func (c *Client) Access(fh []byte, want uint32) (uint32, error) {
 	w := &writer{}

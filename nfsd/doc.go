@@ -104,11 +104,14 @@
 // READDIR and READDIRPLUS list "." and ".." (cookies 1 and 2) and then the
 // entries in inode order (fs.Namespace.ReadDirOrder); an entry's cookie is
 // its inode number + 2, so a listing resumes after any entry even while
-// entries are added and removed. The cookie verifier is the namespace id.
+// entries are added and removed. The names one inode has in a directory
+// (hard links) share its cookie and go in one reply. The cookie verifier
+// is the namespace id.
 //
 // # Not served
 //
 // NFSv2 and NFSv4, NFS over UDP, NLM (ESXi locks with .lck files; Linux
-// clients mount with -o nolock), hard links (LINK is NFS3ERR_NOTSUPP),
-// the sticky bit's rule on removal.
+// clients mount with -o nolock), the sticky bit's rule on removal, and
+// Linux's protected_hardlinks rule (LINK needs write access to the
+// directory only, as POSIX says).
 package nfsd

@@ -651,7 +651,10 @@ func (s *Server) remove(ctx context.Context, c *call) []byte {
 	pre, err := s.dirFor(ctx, h, &c.cred)
 	if err == nil {
 		if c.proc == 12 {
-			err = s.ns.Unlink(ctx, pre.Ino, name)
+			gone, lerr := s.ns.Lookup(ctx, pre.Ino, name)
+			if err = s.ns.Unlink(ctx, pre.Ino, name); err == nil && lerr == nil && gone.Nlink > 1 {
+				s.cfg.Notify.InvalidateInode(gone.Ino, -1, 0) // its other names: one link fewer
+			}
 		} else {
 			err = s.ns.Rmdir(ctx, pre.Ino, name)
 		}
@@ -705,7 +708,8 @@ func (s *Server) changedEntry(dir uint64, name string) {
 	s.cfg.Notify.InvalidateInode(dir, -1, 0)
 }
 
-// link: a vPool has no hard links (NFS3ERR_NOTSUPP).
+// link makes another name for a file (not a directory) in a directory
+// the caller may write.
 func (s *Server) link(ctx context.Context, c *call) []byte {
 	r := &c.args
 	h := s.fh(r)
@@ -715,16 +719,22 @@ func (s *Server) link(ctx context.Context, c *call) []byte {
 		return garbage(c)
 	}
 	a, err := s.inode(ctx, h)
-	d, derr := s.inode(ctx, hd)
+	var pre fs.Attr
 	if err == nil {
-		err = derr
+		pre, err = s.dirFor(ctx, hd, &c.cred)
 	}
 	if err == nil {
-		err = s.ns.Link(ctx, a.Ino, d.Ino, name)
+		var la fs.Attr
+		if la, err = s.ns.Link(ctx, a.Ino, pre.Ino, name); err == nil {
+			a, err = la, s.ns.SyncMeta()
+		}
+		s.changedEntry(pre.Ino, name)
+		s.cfg.Notify.InvalidateInode(a.Ino, -1, 0) // its link count
 	}
+	post, perr := s.ns.GetAttr(ctx, pre.Ino)
 	w := s.reply(c, status(err), 3*fattr3Size)
 	s.postOp(w, known(a))
-	s.wcc(w, attrOrNil(d, derr), attrOrNil(d, derr))
+	s.wcc(w, known(pre), attrOrNil(post, perr))
 	return w.b
 }
 
@@ -778,13 +788,25 @@ func (s *Server) readdir(ctx context.Context, c *call) []byte {
 	// (READDIRPLUS) only the entries' fileid, name and cookie.
 	size, dsize := len(w.b)-4+8, 0
 	entries, full := 0, false
+	// The names one inode has in the directory (hard links) share its
+	// cookie, so they go in one reply or none: a name that does not fit
+	// takes the inode's names already written out again.
+	type mark struct {
+		ck                       uint64
+		at, entries, size, dsize int
+	}
+	var group mark
 	add := func(name string, ino, ck uint64, a *fs.Attr) bool {
 		esize := 4 + 8 + 4 + len(name) + pad4(len(name)) + 8
 		dsz := esize
 		if plus {
 			esize += 4 + 4 + fattr3Size + 4 + 4 + handleSize
 		}
+		if ck != group.ck {
+			group = mark{ck, len(w.b), entries, size, dsize}
+		}
 		if size+esize > int(maxcount) || plus && dsize+dsz > int(dircount) {
+			w.b, entries, size, dsize = w.b[:group.at], group.entries, group.size, group.dsize
 			full = true
 			return false
 		}
@@ -881,15 +903,15 @@ func (s *Server) fsinfo(ctx context.Context, c *call) []byte {
 		w.uint64(uint64(s.ns.MaxFileSize()))
 		w.uint32(0) // time_delta: 1 ns
 		w.uint32(1)
-		const homogeneous, canSetTime, symlink = 0x8, 0x10, 0x2
-		w.uint32(homogeneous | canSetTime | symlink)
+		const homogeneous, canSetTime, symlink, link = 0x8, 0x10, 0x2, 0x1
+		w.uint32(homogeneous | canSetTime | symlink | link)
 	case 20: // PATHCONF
-		w.uint32(1)   // linkmax: no hard links
-		w.uint32(255) // name_max
-		w.bool(true)  // no_trunc
-		w.bool(true)  // chown_restricted
-		w.bool(false) // case_insensitive
-		w.bool(true)  // case_preserving
+		w.uint32(fs.MaxLinks) // linkmax
+		w.uint32(255)         // name_max
+		w.bool(true)          // no_trunc
+		w.bool(true)          // chown_restricted
+		w.bool(false)         // case_insensitive
+		w.bool(true)          // case_preserving
 	}
 	return w.b
 }

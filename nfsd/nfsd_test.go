@@ -307,6 +307,49 @@ func TestReadDirPlusPaging(t *testing.T) {
 	wantStatus(t, err, nfs3ErrTooSmall, "READDIR with count 100")
 }
 
+// LINK gives a file more names; a directory listed in small pages shows
+// every name once, the names of one inode in the same reply.
+func TestLinks(t *testing.T) {
+	e := newEnv(t, Config{})
+	c, root := e.client(0, 0)
+	dir, _ := must2(t)(c.Mkdir(root, "d", 0o755))
+	for i := range 40 {
+		fh, _ := must2(t)(c.Create(dir, fmt.Sprintf("f%02d", i), Guarded, 0o644, [8]byte{}))
+		for j := range 3 {
+			if err := c.Link(fh, dir, fmt.Sprintf("f%02d-link%d", i, j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if a, err := c.GetAttr(fh); err != nil || a.Nlink != 4 {
+			t.Fatalf("nlink %d, %v; want 4", a.Nlink, err)
+		}
+	}
+	fh, _, err := c.Lookup(dir, "f00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, c.Link(dir, root, "dir-link"), nfs3ErrPerm, "LINK of a directory")
+	wantStatus(t, c.Link(fh, dir, "f01"), nfs3ErrExist, "LINK onto a name")
+	uc, _ := e.client(1000, 1000)
+	wantStatus(t, uc.Link(fh, dir, "by-user"), nfs3ErrAccess, "LINK into root's 0755 directory by uid 1000")
+	ents, err := c.ReadDirAll(dir, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, en := range ents {
+		seen[en.Name]++
+	}
+	if len(seen) != 2+160 {
+		t.Fatalf("%d names listed, want 162", len(seen))
+	}
+	for n, k := range seen {
+		if k != 1 {
+			t.Fatalf("%s listed %d times", n, k)
+		}
+	}
+}
+
 // Calls on one connection are processed concurrently: a slow COMMIT does
 // not hold up reads behind it.
 func TestConcurrentCallsOnOneConnection(t *testing.T) {
