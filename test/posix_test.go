@@ -38,7 +38,7 @@ func TestPOSIXTree(t *testing.T) {
 	_, err := os.OpenFile(p("vm1/vm1.vmx"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	wantErr("O_EXCL on existing", err, syscall.EEXIST)
 	wantErr("rmdir non-empty", syscall.Rmdir(p("vm1")), syscall.ENOTEMPTY)
-	wantErr("hard link", os.Link(p("vm1/vm1.vmx"), p("vm1/hard")), syscall.EPERM)
+	wantErr("hard link of a directory", os.Link(p("vm1"), p("vm1-hard")), syscall.EPERM)
 	wantErr("long name", os.WriteFile(p(strings.Repeat("n", 256)), nil, 0o644), syscall.ENAMETOOLONG)
 	wantErr("unlink a directory", syscall.Unlink(p("vm1")), syscall.EISDIR)
 	_, err = os.ReadFile(p("missing"))
