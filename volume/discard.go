@@ -140,15 +140,12 @@ func (v *VDisk) logRecords(recs []record) (finish func(), err error) {
 // cached ones and stored ones.
 func (v *VDisk) existingPages(p0, p1 uint64) ([]uint64, error) {
 	v.mu.Lock()
-	cached := v.mu.pages.sortedFrom(p0)
+	cached := v.mu.pages.sortedIn(p0, p1)
 	v.mu.Unlock()
 	seen := map[uint64]bool{}
-	var out []uint64
+	out := cached
 	for _, i := range cached {
-		if i <= p1 {
-			seen[i] = true
-			out = append(out, i)
-		}
+		seen[i] = true
 	}
 	prefix := metaKey(metaKeyPage, v.id)
 	err := v.pool.meta.Scan(prefix, pageKey(v.id, p0), func(k, _ []byte) bool {

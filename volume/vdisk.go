@@ -756,7 +756,7 @@ func (v *VDisk) forEachPage(from uint64, fn func(idx uint64, p *page) bool) erro
 		return v.forEachPageOfClone(from, fn)
 	}
 	v.mu.Lock()
-	cached := v.mu.pages.sortedFrom(from)
+	cached := v.mu.pages.sortedIn(from, math.MaxUint64)
 	v.mu.Unlock()
 	visit := func(idx uint64, stored []byte) (bool, error) {
 		v.mu.Lock()
