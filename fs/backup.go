@@ -174,6 +174,9 @@ func (n *Namespace) Backup(ctx context.Context) error {
 	err = n.meta.Stage(ops) // not a change worth another backup
 	if err == nil {
 		n.mu.sb = sb
+		n.chunksFreedLocked(quarantined)
+	} else {
+		n.mu.freeLoaded = false
 	}
 	n.mu.Unlock()
 	if err != nil {
@@ -308,6 +311,9 @@ func (n *Namespace) afterRestore(ctx context.Context) error {
 		return err
 	}
 	if len(ops) > 0 {
+		n.mu.Lock()
+		n.mu.freeLoaded = false // read again when next needed
+		n.mu.Unlock()
 		if err := n.commit(ops); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -443,13 +444,13 @@ func (n *Namespace) chunkForWrite(ino, idx uint64) (uint64, error) {
 	if c, ok, err := n.chunk(ino, idx); err != nil || ok {
 		return c, err
 	}
-	var c uint64
-	found := false
-	if err := n.meta.Scan(key(kindFree), nil, func(k, _ []byte) bool {
-		c, found = beUint64(k[2:]), true
-		return false
-	}); err != nil {
+	if err := n.loadFreeLocked(); err != nil {
 		return 0, err
+	}
+	var c uint64
+	found := len(n.mu.free) > 0
+	if found {
+		c = n.mu.free[len(n.mu.free)-1]
 	}
 	sb := n.mu.sb
 	ops := []volume.MetaOp{{Key: key(kindChunk, ino, idx), Value: binary.BigEndian.AppendUint64(nil, c)}}
@@ -465,10 +466,38 @@ func (n *Namespace) chunkForWrite(ino, idx uint64) (uint64, error) {
 		ops = append(ops, volume.MetaOp{Key: key(kindSuper), Value: sb.encode()})
 	}
 	if err := n.commit(ops); err != nil {
+		n.mu.freeLoaded = false // not known which part landed: read it again
 		return 0, err
+	}
+	if found {
+		n.mu.free = n.mu.free[:len(n.mu.free)-1]
 	}
 	n.mu.sb = sb
 	return c, nil
+}
+
+// loadFreeLocked reads the free chunks into n.mu.free once.
+func (n *Namespace) loadFreeLocked() error {
+	if n.mu.freeLoaded {
+		return nil
+	}
+	var free []uint64
+	if err := n.meta.Scan(key(kindFree), nil, func(k, _ []byte) bool {
+		free = append(free, beUint64(k[2:]))
+		return true
+	}); err != nil {
+		return err
+	}
+	slices.Reverse(free) // the lowest is taken first, from the end
+	n.mu.free, n.mu.freeLoaded = free, true
+	return nil
+}
+
+// chunksFreedLocked records chunks that became free ('n f' keys staged).
+func (n *Namespace) chunksFreedLocked(cs []uint64) {
+	if n.mu.freeLoaded {
+		n.mu.free = append(n.mu.free, cs...) // taken before the lower ones: order does not matter
+	}
 }
 
 // resizeFile sets a regular file's size: chunks past the end are freed

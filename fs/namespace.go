@@ -64,6 +64,12 @@ type Namespace struct {
 		sb    superblock
 		open  map[uint64]*openInode
 		attrs map[uint64]Attr // inode records read or written lately
+		// free mirrors the free file-store chunks ('n f'), highest
+		// first, once loaded: taking the first free key from the
+		// catalog would skip every key taken before (tombstones), a
+		// cost that grows with the files written.
+		free       []uint64
+		freeLoaded bool
 	}
 	backupMu sync.Mutex // one backup at a time
 	stop     chan struct{}
