@@ -520,65 +520,6 @@ func (n *Namespace) Readlink(ctx context.Context, ino uint64) (string, error) {
 	return a.Target, nil
 }
 
-// MaxLinks is the most names one file may have (ext4's limit).
-const MaxLinks = 65000
-
-// Link gives the file of inode ino another name, parent/name (a hard
-// link): one inode, its data and (a vDisk) its vDisk, reached by either
-// name until the last goes. Directories cannot be linked.
-func (n *Namespace) Link(ctx context.Context, ino, parent uint64, name string) (Attr, error) {
-	if err := checkName(name); err != nil {
-		return Attr{}, err
-	}
-	if isSnapIno(ino) {
-		return Attr{}, ErrReadOnly
-	}
-	if err := writableEntry(parent, name); err != nil {
-		return Attr{}, err
-	}
-	n.mu.Lock()
-	a, err := n.linkLocked(ino, parent, name)
-	n.mu.Unlock()
-	if err != nil {
-		return Attr{}, err
-	}
-	n.fill(&a)
-	return a, nil
-}
-
-func (n *Namespace) linkLocked(ino, parent uint64, name string) (Attr, error) {
-	a, err := n.attrLocked(ino)
-	switch {
-	case err != nil:
-		return Attr{}, err
-	case a.IsDir():
-		return Attr{}, fmt.Errorf("%w: a directory cannot be linked (inode %d)", ErrPerm, ino)
-	case a.Nlink == 0:
-		return Attr{}, fmt.Errorf("%w: inode %d was unlinked", ErrNotFound, ino)
-	case a.Nlink >= MaxLinks:
-		return Attr{}, fmt.Errorf("%w: inode %d has %d names", ErrMLink, ino, a.Nlink)
-	}
-	d, err := n.dirLocked(parent)
-	if err != nil {
-		return Attr{}, err
-	}
-	if _, _, err := n.entryLocked(parent, name); err == nil {
-		return Attr{}, fmt.Errorf("%w: %q", ErrExist, name)
-	} else if !errors.Is(err, ErrNotFound) {
-		return Attr{}, err
-	}
-	now := nowNanos()
-	a.Nlink++
-	a.Ctime = now
-	d.Mtime, d.Ctime = now, now
-	ops, err := n.setEntry([]volume.MetaOp{{Key: key(kindInode, ino), Value: a.encode()},
-		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, ino, a.Mode)
-	if err == nil {
-		err = n.commit(ops)
-	}
-	return a, err
-}
-
 // SetAttrIn says what SetAttr changes: only the fields whose flag is set.
 type SetAttrIn struct {
 	SetMode, SetUid, SetGid, SetSize, SetAtime, SetMtime bool
@@ -674,43 +615,6 @@ type DirEntry struct {
 	Mode uint32 // type bits only
 }
 
-// ReadDir calls fn for each entry of a directory whose name sorts after
-// after ("" for the start), in name order, until fn returns false. The
-// order is stable, so a name is a resumable cookie.
-func (n *Namespace) ReadDir(ctx context.Context, ino uint64, after string, fn func(DirEntry) bool) error {
-	if isSnapIno(ino) {
-		return n.snapReadDir(ctx, ino, after, fn)
-	}
-	return n.readDir(ctx, ino, after, fn)
-}
-
-func (n *Namespace) readDir(ctx context.Context, ino uint64, after string, fn func(DirEntry) bool) error {
-	n.mu.Lock()
-	_, err := n.dirLocked(ino)
-	n.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	prefix := key(kindEntry, ino)
-	var start []byte
-	if after != "" {
-		start = append(append(append([]byte(nil), prefix...), after...), 0)
-	}
-	var derr error
-	err = n.meta.Scan(prefix, start, func(k, v []byte) bool {
-		cino, mode, err := decodeEntry(v)
-		if err != nil {
-			derr = err
-			return false
-		}
-		return fn(DirEntry{Name: string(k[len(prefix):]), Ino: cino, Mode: mode})
-	})
-	if err == nil {
-		err = derr
-	}
-	return err
-}
-
 // upgrade brings a namespace written by an older vpool up to date: it
 // gets an id and the inode-order entries.
 func (n *Namespace) upgrade() error {
@@ -759,45 +663,6 @@ func (n *Namespace) ID() uint64 {
 	return n.mu.sb.ID
 }
 
-// ReadDirOrder calls fn for each entry of a directory in inode order,
-// starting after inode after (0 for the start), until fn returns false.
-// An entry's inode number is a cookie that stays valid while entries come
-// and go (NFS READDIR).
-func (n *Namespace) ReadDirOrder(ctx context.Context, ino, after uint64, fn func(DirEntry) bool) error {
-	if isSnapIno(ino) {
-		return n.snapReadDirOrder(ctx, ino, after, fn)
-	}
-	return n.readDirOrder(ctx, ino, after, fn)
-}
-
-func (n *Namespace) readDirOrder(ctx context.Context, ino, after uint64, fn func(DirEntry) bool) error {
-	n.mu.Lock()
-	_, err := n.dirLocked(ino)
-	n.mu.Unlock()
-	if err != nil || after == ^uint64(0) {
-		return err
-	}
-	prefix := key(kindDirOrder, ino)
-	var derr error
-	err = n.meta.Scan(prefix, key(kindDirOrder, ino, after+1), func(k, v []byte) bool {
-		if len(k) != len(prefix)+8 || len(v) < 2 {
-			derr = fmt.Errorf("%w: directory %d order key %x", ErrCorrupt, ino, k)
-			return false
-		}
-		typ, names := decodeOrder(v)
-		for _, name := range names { // the names of one inode (hard links) come together
-			if !fn(DirEntry{Name: name, Ino: beUint64(k[len(prefix):]), Mode: uint32(typ) << 12}) {
-				return false
-			}
-		}
-		return true
-	})
-	if err == nil {
-		err = derr
-	}
-	return err
-}
-
 // StatFS is the vPool's capacity and use, from the backend.
 type StatFS struct {
 	TotalBytes, FreeBytes int64
@@ -818,96 +683,6 @@ func (n *Namespace) StatFS(ctx context.Context) (StatFS, error) {
 	st.Inodes = n.mu.sb.NextIno
 	n.mu.Unlock()
 	return st, nil
-}
-
-// VDiskNames maps vDisk ids to their paths in the tree (status).
-func (n *Namespace) VDiskNames(ctx context.Context) map[uint64]string {
-	out := map[uint64]string{}
-	var walk func(dir uint64, path string, depth int)
-	walk = func(dir uint64, path string, depth int) {
-		if depth > 64 {
-			return
-		}
-		var subdirs []DirEntry
-		n.ReadDir(ctx, dir, "", func(e DirEntry) bool {
-			if e.Mode == syscall.S_IFDIR {
-				subdirs = append(subdirs, e)
-			} else if e.Mode == syscall.S_IFREG {
-				if a, err := n.GetAttr(ctx, e.Ino); err == nil && a.IsVDisk() {
-					out[a.VDisk] = path + e.Name
-				}
-			}
-			return true
-		})
-		for _, d := range subdirs {
-			walk(d.Ino, path+d.Name+"/", depth+1)
-		}
-	}
-	walk(RootIno, "/", 0)
-	return out
-}
-
-// Resolve finds a path in the tree ("dir/vm1.raw" or "/dir/vm1.raw",
-// from the vPool's root), following no symlinks.
-func (n *Namespace) Resolve(ctx context.Context, path string) (Attr, error) {
-	a, err := n.GetAttr(ctx, RootIno)
-	for _, name := range strings.Split(path, "/") {
-		if err != nil {
-			return Attr{}, err
-		}
-		if name == "" || name == "." {
-			continue
-		}
-		if !a.IsDir() {
-			return Attr{}, fmt.Errorf("%w: %q in %q", ErrNotDir, name, path)
-		}
-		a, err = n.Lookup(ctx, a.Ino, name)
-	}
-	return a, err
-}
-
-// VDiskOf returns the vDisk a path names, or an error naming the path.
-func (n *Namespace) VDiskOf(ctx context.Context, path string) (*volume.VDisk, error) {
-	_, v, err := n.vdiskAt(ctx, path)
-	return v, err
-}
-
-// vdiskAt is VDiskOf with the file's attributes.
-func (n *Namespace) vdiskAt(ctx context.Context, path string) (Attr, *volume.VDisk, error) {
-	a, err := n.Resolve(ctx, path)
-	if err != nil {
-		return a, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if !a.IsVDisk() {
-		return a, nil, fmt.Errorf("%s: %w: not a vDisk (names ending in %s are)", path, ErrInvalid, strings.Join(n.cfg.VDiskSuffixes, " or "))
-	}
-	v, err := n.pool.VDisk(a.VDisk)
-	return a, v, err
-}
-
-// Rollback rolls the vDisk at path back to its snapshot name (see
-// volume.VDisk.Rollback), unless it is open for writing.
-func (n *Namespace) Rollback(ctx context.Context, path, name string) error {
-	a, v, err := n.vdiskAt(ctx, path)
-	if err != nil {
-		return err
-	}
-	n.mu.Lock()
-	w := 0
-	if oi := n.mu.open[a.Ino]; oi != nil {
-		w = oi.writers
-	}
-	n.mu.Unlock()
-	if w > 0 {
-		return fmt.Errorf("%w: %s is open for writing (%d handles): stop what writes to it first", volume.ErrBusy, path, w)
-	}
-	if err := v.Rollback(ctx, name); err != nil {
-		return err
-	}
-	if m := n.kernel.Load(); m != nil { // a read-only mapping must not show what was rolled away
-		m.InvalidateInode(a.Ino, 0, 0)
-	}
-	return nil
 }
 
 // MaxFileSize is the largest file the vPool holds (a vDisk's limit).
