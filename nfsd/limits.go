@@ -41,13 +41,14 @@ const (
 // limits are a server's bounds, from Config with defaults filled in.
 type limits struct {
 	maxConns, perClient int
-	idle, record        time.Duration
+	idle                atomic.Int64 // ns; atomic so that a test can shorten it on a live server
+	record              time.Duration
 	buffer              *semaphore.Weighted
 	perConnBuffer       int64
 }
 
-func newLimits(cfg *Config) limits {
-	l := limits{maxConns: cfg.MaxConns, perClient: cfg.MaxConnsPerClient, idle: cfg.IdleTimeout, record: recordTimeout}
+func newLimits(cfg *Config) *limits {
+	l := &limits{maxConns: cfg.MaxConns, perClient: cfg.MaxConnsPerClient, record: recordTimeout}
 	if l.maxConns <= 0 {
 		l.maxConns = DefaultMaxConns
 	}
@@ -55,9 +56,11 @@ func newLimits(cfg *Config) limits {
 		l.perClient = DefaultMaxConnsPerClient
 	}
 	l.perClient = min(l.perClient, l.maxConns)
-	if l.idle <= 0 {
-		l.idle = DefaultIdleTimeout
+	idle := cfg.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
 	}
+	l.idle.Store(int64(idle))
 	b := max(cfg.Buffer, MinBuffer)
 	if cfg.Buffer == 0 {
 		b = DefaultBuffer
@@ -125,7 +128,7 @@ func (c *call) reserve(n int) error { return c.charge.take(n) }
 // timeout is closed.
 func (cn *conn) waitCall() error {
 	for {
-		cn.c.SetReadDeadline(time.Now().Add(cn.s.lim.idle))
+		cn.c.SetReadDeadline(time.Now().Add(time.Duration(cn.s.lim.idle.Load())))
 		_, err := cn.br.Peek(4)
 		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || cn.inflight.Load() == 0 {
 			return err

@@ -91,7 +91,7 @@ func TestPipeliningClientIsBounded(t *testing.T) {
 // a client with a call waiting for buffer is not idle; the stalled ones
 // are closed when their calls are not received in time.
 func TestStalledSendersAreBounded(t *testing.T) {
-	e := newEnv(t, Config{Buffer: MinBuffer, IdleTimeout: time.Second})
+	e := newEnv(t, Config{Buffer: MinBuffer}) // idle: 6 min until the READ below
 	e.srv.lim.record = 2 * time.Second
 	c, root := e.client(0, 0)
 	fh, _ := must2(t)(c.Create(root, "f", Guarded, 0o644, [8]byte{}))
@@ -117,8 +117,9 @@ func TestStalledSendersAreBounded(t *testing.T) {
 		t.Fatalf("a 4 KiB READ while the buffer is held: %v", err)
 	}
 	// A 1 MiB READ waits for buffer: its connection has a call in flight
-	// and outlives the idle timeout; it is answered once the stalled
-	// senders are dropped.
+	// and outlives an idle timeout shorter than the wait (the stalled
+	// senders are dropped at 2 s); it is answered then.
+	e.srv.lim.idle.Store(int64(200 * time.Millisecond))
 	if got, _, err := c.Read(fh, 0, 1<<20); err != nil || len(got) != 1<<20 {
 		t.Fatalf("a 1 MiB READ after the stalled senders: %d bytes, %v", len(got), err)
 	}

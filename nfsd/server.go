@@ -81,7 +81,7 @@ type Server struct {
 	work  chan func() // to idle workers
 
 	nfsPort    int
-	lim        limits
+	lim        *limits
 	rules      []Rule
 	ctx        context.Context // ends at Close: calls waiting for buffer budget give up
 	cancel     context.CancelFunc
