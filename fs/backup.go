@@ -379,7 +379,7 @@ func (n *Namespace) adoptLocked(dir uint64, name string, id uint64) error {
 	d.Mtime, d.Ctime = now, now
 	ops, err := n.setEntry([]volume.MetaOp{{Key: key(kindInode, a.Ino), Value: a.encode()},
 		{Key: key(kindInode, dir), Value: d.encode()}, {Key: key(kindSuper), Value: sb.encode()}},
-		dir, name, a.Ino, a.Mode)
+		dir, name, a.Ino, a.Mode, true)
 	if err == nil {
 		err = n.commit(ops)
 	}

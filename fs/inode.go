@@ -56,25 +56,36 @@ func entryKey(parent uint64, name string) []byte { return append(key(kindEntry, 
 // setEntry and delEntry add the ops that make or drop parent/name -> ino:
 // the name key and its inode-order twin, always changed together. The
 // twin holds every name ino has in parent (hard links), so both read what
-// the ops so far, or else the catalog, leave there.
-func (n *Namespace) setEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64, mode uint32) ([]volume.MetaOp, error) {
-	_, names, err := n.orderNames(ops, parent, ino)
-	if err != nil {
-		return ops, err
-	}
-	if !slices.Contains(names, name) {
-		names = append(names, name)
+// the ops so far, or else the catalog, leave there; unless only says that
+// ino has no other name (a new inode, a directory, a file of one link),
+// which keeps creates and unlinks free of that read.
+func (n *Namespace) setEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64, mode uint32, only bool) ([]volume.MetaOp, error) {
+	names := []string{name}
+	if !only {
+		_, have, err := n.orderNames(ops, parent, ino)
+		if err != nil {
+			return ops, err
+		}
+		if !slices.Contains(have, name) {
+			names = append(have, name)
+		} else {
+			names = have
+		}
 	}
 	return append(ops, volume.MetaOp{Key: entryKey(parent, name), Value: encodeEntry(ino, mode)},
 		volume.MetaOp{Key: key(kindDirOrder, parent, ino), Value: encodeOrder(typeByte(mode), names)}), nil
 }
 
-func (n *Namespace) delEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64) ([]volume.MetaOp, error) {
-	typ, names, err := n.orderNames(ops, parent, ino)
-	if err != nil {
-		return ops, err
+func (n *Namespace) delEntry(ops []volume.MetaOp, parent uint64, name string, ino uint64, only bool) ([]volume.MetaOp, error) {
+	var typ byte
+	var names []string
+	if !only {
+		var err error
+		if typ, names, err = n.orderNames(ops, parent, ino); err != nil {
+			return ops, err
+		}
+		names = slices.DeleteFunc(names, func(s string) bool { return s == name })
 	}
-	names = slices.DeleteFunc(names, func(s string) bool { return s == name })
 	order := volume.MetaOp{Key: key(kindDirOrder, parent, ino)}
 	if len(names) > 0 {
 		order.Value = encodeOrder(typ, names)
@@ -99,6 +110,9 @@ func (n *Namespace) orderNames(ops []volume.MetaOp, parent, ino uint64) (byte, [
 	typ, names := decodeOrder(v)
 	return typ, names, nil
 }
+
+// oneName reports whether a has no name but the one being changed.
+func oneName(a *Attr) bool { return a.IsDir() || a.Nlink <= 1 }
 
 // An inode-order record is the type byte and the inode's names in the
 // directory, NUL-separated (one name, as before links, has no NUL).

@@ -59,7 +59,7 @@ func (n *Namespace) linkLocked(ino, parent uint64, name string) (Attr, error) {
 	a.Ctime = now
 	d.Mtime, d.Ctime = now, now
 	ops, err := n.setEntry([]volume.MetaOp{{Key: key(kindInode, ino), Value: a.encode()},
-		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, ino, a.Mode)
+		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, ino, a.Mode, false)
 	if err == nil {
 		err = n.commit(ops)
 	}

@@ -497,7 +497,7 @@ func (n *Namespace) createLocked(parent uint64, name string, nn NewNode, vdisk *
 		{Key: key(kindInode, a.Ino), Value: a.encode()},
 		{Key: key(kindInode, parent), Value: d.encode()},
 		{Key: key(kindSuper), Value: sb.encode()},
-	}, parent, name, a.Ino, a.Mode)
+	}, parent, name, a.Ino, a.Mode, true)
 	if err == nil {
 		err = n.commit(ops)
 	}

@@ -69,6 +69,7 @@ func (n *Namespace) unlinkLocked(parent uint64, name string, ops *[]volume.MetaO
 // a: one name fewer, or, for its last name, the inode becomes an orphan
 // (freed by the caller, or at the last release).
 func (n *Namespace) dropName(ops []volume.MetaOp, parent uint64, name string, a *Attr, now int64) ([]volume.MetaOp, error) {
+	only := oneName(a)
 	if a.Nlink > 1 {
 		a.Nlink--
 	} else {
@@ -77,7 +78,7 @@ func (n *Namespace) dropName(ops []volume.MetaOp, parent uint64, name string, a 
 	}
 	a.Ctime = now
 	ops = append(ops, volume.MetaOp{Key: key(kindInode, a.Ino), Value: a.encode()})
-	return n.delEntry(ops, parent, name, a.Ino)
+	return n.delEntry(ops, parent, name, a.Ino, only)
 }
 
 // freeInode frees an orphan's data, then its record.
@@ -146,7 +147,7 @@ func (n *Namespace) Rmdir(ctx context.Context, parent uint64, name string) error
 	d.Nlink--
 	d.Mtime, d.Ctime = now, now
 	ops, err := n.delEntry([]volume.MetaOp{{Key: key(kindInode, a.Ino)},
-		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, a.Ino)
+		{Key: key(kindInode, parent), Value: d.encode()}}, parent, name, a.Ino, true)
 	if err != nil {
 		return err
 	}

@@ -94,11 +94,11 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 		}
 		dst.Parent, dst.Ctime = p1, now
 		// Later ops win: both old names go, then both new ones are set.
-		if ops, err = n.delEntry(ops, p1, n1, ino); err == nil {
-			ops, err = n.delEntry(ops, p2, n2, dst.Ino)
+		if ops, err = n.delEntry(ops, p1, n1, ino, oneName(&src)); err == nil {
+			ops, err = n.delEntry(ops, p2, n2, dst.Ino, oneName(&dst))
 		}
 		if err == nil {
-			ops, err = n.setEntry(ops, p1, n1, dst.Ino, dst.Mode)
+			ops, err = n.setEntry(ops, p1, n1, dst.Ino, dst.Mode, oneName(&dst))
 		}
 		if err != nil {
 			return nil, err
@@ -120,7 +120,7 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 			}
 			d2.Nlink--
 			ops = append(ops, volume.MetaOp{Key: key(kindInode, tino)})
-			if ops, err = n.delEntry(ops, p2, n2, tino); err != nil {
+			if ops, err = n.delEntry(ops, p2, n2, tino, true); err != nil {
 				return nil, err
 			}
 		default: // the target loses a name: its last makes it an orphan
@@ -132,14 +132,14 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 				free = &dst
 			}
 		}
-		if ops, err = n.delEntry(ops, p1, n1, ino); err != nil {
+		if ops, err = n.delEntry(ops, p1, n1, ino, oneName(&src)); err != nil {
 			return nil, err
 		}
 	case errors.Is(err, ErrNotFound):
 		if flags&RenameExchange != 0 {
 			return nil, err
 		}
-		if ops, err = n.delEntry(ops, p1, n1, ino); err != nil {
+		if ops, err = n.delEntry(ops, p1, n1, ino, oneName(&src)); err != nil {
 			return nil, err
 		}
 	default:
@@ -151,7 +151,7 @@ func (n *Namespace) renameLocked(p1 uint64, n1 string, p2 uint64, n2 string, fla
 	}
 	src.Parent, src.Ctime = p2, now
 	d1.Mtime, d1.Ctime, d2.Mtime, d2.Ctime = now, now, now, now
-	if ops, err = n.setEntry(ops, p2, n2, src.Ino, src.Mode); err != nil {
+	if ops, err = n.setEntry(ops, p2, n2, src.Ino, src.Mode, oneName(&src)); err != nil {
 		return nil, err
 	}
 	ops = append(ops, volume.MetaOp{Key: key(kindInode, src.Ino), Value: src.encode()})
