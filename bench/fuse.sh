@@ -25,9 +25,8 @@ warm_memory
 
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do timeout 60 tail --pid="$p" -f /dev/null 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
-	for m in "$scratch/vpool-mnt" "$scratch/pt-mnt"; do mountpoint -q "$m" && umount -l "$m"; done
+	stop_pids
+	unmount_lazy "$scratch/vpool-mnt" "$scratch/pt-mnt"
 	rm -rf "$scratch" /dev/shm/vpool-bench-$$
 }
 trap cleanup EXIT
@@ -42,10 +41,7 @@ VPOOL_BACKEND_ASDS=$asds VPOOL_WRITE_BUFFER_SIZE=8GiB "$scratch/bin/vpool" serve
 pids+=($!); vpool_pid=$!
 "$scratch/bin/passthrough" "$scratch/pt" "$scratch/pt-mnt" >"$scratch/pt.log" 2>&1 &
 pids+=($!); pt_pid=$!
-for m in vpool-mnt pt-mnt; do
-	for i in $(seq 100); do mountpoint -q "$scratch/$m" && break; sleep 0.1; done
-	mountpoint -q "$scratch/$m" || { echo "bench: $m did not mount"; cat "$scratch"/*.log; exit 1; }
-done
+wait_mounted "$scratch/vpool-mnt" "$scratch/pt-mnt"
 for t in vpool pt; do truncate -s 4G "$scratch/$t-mnt/bench.raw"; done
 
 

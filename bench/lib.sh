@@ -32,3 +32,28 @@ quiesce() {
 	done
 	echo "bench: vpool uploads did not finish in 5 minutes" >&2
 }
+
+# stop_pids: TERM every PID in the array pids, then KILL those still
+# running after 60 s.
+stop_pids() {
+	local p
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do timeout 60 tail --pid="$p" -f /dev/null 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+}
+
+# unmount_lazy DIR...: detaches those of DIR... that are mount points.
+unmount_lazy() {
+	local m
+	for m in "$@"; do mountpoint -q "$m" && umount -l "$m"; done
+	return 0
+}
+
+# wait_mounted DIR...: waits up to 10 s for each DIR to be a mount point;
+# else prints the logs in $scratch and exits.
+wait_mounted() {
+	local m i
+	for m in "$@"; do
+		for i in $(seq 100); do mountpoint -q "$m" && break; sleep 0.1; done
+		mountpoint -q "$m" || { echo "bench: $m did not mount"; cat "$scratch"/*.log; exit 1; }
+	done
+}

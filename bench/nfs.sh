@@ -41,9 +41,8 @@ warm_memory
 nsv=vpool-nfsbench-v-$$ nsg=vpool-nfsbench-g-$$
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do timeout 60 tail --pid="$p" -f /dev/null 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
-	mountpoint -q "$scratch/vpool-mnt" && umount -l "$scratch/vpool-mnt"
+	stop_pids
+	unmount_lazy "$scratch/vpool-mnt"
 	ip netns delete "$nsv" 2>/dev/null || true
 	ip netns delete "$nsg" 2>/dev/null || true
 	rm -rf "$scratch" /dev/shm/vpool-nfsbench-$$

@@ -24,9 +24,8 @@ warm_memory
 
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do timeout 60 tail --pid="$p" -f /dev/null 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
-	for m in "$scratch/vpool-mnt" "$scratch/pt-mnt"; do mountpoint -q "$m" && umount -l "$m"; done
+	stop_pids
+	unmount_lazy "$scratch/vpool-mnt" "$scratch/pt-mnt"
 	rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -36,10 +35,7 @@ VPOOL_NFS_LISTEN=off VPOOL_WRITE_BUFFER_SIZE=4GiB "$scratch/bin/vpool" serve --d
 pids+=($!); vpool_pid=$!
 "$scratch/bin/passthrough" -cached "$scratch/pt" "$scratch/pt-mnt" >"$scratch/pt.log" 2>&1 &
 pids+=($!); pt_pid=$!
-for m in vpool-mnt pt-mnt; do
-	for i in $(seq 100); do mountpoint -q "$scratch/$m" && break; sleep 0.1; done
-	mountpoint -q "$scratch/$m" || { echo "bench: $m did not mount"; cat "$scratch"/*.log; exit 1; }
-done
+wait_mounted "$scratch/vpool-mnt" "$scratch/pt-mnt"
 
 declare -A dir=([vpool]=$scratch/vpool-mnt [passthrough]=$scratch/pt-mnt [disk]=$scratch/disk)
 declare -A pid=([vpool]=$vpool_pid [passthrough]=$pt_pid [disk]=)
