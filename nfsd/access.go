@@ -157,6 +157,7 @@ func (r *Rule) squash(c *cred) {
 // it is served under.
 type peer struct {
 	addr   string
+	ip     netip.Addr // of addr, unmapped
 	rule   *Rule
 	secure bool // the source port is privileged (< 1024)
 }
@@ -167,7 +168,8 @@ func (p *peer) trusted() bool { return p.secure || p.rule.Insecure }
 // ruleFor finds the rule for a client address: the most specific network
 // that holds it (the first listed of equal ones). nil: not allowed.
 func (s *Server) ruleFor(addr net.Addr) (*peer, bool) {
-	ap, err := netip.ParseAddrPort(addr.String())
+	as := addr.String()
+	ap, err := netip.ParseAddrPort(as)
 	if err != nil {
 		return nil, false
 	}
@@ -182,7 +184,7 @@ func (s *Server) ruleFor(addr net.Addr) (*peer, bool) {
 	if best == nil {
 		return nil, false
 	}
-	return &peer{addr: addr.String(), rule: best, secure: ap.Port() < 1024}, true
+	return &peer{addr: as, ip: ip, rule: best, secure: ap.Port() < 1024}, true
 }
 
 // rules are the configured ones, or one for every client.

@@ -290,8 +290,7 @@ func (s *Server) newConn(c net.Conn, p *peer) *conn {
 	if !p.trusted() {
 		cn.maxRecord = untrustedRecord
 	}
-	ap, _ := netip.ParseAddrPort(p.addr)
-	cn.addr = ap.Addr().Unmap()
+	cn.addr = p.ip
 	cn.ctx, cn.cancel = context.WithCancel(s.ctx)
 	cn.budget = semaphore.NewWeighted(s.lim.perConnBuffer)
 	cn.last.Store(time.Now().UnixNano())
