@@ -10,8 +10,9 @@
 // (FUSE direct I/O, parallel direct writes). It can still be mapped
 // (CAP_DIRECT_IO_ALLOW_MMAP): the kernel caches mapped pages, writes
 // dirty ones back before a direct write of their range and drops them
-// after; a write over NFS asks the kernel to do the same (before and
-// after it), as does a rollback. A file keeps its kind when renamed. Every other regular file keeps its data in the file store, one
+// after; a write through any other handle (NFS, later NBD) asks the
+// kernel to do the same (File.WriteAt, before and after it), as does a
+// rollback. A file keeps its kind when renamed. Every other regular file keeps its data in the file store, one
 // internal vDisk per vPool, in 1 MiB chunks handed out on first write (a
 // 1 KiB file costs one cluster; freed chunks are discarded, so they take
 // no space).

@@ -32,6 +32,18 @@ type File struct {
 	snap  *volume.Snapshot // snapshot files (read-only; no openInode)
 	oi    *openInode
 	write bool
+	// kernel: the FUSE mount's handle. Writes through others (NFS, and
+	// any front end to come) tell the kernel to drop the pages a mapping
+	// of the vDisk may hold; the kernel keeps its own writes coherent.
+	kernel bool
+}
+
+// invalidateMapped tells the FUSE mount, if any, that length bytes of
+// the vDisk of inode ino at off changed outside it.
+func (n *Namespace) invalidateMapped(ino uint64, off, length int64) {
+	if m := n.kernel.Load(); m != nil {
+		m.InvalidateVDisk(ino, off, length)
+	}
 }
 
 // Open opens a regular file (or vDisk) for I/O; write asks for writing.
@@ -215,6 +227,13 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 			if err := f.growVDisk(ctx, end); err != nil {
 				return 0, err
 			}
+		}
+		if !f.kernel {
+			// Pages a mapping dirtied go back to the vDisk before this
+			// write, not over it; the same call after the write drops
+			// what was read in between.
+			f.n.invalidateMapped(f.ino, off, int64(len(p)))
+			defer f.n.invalidateMapped(f.ino, off, int64(len(p)))
 		}
 		if err := f.vdisk.WriteAt(ctx, p, off); err != nil {
 			return 0, err

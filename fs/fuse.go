@@ -166,6 +166,7 @@ func (f *fuseFS) addFile(h *File, out *fuse.OpenOut) {
 	f.mu.next++
 	fh := f.mu.next
 	f.mu.files[fh] = h
+	h.kernel = true
 	if h.IsVDisk() {
 		f.mu.vdisks[h.ino]++
 	}

@@ -441,12 +441,6 @@ func (s *Server) write(ctx context.Context, c *call) []byte {
 		err = ioAllowed(&pre, &c.cred, off, 2)
 	}
 	committed := uint32(unstable)
-	if err == nil && pre.IsVDisk() {
-		// Pages a mapping dirtied go back to the vDisk before this write,
-		// not over it; the same call after the write drops what was read
-		// in between.
-		s.cfg.Notify.InvalidateVDisk(pre.Ino, int64(off), int64(len(data)))
-	}
 	if err == nil {
 		var f *fs.File
 		if f, err = s.files.get(ctx, pre.Ino); err == nil {
@@ -462,11 +456,9 @@ func (s *Server) write(ctx context.Context, c *call) []byte {
 	case err != nil:
 	case !pre.IsVDisk():
 		s.cfg.Notify.InvalidateInode(pre.Ino, int64(off), int64(len(data)))
-	default:
-		s.cfg.Notify.InvalidateVDisk(pre.Ino, int64(off), int64(len(data))) // a mapping may hold its pages
-		if perr == nil && post.Size != pre.Size {
-			s.cfg.Notify.InvalidateInode(pre.Ino, -1, 0)
-		}
+	case perr == nil && post.Size != pre.Size:
+		// vDisks: their data is fs's (File.WriteAt); a new size is ours.
+		s.cfg.Notify.InvalidateInode(pre.Ino, -1, 0)
 	}
 	w := s.reply(c, status(err), 2*fattr3Size+32)
 	s.wcc(w, known(pre), attrOrNil(post, perr))

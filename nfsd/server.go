@@ -58,14 +58,12 @@ type Config struct {
 // Notifier invalidates another view's caches of the namespace.
 type Notifier interface {
 	InvalidateInode(ino uint64, off, length int64) // off < 0: attributes only; length 0: to the end
-	InvalidateVDisk(ino uint64, off, length int64) // a vDisk's data (its size goes through InvalidateInode)
 	InvalidateEntry(parent uint64, name string)
 }
 
 type noNotify struct{}
 
 func (noNotify) InvalidateInode(uint64, int64, int64) {}
-func (noNotify) InvalidateVDisk(uint64, int64, int64) {}
 func (noNotify) InvalidateEntry(uint64, string)       {}
 
 // Server serves one vPool's namespace over NFSv3, MOUNT v3 and the
