@@ -62,6 +62,9 @@ type EC struct {
 		m map[string]geometry
 	}
 	repaired atomic.Int64 // fragment pieces rebuilt from parity on read
+	// createMu makes Create's look and Put one step within the process;
+	// one process at a time holds a backend.
+	createMu sync.Mutex
 }
 
 const geometryCacheMax = 1 << 16
@@ -130,6 +133,22 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	var err error
 	runNiced(putNice, func() { err = e.put(ctx, name, src, size) })
 	return err
+}
+
+// Create is Put of a name that must not exist: ErrExists if it does.
+func (e *EC) Create(ctx context.Context, name string, src io.ReaderAt, size int64) error {
+	e.createMu.Lock()
+	defer e.createMu.Unlock()
+	e.geo.Lock()
+	delete(e.geo.m, name) // look at the ASDs, not at what this process saw
+	e.geo.Unlock()
+	switch _, err := e.Size(ctx, name); {
+	case err == nil:
+		return fmt.Errorf("%w: %s", ErrExists, name)
+	case !errors.Is(err, ErrNotFound):
+		return fmt.Errorf("objstore: create %s: %w", name, err)
+	}
+	return e.Put(ctx, name, src, size)
 }
 
 // putNice is the nice value of the threads that run Put; their disk I/O
@@ -384,14 +403,14 @@ func (e *EC) putStepForTesting(step string) error {
 // the version (nonce) that at least k fragments agree on; a version being
 // switched in (".new" fragments) wins over the one in place.
 func (e *EC) geometry(ctx context.Context, name string) (geometry, error) {
+	if err := ctx.Err(); err != nil {
+		return geometry{}, err
+	}
 	e.geo.Lock()
 	g, ok := e.geo.m[name]
 	e.geo.Unlock()
 	if ok {
 		return g, nil
-	}
-	if err := ctx.Err(); err != nil {
-		return g, err
 	}
 	votes := map[uint64][]fragHeader{}
 	switching := map[uint64]bool{}
@@ -631,6 +650,12 @@ func (e *EC) List(ctx context.Context, prefix string) ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// ListDirs returns the "directories" right below prefix.
+func (e *EC) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	names, err := e.List(ctx, prefix)
+	return dirsOf(names, prefix), err
 }
 
 // Usage sums the filesystems under the ASDs, each counted once.

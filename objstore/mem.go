@@ -98,6 +98,15 @@ func (m *Mem) gate(ctx context.Context, put bool) error {
 
 // Put stores size bytes read from src under name.
 func (m *Mem) Put(ctx context.Context, name string, src io.ReaderAt, size int64) error {
+	return m.put(ctx, name, src, size, false)
+}
+
+// Create is Put of a name that must not exist.
+func (m *Mem) Create(ctx context.Context, name string, src io.ReaderAt, size int64) error {
+	return m.put(ctx, name, src, size, true)
+}
+
+func (m *Mem) put(ctx context.Context, name string, src io.ReaderAt, size int64, excl bool) error {
 	if err := m.gate(ctx, true); err != nil {
 		return err
 	}
@@ -106,8 +115,11 @@ func (m *Mem) Put(ctx context.Context, name string, src io.ReaderAt, size int64)
 		return fmt.Errorf("objstore: put %s: read source: %w", name, err)
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.mu.objects[name]; ok && excl {
+		return fmt.Errorf("%w: %s", ErrExists, name)
+	}
 	m.mu.objects[name] = newMemObject(data)
-	m.mu.Unlock()
 	return nil
 }
 
@@ -172,6 +184,12 @@ func (m *Mem) List(ctx context.Context, prefix string) ([]string, error) {
 	m.mu.RUnlock()
 	sort.Strings(names)
 	return names, nil
+}
+
+// ListDirs returns the "directories" right below prefix.
+func (m *Mem) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	names, err := m.List(ctx, prefix)
+	return dirsOf(names, prefix), err
 }
 
 // Usage reports the bytes held; capacity is unbounded and shown as 1 TiB.

@@ -4,14 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sort"
+	"strings"
+
+	"vpool/volume/backend"
 )
 
-// Errors returned by every store; test with errors.Is.
+// Errors returned by every store; test with errors.Is. Not found, out of
+// range and exists are the engine's own sentinels (volume declares the
+// contract it needs).
 var (
-	ErrNotFound    = errors.New("objstore: object not found")
+	ErrNotFound    = backend.ErrNotFound
+	ErrRange       = backend.ErrRange
+	ErrExists      = backend.ErrExists
 	ErrCorrupt     = errors.New("objstore: object corrupt (checksum mismatch)")
 	ErrUnavailable = errors.New("objstore: not enough fragments readable")
-	ErrRange       = errors.New("objstore: range outside object")
 	ErrBadPreset   = errors.New("objstore: bad preset")
 	ErrNoASD       = errors.New("objstore: ASD unavailable")
 	ErrNoSpace     = errors.New("objstore: no space left on an ASD")
@@ -35,4 +42,20 @@ func checkRange(name string, size, off int64, n int) error {
 		return fmt.Errorf("%w: %s: [%d, %d) of %d bytes", ErrRange, name, off, off+int64(n), size)
 	}
 	return nil
+}
+
+// dirsOf returns, sorted and once each, prefix plus the part up to and
+// including the next '/' of each name under prefix that has one.
+func dirsOf(names []string, prefix string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range names {
+		rest, ok := strings.CutPrefix(n, prefix)
+		if i := strings.IndexByte(rest, '/'); ok && i >= 0 && !seen[rest[:i+1]] {
+			seen[rest[:i+1]] = true
+			out = append(out, prefix+rest[:i+1])
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -33,6 +33,8 @@ type env struct {
 	meta    *metastore.Mem
 	cat     *metastore.MemCatalog
 	backend *objstore.Mem
+	// be, when set, is the backend the pool gets (a wrapper of backend)
+	be      Backend
 	cfg     Config
 	wbLimit int64
 	cache   int64
@@ -79,7 +81,11 @@ func (e *env) open() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := Open(ctx, e.cfg, Deps{FS: e.fs, Backend: e.backend, Catalog: e.cat, Meta: e.meta, WriteBuffer: wb, ReadCache: cache})
+	var be Backend = e.backend
+	if e.be != nil {
+		be = e.be
+	}
+	p, err := Open(ctx, e.cfg, Deps{FS: e.fs, Backend: be, Catalog: e.cat, Meta: e.meta, WriteBuffer: wb, ReadCache: cache})
 	if err != nil {
 		e.t.Fatalf("open pool: %v", err)
 	}

@@ -3,6 +3,8 @@ package volume
 import (
 	"errors"
 	"fmt"
+
+	"vpool/volume/backend"
 )
 
 // Errors of the volume package; test with errors.Is. Every error a caller
@@ -27,6 +29,13 @@ var (
 	// Open (its record, manifest or data is unreadable or gone); the rest
 	// of the pool serves on.
 	ErrDamaged = errors.New("volume: vDisk damaged")
+)
+
+// Errors every Backend returns (declared in volume/backend).
+var (
+	ErrObjectNotFound = backend.ErrNotFound
+	ErrObjectRange    = backend.ErrRange
+	ErrObjectExists   = backend.ErrExists
 )
 
 func errCorruptf(format string, args ...any) error {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"sort"
@@ -17,16 +16,12 @@ import (
 
 	"vpool/flashcache"
 	"vpool/vfs"
+	"vpool/volume/backend"
 )
 
-// Backend is the object store the engine needs (objstore implements it).
-type Backend interface {
-	Put(ctx context.Context, name string, src io.ReaderAt, size int64) error
-	GetRange(ctx context.Context, name string, p []byte, off int64) error
-	Size(ctx context.Context, name string) (int64, error)
-	Delete(ctx context.Context, name string) error
-	List(ctx context.Context, prefix string) ([]string, error)
-}
+// Backend is the object store the engine needs (objstore implements it;
+// objstore/objstoretest pins the contract).
+type Backend = backend.Store
 
 // WriteBuffer is the local-flash SCO store with backpressure
 // (flashcache.WriteBuffer implements it).
@@ -220,20 +215,15 @@ func Open(ctx context.Context, cfg Config, d Deps) (*Pool, error) {
 			}
 		}
 	}
-	names, err := p.backend.List(ctx, cfg.Name+"/")
+	backendIDs, err := p.backendVDisks(ctx)
 	if err != nil {
 		if !knownLocally {
 			return nil, fmt.Errorf("volume: vPool %s: list backend (needed to find vDisks, none known locally): %w", cfg.Name, err)
 		}
 		p.log.Warn("volume: backend unreachable at open; using local state", "vpool", cfg.Name, "err", err)
 	}
-	for _, n := range names {
-		rest := strings.TrimPrefix(n, cfg.Name+"/")
-		if i := strings.Index(rest, "/manifest."); i == 16 {
-			if id, err := parseID(rest[:16]); err == nil {
-				ids[id] = true
-			}
-		}
+	for _, id := range backendIDs {
+		ids[id] = true
 	}
 	sorted := make([]uint64, 0, len(ids))
 	for id := range ids {
@@ -277,6 +267,32 @@ func Open(ctx context.Context, cfg Config, d Deps) (*Pool, error) {
 			"vpool", cfg.Name, "vdisk", FormatID(id), "err", err)
 	}
 	return p, nil
+}
+
+// backendVDisks returns the vDisks that have a manifest on the backend. It
+// lists the pool's vDisk prefixes and then each one's manifests, never
+// their SCOs and TLogs: opening a pool costs requests in proportion to its
+// vDisks, not to its objects.
+func (p *Pool) backendVDisks(ctx context.Context) ([]uint64, error) {
+	dirs, err := p.backend.ListDirs(ctx, p.cfg.Name+"/")
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint64
+	for _, d := range dirs {
+		id, err := parseID(strings.TrimSuffix(strings.TrimPrefix(d, p.cfg.Name+"/"), "/"))
+		if err != nil {
+			continue // not a vDisk's (the namespace's backups)
+		}
+		mans, err := p.backend.List(ctx, d+"manifest.")
+		if err != nil {
+			return nil, err
+		}
+		if len(mans) > 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 // Damaged returns the vDisks that Open could not recover, with the cause.

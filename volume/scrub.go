@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"vpool/objstore"
 )
 
 // ScrubResult is what one scrub pass did.
@@ -422,7 +420,7 @@ func (v *VDisk) freeDead(ctx context.Context, live *liveCount, res *ScrubResult,
 		}
 		size, err := v.pool.backend.Size(ctx, name)
 		if err != nil {
-			if dry && errors.Is(err, objstore.ErrNotFound) {
+			if dry && errors.Is(err, ErrObjectNotFound) {
 				continue // the vDisk was deleted meanwhile
 			}
 			return fmt.Errorf("volume: scrub: %s: %w", name, err)

@@ -645,20 +645,38 @@ func (v *VDisk) writeManifest(ctx context.Context, uploadedThrough uint32, delet
 	v.mu.RLock()
 	m.Epoch, m.Snapshots, m.Dead, m.Parent = v.mu.epoch, v.mu.snaps, v.mu.dead, v.parentRecord()
 	v.mu.RUnlock()
-	b := encodeManifest(m)
-	if err := v.pool.backend.Put(ctx, manifestName(v.pool.cfg.Name, v.id, gen), bytesReaderAt(b), int64(len(b))); err != nil {
-		return fmt.Errorf("volume: write manifest %d: %w", gen, err)
+	prev := gen - 1
+	for {
+		// Create, never Put: a generation is written once. One that is
+		// there already was written before a crash that the upload state
+		// never heard of; it is older than what this one says.
+		m.Generation = gen
+		b := encodeManifest(m)
+		err := v.pool.backend.Create(ctx, manifestName(v.pool.cfg.Name, v.id, gen), bytesReaderAt(b), int64(len(b)))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrObjectExists) || gen-prev >= maxManifestSkip {
+			return fmt.Errorf("volume: write manifest %d: %w", gen, err)
+		}
+		v.log.Info("volume: manifest generation on the backend already (written before a crash); writing the next",
+			"vdisk", FormatID(v.id), "generation", gen)
+		gen++
 	}
 	v.mu.Lock()
 	v.mu.manifestGen, v.mu.manifestThrough = gen, uploadedThrough
 	v.mu.Unlock()
-	if gen > 1 {
-		if err := v.pool.backend.Delete(ctx, manifestName(v.pool.cfg.Name, v.id, gen-1)); err != nil {
-			v.log.Warn("volume: delete old manifest", "vdisk", FormatID(v.id), "generation", gen-1, "err", err)
+	for g := max(prev, 1); g < gen; g++ {
+		if err := v.pool.backend.Delete(ctx, manifestName(v.pool.cfg.Name, v.id, g)); err != nil {
+			v.log.Warn("volume: delete old manifest", "vdisk", FormatID(v.id), "generation", g, "err", err)
 		}
 	}
 	return nil
 }
+
+// maxManifestSkip bounds the generations writeManifest steps over: a crash
+// leaves at most one unrecorded.
+const maxManifestSkip = 8
 
 // dispose removes an uploaded segment's SCO from local flash once no read
 // uses it. Its TLog file stays until the stored block-map marker is past
