@@ -16,4 +16,14 @@ if ((${#missing[@]})); then
 fi
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	echo 'install-deps: Go is at /usr/local/go/bin; add it to PATH' >&2
+	export PATH="$PATH:/usr/local/go/bin"
+fi
+# The S3 server of the S3 backend's tests (none is packaged in Debian 12):
+# versitygw, built from the module proxy into /usr/local/bin.
+versitygw_version=v1.8.0
+if [ "$(cat /usr/local/lib/vpool-versitygw.version 2>/dev/null)" != "$versitygw_version" ] || ! [ -x /usr/local/bin/versitygw ]; then
+	echo "install-deps: building versitygw $versitygw_version (about 2 minutes)" >&2
+	GOBIN=/usr/local/bin go install "github.com/versity/versitygw/cmd/versitygw@$versitygw_version"
+	mkdir -p /usr/local/lib
+	echo "$versitygw_version" >/usr/local/lib/vpool-versitygw.version
 fi
