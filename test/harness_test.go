@@ -87,6 +87,15 @@ func startDaemonConfig(t *testing.T, yaml string, env ...string) *daemon {
 // dataSize (mount's size=, "" for none): a small filesystem to fill.
 func startDaemonOn(t *testing.T, yaml, dataSize string, env ...string) *daemon {
 	t.Helper()
+	d := newDaemon(t, yaml, dataSize, env...)
+	d.start()
+	return d
+}
+
+// newDaemon is startDaemonOn without the start: its network namespace is
+// there, for servers it needs (an S3 server) to start in first.
+func newDaemon(t *testing.T, yaml, dataSize string, env ...string) *daemon {
+	t.Helper()
 	root, err := os.MkdirTemp("/var/tmp", "vpool-e2e-")
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +145,6 @@ func startDaemonOn(t *testing.T, yaml, dataSize string, env ...string) *daemon {
 			t.Logf("daemon state kept in %s", root)
 		}
 	})
-	d.start()
 	return d
 }
 

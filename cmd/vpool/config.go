@@ -90,8 +90,22 @@ type ReadCacheConfig struct {
 }
 
 type BackendConfig struct {
+	Type   string       `mapstructure:"type"` // local (EC over the ASDs) or s3
 	ASDs   []string     `mapstructure:"asds"`
 	Preset PresetConfig `mapstructure:"preset"`
+	S3     S3Config     `mapstructure:"s3"`
+}
+
+// S3Config is the S3 backend's part (backend.type: s3).
+type S3Config struct {
+	Endpoint      string        `mapstructure:"endpoint"`
+	Bucket        string        `mapstructure:"bucket"`
+	Region        string        `mapstructure:"region"`
+	AccessKey     string        `mapstructure:"access_key"`
+	SecretKeyFile string        `mapstructure:"secret_key_file"`
+	SecretKey     string        `mapstructure:"secret_key"` // from VPOOL_BACKEND_S3_SECRET_KEY only, never the file
+	Timeout       time.Duration `mapstructure:"timeout"`
+	PartSize      Size          `mapstructure:"part_size"`
 }
 
 type PresetConfig struct {
@@ -221,7 +235,16 @@ func defaults(dataDir string) map[string]any {
 		"engine.seal_idle":               "60s",
 		"write_buffer.size":              "8GiB",
 		"read_cache.size":                "1GiB",
+		"backend.type":                   "local",
 		"backend.asds":                   []string{},
+		"backend.s3.endpoint":            "",
+		"backend.s3.bucket":              "",
+		"backend.s3.region":              "us-east-1",
+		"backend.s3.access_key":          "",
+		"backend.s3.secret_key_file":     "",
+		"backend.s3.secret_key":          "",
+		"backend.s3.timeout":             "30s",
+		"backend.s3.part_size":           "256MiB",
 		"backend.preset.data":            2,
 		"backend.preset.parity":          1,
 		"backend.preset.fragment_size":   "4MiB",
@@ -259,13 +282,18 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 	if dataDirFlag != "" {
 		v.Set("data_dir", dataDirFlag)
 	}
+	if v.InConfig("backend.s3.secret_key") {
+		return nil, fmt.Errorf("config %s: backend.s3.secret_key: a secret never goes in the config file; "+
+			"name a file holding it with backend.s3.secret_key_file, or set VPOOL_BACKEND_S3_SECRET_KEY", file)
+	}
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		sizeHook, mapstructure.StringToTimeDurationHookFunc(), listHook)))
 	if err != nil {
 		if m := unknownKeyRE.FindStringSubmatch(err.Error()); m != nil {
 			key := strings.Split(m[2], ",")[0]
-			if m[1] != "" {
+			// the root is named by its Go type ("main.Config"), a section by its key
+			if m[1] != "" && strings.ToLower(m[1]) == m[1] {
 				key = m[1] + "." + key
 			}
 			return nil, fmt.Errorf("config %s: unknown key %s", file, key)
@@ -310,7 +338,10 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 	if err := c.NFS.check(); err != nil {
 		return nil, err
 	}
-	if len(c.Backend.ASDs) == 0 {
+	if err := c.Backend.check(); err != nil {
+		return nil, err
+	}
+	if len(c.Backend.ASDs) == 0 && c.Backend.Type == "local" {
 		for i := 0; i < c.Backend.Preset.Data+c.Backend.Preset.Parity; i++ {
 			c.Backend.ASDs = append(c.Backend.ASDs, filepath.Join(c.DataDir, "asd", strconv.Itoa(i)))
 		}
@@ -349,6 +380,8 @@ func (c *Config) checkRanges() error {
 		{"backend.preset.data", int64(c.Backend.Preset.Data), 1, 32, showInt},
 		{"backend.preset.parity", int64(c.Backend.Preset.Parity), 0, 16, showInt},
 		{"backend.preset.fragment_size", int64(c.Backend.Preset.FragmentSize), 4 << 10, 64 << 20, showSize},
+		{"backend.s3.timeout", int64(c.Backend.S3.Timeout), int64(time.Second), int64(time.Hour), showDuration},
+		{"backend.s3.part_size", int64(c.Backend.S3.PartSize), 5 << 20, 5 << 30, showSize},
 		{"scrub.rate", int64(c.Scrub.Rate), 0, 1 << 40, showSize},
 		{"nfs.max_connections", int64(c.NFS.MaxConnections), 1, 1 << 16, showInt},
 		{"nfs.max_connections_per_client", int64(c.NFS.MaxConnectionsPerClient), 1, int64(max(c.NFS.MaxConnections, 1)), showInt},

@@ -49,6 +49,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"nfs:\n  portmap: maybe\n", "portmap"},
 		{"nfs:\n  allow: [\"10.0.0.0/8(rw,sync)\"]\n", `nfs.allow: "10.0.0.0/8(rw,sync)": unknown option "sync"`},
 		{"nfs:\n  anon_uid: 0\n", "nfs.anon_uid and nfs.anon_gid must be above 0"},
+		{"backend:\n  type: ceph\n", `backend.type "ceph": want local or s3`},
+		{"backend:\n  type: s3\n", "backend.s3.endpoint is empty"},
+		{"backend:\n  type: s3\n  s3:\n    endpoint: http://127.0.0.1:7070\n    bucket: b\n    access_key: a\n", "no S3 secret key"},
+		{"backend:\n  type: s3\n  s3:\n    endpoint: x\n    bucket: b\n    access_key: a\n    secret_key: hunter2\n", "a secret never goes in the config file"},
+		{"backend:\n  type: s3\n  s3:\n    endpoint: x\n    bucket: b\n    access_key: a\n    secret_key_file: /nonexistent\n", "backend.s3.secret_key_file: open /nonexistent"},
+		{"backend:\n  s3:\n    timeout: 0s\n", "backend.s3.timeout 0s: want 1s to 1h0m0s"},
 	} {
 		_, err := loadConfig(writeFile(t, tc.yaml), "")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -128,5 +134,24 @@ func TestMountpointOverlappingTheDataDirIsRefused(t *testing.T) {
 	c, _ := loadConfig(writeFile(t, "backend:\n  asds: [/srv/asd0, /mnt/ovs/vpool/asd1]\n"), "/var/lib/vpool")
 	if err := c.checkPaths(); err == nil || !strings.Contains(err.Error(), "/mnt/ovs/vpool/asd1") {
 		t.Errorf("an ASD inside the mountpoint: %v", err)
+	}
+}
+
+// The S3 secret comes from a file or the environment, and the ASD
+// defaults are the local backend's only.
+func TestS3Secret(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("hunter2\n"), 0o600)
+	yaml := "backend:\n  type: s3\n  s3:\n    endpoint: http://127.0.0.1:7070\n    bucket: b\n    access_key: a\n"
+	c, err := loadConfig(writeFile(t, yaml+"    secret_key_file: "+secret+"\n"), "")
+	if err != nil || c.Backend.S3.SecretKey != "hunter2" || len(c.Backend.ASDs) != 0 {
+		t.Fatalf("from a file: %v, %+v", err, c.Backend)
+	}
+	t.Setenv("VPOOL_BACKEND_S3_SECRET_KEY", "from-env")
+	if c, err := loadConfig(writeFile(t, yaml), ""); err != nil || c.Backend.S3.SecretKey != "from-env" {
+		t.Fatalf("from the environment: %v", err)
+	}
+	if _, err := loadConfig(writeFile(t, yaml+"    secret_key_file: "+secret+"\n"), ""); err == nil || strings.Contains(err.Error(), "from-env") {
+		t.Fatalf("both a file and the environment: %v", err)
 	}
 }

@@ -62,6 +62,7 @@ type Status struct {
 	BackendTotal     uint64         `json:"backend_total_bytes"`
 	BackendFree      uint64         `json:"backend_free_bytes"`
 	RepairedReads    int64          `json:"backend_repaired_reads"`
+	Backend          *BackendStatus `json:"backend"`
 	MapStoreResident int64          `json:"map_store_resident_bytes"`
 	MapStoreLimit    int64          `json:"map_store_limit_bytes"`
 	NFS              *NFSStatus     `json:"nfs,omitempty"`         // nil: the gateway is off
@@ -173,7 +174,7 @@ type controlServer struct {
 
 func (s *controlServer) status(ctx context.Context) Status {
 	st := Status{VPool: s.c.Name, DataDir: s.c.DataDir, Uptime: time.Since(s.started).Round(time.Second).String(),
-		VDisks: s.rates.snapshot(s.e.pool), RepairedReads: s.e.ec.RepairedReads(), MapStoreResident: s.e.meta.TablesResident(),
+		VDisks: s.rates.snapshot(s.e.pool), RepairedReads: s.e.be.repairedReads(), Backend: s.e.be.status(), MapStoreResident: s.e.meta.TablesResident(),
 		MapStoreLimit: int64(s.c.Engine.MapStoreMemory)}
 	var names map[uint64]string
 	for id, err := range s.e.pool.Damaged() {
@@ -215,7 +216,7 @@ func (s *controlServer) status(ctx context.Context) Status {
 	wb := s.e.wb.Stats()
 	st.WriteBufferBytes, st.WriteBufferLimit, st.Throttling = wb.UsedBytes, wb.LimitBytes, s.e.wb.Throttling()
 	st.FlashFree, st.FlashReserve, st.FlashFull = wb.FlashFreeBytes, wb.FlashReserveBytes, wb.FlashLow
-	if u, err := s.e.ec.Usage(ctx); err == nil {
+	if u, err := s.e.be.usage(ctx); err == nil {
 		st.BackendTotal, st.BackendFree = u.TotalBytes, u.FreeBytes
 	}
 	return st
@@ -365,7 +366,7 @@ func printStatus(w io.Writer, st *Status) {
 		fmt.Fprintf(w, "flash: FULL: %s free, %s kept for the metadata stores: writes fail with ENOSPC, reads go on; writes resume when there is room\n",
 			human(st.FlashFree), human(st.FlashReserve))
 	}
-	fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
+	printBackend(w, st)
 	fmt.Fprintf(w, "block-map store: %s of its tables in memory (limit %s)\n", human(st.MapStoreResident), human(st.MapStoreLimit))
 	if n := st.NFS; n != nil {
 		fmt.Fprintf(w, "nfs: export %s on port %d; %d connections open (%d in all), %s in calls in flight; %d calls (%d errors), %s read (%s of it read ahead; %s read ahead unused), %s written\n",
@@ -447,6 +448,21 @@ func writeMetrics(w io.Writer, st Status) {
 	g("vpool_flash_free_bytes", "Free bytes of the flash filesystem at the last look.", st.FlashFree, "")
 	g("vpool_backend_free_bytes", "Raw free bytes under the backend.", st.BackendFree, "")
 	g("vpool_backend_repaired_reads_total", "Fragment reads rebuilt from parity.", st.RepairedReads, "")
+	if b := st.Backend; b != nil {
+		g("vpool_backend_ok", "0 while every backend request since some moment has failed (unreachable, timing out, refusing).", b2i(b.OK), "")
+		failing := 0.0
+		if b.FailingSince != nil {
+			failing = time.Since(*b.FailingSince).Seconds()
+		}
+		g("vpool_backend_failing_seconds", "How long every backend request has failed; 0 while it answers.", failing, "")
+		g("vpool_backend_failures_total", "Backend requests failed.", b.Failures, "")
+		if r := b.Requests; r != nil {
+			g("vpool_backend_s3_gets_total", "S3 GET requests.", r.Gets, "")
+			g("vpool_backend_s3_get_bytes_total", "Bytes of S3 GETs.", r.GetBytes, "")
+			g("vpool_backend_s3_puts_total", "S3 PUT requests.", r.Puts, "")
+			g("vpool_backend_s3_put_bytes_total", "Bytes of S3 PUTs.", r.PutBytes, "")
+		}
+	}
 	g("vpool_map_store_resident_bytes", "Bytes of the block-map store's tables in memory (bounded by engine.map_store_memory).", st.MapStoreResident, "")
 	if sc := st.Scrub; sc != nil {
 		g("vpool_scrub_last_freed_bytes", "Bytes the newest scrub pass freed.", sc.BytesFreed, "")

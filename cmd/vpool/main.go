@@ -20,7 +20,6 @@ import (
 	"vpool/fs"
 	"vpool/metastore"
 	"vpool/nfsd"
-	"vpool/objstore"
 	"vpool/vfs"
 	"vpool/volume"
 )
@@ -77,7 +76,7 @@ type engine struct {
 	cat   *metastore.Catalog
 	cache *flashcache.ReadCache
 	wb    *flashcache.WriteBuffer
-	ec    *objstore.EC
+	be    *backendStore
 }
 
 func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, error) {
@@ -93,8 +92,7 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 	if err := checkFlashSize(flash, int64(c.WriteBuffer.Size), int64(c.ReadCache.Size)); err != nil {
 		return nil, err
 	}
-	ec, err := objstore.OpenEC(c.Backend.ASDs, objstore.Preset{Data: c.Backend.Preset.Data,
-		Parity: c.Backend.Preset.Parity, FragmentSize: int64(c.Backend.Preset.FragmentSize)}, log)
+	be, err := openBackend(ctx, c, log)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +119,7 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 		Name: c.Name, Dir: flash, ClusterSize: int64(c.Engine.ClusterSize), SCOSize: int64(c.Engine.SCOSize),
 		MaxVDiskSize: int64(c.Engine.MaxVDiskSize), MapCachePages: c.Engine.MapCachePages,
 		UploadConcurrency: c.Engine.UploadConcurrency, SealIdle: c.Engine.SealIdle, Log: log,
-	}, volume.Deps{FS: fs, Backend: ec, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: cache})
+	}, volume.Deps{FS: fs, Backend: be, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: cache})
 	if err != nil {
 		cache.Close()
 		closeStores()
@@ -131,8 +129,8 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 	// stores their room (recovery above may use it: a full disk at start
 	// must not make every vDisk damaged).
 	wb.SetReserve(metastore.SpaceReserve)
-	ec.SetReserve(metastore.SpaceReserve)
-	return &engine{pool: pool, meta: meta, cat: cat, cache: cache, wb: wb, ec: ec}, nil
+	be.setReserve(metastore.SpaceReserve)
+	return &engine{pool: pool, meta: meta, cat: cat, cache: cache, wb: wb, be: be}, nil
 }
 
 // openStores opens the block-map store (<data>/meta) and the catalog
@@ -163,7 +161,7 @@ func openStores(dataDir string, mapStoreMemory int64, log *slog.Logger) (*metast
 // capacity is what files can use on the backend: its raw space scaled by
 // the preset's k/(k+m).
 func (e *engine) capacity(ctx context.Context) (total, free int64, err error) {
-	u, err := e.ec.Usage(ctx)
+	u, err := e.be.usage(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -274,7 +272,7 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 		return err
 	}
 	ns, err := fs.Open(ctx, fs.Config{Name: c.Name, VDiskSuffixes: c.FS.VDiskSuffixes, BackupInterval: c.FS.BackupInterval,
-		Log: log, Capacity: e.capacity}, e.pool, e.cat, e.ec)
+		Log: log, Capacity: e.capacity}, e.pool, e.cat, e.be)
 	if err != nil {
 		l.Close()
 		e.close(context.Background())

@@ -27,6 +27,8 @@ type Server struct {
 	Dir      string // the directory it serves: one subdirectory per bucket
 	cmd      *exec.Cmd
 	log      string
+	netns    string
+	dial     func(addr string) (net.Conn, error)
 }
 
 // Binary finds versitygw.
@@ -45,12 +47,27 @@ func Binary() (string, error) {
 // Start runs a server over a new directory until the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{Dir: filepath.Join(t.TempDir(), "s3")}
+	return StartIn(t, "", nil)
+}
+
+// StartIn is Start in the network namespace netns (a path such as
+// /run/netns/NAME), on 127.0.0.1:7070 there; dial reaches into it to see
+// the server listen.
+func StartIn(t testing.TB, netns string, dial func(addr string) (net.Conn, error)) *Server {
+	t.Helper()
+	if dial == nil {
+		dial = func(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
+	}
+	s := &Server{Dir: filepath.Join(t.TempDir(), "s3"), netns: netns, dial: dial}
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	s.log = filepath.Join(filepath.Dir(s.Dir), "versitygw.log")
-	s.start(t, "")
+	addr := ""
+	if netns != "" {
+		addr = "127.0.0.1:7070" // the namespace's own loopback
+	}
+	s.start(t, addr)
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -71,7 +88,11 @@ func (s *Server) start(t testing.TB, addr string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "--port", a, "--access", AccessKey, "--secret", SecretKey, "--quiet", "posix", s.Dir)
+		args := []string{bin, "--port", a, "--access", AccessKey, "--secret", SecretKey, "--quiet", "posix", s.Dir}
+		if s.netns != "" {
+			args = append([]string{"nsenter", "--net=" + s.netns, "--"}, args...) // nsenter execs: the PID is the server's
+		}
+		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
@@ -81,7 +102,7 @@ func (s *Server) start(t testing.TB, addr string) {
 		logf.Close()
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		if waitListening(a, exited) {
+		if s.waitListening(a, exited) {
 			s.cmd, s.Addr, s.Endpoint = cmd, a, "http://"+a
 			go func() { <-exited }() // reaped when killed
 			return
@@ -95,14 +116,14 @@ func (s *Server) start(t testing.TB, addr string) {
 
 // waitListening waits until addr accepts connections, or the process
 // exits (its port was taken).
-func waitListening(addr string, exited <-chan error) bool {
+func (s *Server) waitListening(addr string, exited <-chan error) bool {
 	for i := 0; i < 3000; i++ { // 30 s: a start, not a measurement
 		select {
 		case <-exited:
 			return false
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		if c, err := s.dial(addr); err == nil {
 			c.Close()
 			return true
 		}

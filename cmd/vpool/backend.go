@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"vpool/objstore"
+	"vpool/objstore/s3"
+	"vpool/volume/backend"
+)
+
+// check refuses a backend section that cannot work, naming the key.
+func (b *BackendConfig) check() error {
+	switch b.Type {
+	case "local":
+		return nil
+	case "s3":
+	default:
+		return fmt.Errorf("config: backend.type %q: want local or s3", b.Type)
+	}
+	s := &b.S3
+	for _, k := range []struct{ key, val string }{{"backend.s3.endpoint", s.Endpoint}, {"backend.s3.bucket", s.Bucket},
+		{"backend.s3.access_key", s.AccessKey}} {
+		if k.val == "" {
+			return fmt.Errorf("config: %s is empty (backend.type is s3)", k.key)
+		}
+	}
+	if len(b.ASDs) > 0 {
+		return errors.New("config: backend.asds is set but backend.type is s3: the ASDs are the local backend's")
+	}
+	if s.SecretKeyFile != "" {
+		if s.SecretKey != "" {
+			return errors.New("config: both backend.s3.secret_key_file and VPOOL_BACKEND_S3_SECRET_KEY are set: give the secret once")
+		}
+		raw, err := os.ReadFile(s.SecretKeyFile)
+		if err != nil {
+			return fmt.Errorf("config: backend.s3.secret_key_file: %w", err)
+		}
+		s.SecretKey = strings.TrimSpace(string(raw))
+	}
+	if s.SecretKey == "" {
+		return errors.New("config: no S3 secret key: name a file holding it with backend.s3.secret_key_file, or set VPOOL_BACKEND_S3_SECRET_KEY")
+	}
+	return nil
+}
+
+// backendStore is the vPool's backend, watched for its health, with the
+// concrete store for what only it can say.
+type backendStore struct {
+	*objstore.Watched
+	kind string
+	ec   *objstore.EC // backend.type local
+	s3   *s3.Store    // backend.type s3
+}
+
+func openBackend(ctx context.Context, c *Config, log *slog.Logger) (*backendStore, error) {
+	if c.Backend.Type == "s3" {
+		cfg := c.Backend.S3
+		st, err := s3.New(s3.Config{Endpoint: cfg.Endpoint, Bucket: cfg.Bucket, Region: cfg.Region, AccessKey: cfg.AccessKey,
+			SecretKey: cfg.SecretKey, Timeout: cfg.Timeout, PartSize: int64(cfg.PartSize), Log: log})
+		if err != nil {
+			return nil, fmt.Errorf("config: backend.s3: %w", err)
+		}
+		b := &backendStore{Watched: objstore.Watch(st), kind: "s3 " + cfg.Endpoint + "/" + cfg.Bucket, s3: st}
+		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		if err := st.Check(cctx); err != nil {
+			// Writes go on into the write buffer; uploads retry.
+			log.Warn("vpool: S3 backend unreachable at start: writes are buffered and uploads retry until it answers",
+				"endpoint", cfg.Endpoint, "bucket", cfg.Bucket, "err", err)
+		}
+		return b, nil
+	}
+	ec, err := objstore.OpenEC(c.Backend.ASDs, objstore.Preset{Data: c.Backend.Preset.Data,
+		Parity: c.Backend.Preset.Parity, FragmentSize: int64(c.Backend.Preset.FragmentSize)}, log)
+	if err != nil {
+		return nil, err
+	}
+	kind := fmt.Sprintf("local %d+%d over %d ASDs", c.Backend.Preset.Data, c.Backend.Preset.Parity, len(c.Backend.ASDs))
+	return &backendStore{Watched: objstore.Watch(ec), kind: kind, ec: ec}, nil
+}
+
+var _ backend.Store = (*backendStore)(nil)
+
+// noCapacity is what df shows of a store that does not say its size (S3).
+const noCapacity = 1 << 50
+
+// usage is the backend's raw capacity; an S3 bucket has no size of its own.
+func (b *backendStore) usage(ctx context.Context) (objstore.Usage, error) {
+	if b.ec == nil {
+		return objstore.Usage{TotalBytes: noCapacity, FreeBytes: noCapacity, DataFraction: 1}, nil
+	}
+	return b.ec.Usage(ctx)
+}
+
+func (b *backendStore) repairedReads() int64 {
+	if b.ec == nil {
+		return 0
+	}
+	return b.ec.RepairedReads()
+}
+
+// setReserve makes new fragments leave room for the metadata stores (a
+// local backend's ASDs may share the data dir's filesystem).
+func (b *backendStore) setReserve(n int64) {
+	if b.ec != nil {
+		b.ec.SetReserve(n)
+	}
+}
+
+// BackendStatus is the backend's part of vpool status.
+type BackendStatus struct {
+	Kind         string     `json:"kind"`
+	OK           bool       `json:"ok"`
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	Failures     int64      `json:"failures"`
+	Requests     *S3Stats   `json:"s3,omitempty"`
+}
+
+// S3Stats counts an S3 backend's requests.
+type S3Stats struct {
+	Gets, Puts, Lists, Deletes int64
+	GetBytes, PutBytes         int64
+}
+
+func (b *backendStore) status() *BackendStatus {
+	h := b.Health()
+	st := &BackendStatus{Kind: b.kind, OK: h.OK, LastError: h.LastError, Failures: h.Failures}
+	if !h.OK {
+		st.FailingSince = &h.FailingSince
+	}
+	if b.s3 != nil {
+		s := b.s3.Stats()
+		st.Requests = &S3Stats{Gets: s.Gets.Load(), Puts: s.Puts.Load(), Lists: s.Lists.Load(), Deletes: s.Deletes.Load(),
+			GetBytes: s.GetBytes.Load(), PutBytes: s.PutBytes.Load()}
+	}
+	return st
+}
+
+func printBackend(w io.Writer, st *Status) {
+	b := st.Backend
+	if b == nil {
+		return
+	}
+	state := "ok"
+	if b.FailingSince != nil {
+		state = fmt.Sprintf("UNREACHABLE since %s (%s): %s; writes are buffered and uploads retry",
+			b.FailingSince.Local().Format(time.DateTime), time.Since(*b.FailingSince).Round(time.Second), b.LastError)
+	}
+	fmt.Fprintf(w, "backend: %s: %s\n", b.Kind, state)
+	if st.BackendTotal < noCapacity {
+		fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
+	}
+	if r := b.Requests; r != nil {
+		fmt.Fprintf(w, "backend: %d GETs (%s), %d PUTs (%s), %d lists, %d deletes\n",
+			r.Gets, human(r.GetBytes), r.Puts, human(r.PutBytes), r.Lists, r.Deletes)
+	}
+}
