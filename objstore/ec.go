@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
@@ -57,11 +56,8 @@ type EC struct {
 		sync.Mutex
 		m map[[2]int]reedsolomon.Encoder
 	}
-	geo struct {
-		sync.Mutex
-		m map[string]geometry
-	}
-	repaired atomic.Int64 // fragment pieces rebuilt from parity on read
+	geo      Cache[geometry] // layouts and locations of objects read or written
+	repaired atomic.Int64    // fragment pieces rebuilt from parity on read
 	// createMu makes Create's look and Put one step within the process;
 	// one process at a time holds a backend.
 	createMu sync.Mutex
@@ -80,7 +76,7 @@ func OpenEC(dirs []string, preset Preset, log *slog.Logger) (*EC, error) {
 	}
 	e := &EC{dirs: append([]string(nil), dirs...), preset: preset, log: log}
 	e.encMu.m = make(map[[2]int]reedsolomon.Encoder)
-	e.geo.m = make(map[string]geometry)
+	e.geo.Max = geometryCacheMax
 	for _, d := range dirs {
 		if err := os.MkdirAll(filepath.Join(d, "objects"), 0o700); err != nil {
 			log.Warn("objstore: ASD unavailable", "asd", d, "err", err)
@@ -136,12 +132,16 @@ func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 }
 
 // Create is Put of a name that must not exist: ErrExists if it does.
+// The look and the Put are one step for every process on these ASDs: a
+// lock file on each reachable ASD is held across them (flock, taken in
+// the order of the paths, so that processes listing the ASDs in other
+// orders never deadlock).
 func (e *EC) Create(ctx context.Context, name string, src io.ReaderAt, size int64) error {
 	e.createMu.Lock()
 	defer e.createMu.Unlock()
-	e.geo.Lock()
-	delete(e.geo.m, name) // look at the ASDs, not at what this process saw
-	e.geo.Unlock()
+	unlock := e.lockASDs()
+	defer unlock()
+	e.geo.Forget(name) // look at the ASDs, not at what this process saw
 	switch _, err := e.Size(ctx, name); {
 	case err == nil:
 		return fmt.Errorf("%w: %s", ErrExists, name)
@@ -149,6 +149,31 @@ func (e *EC) Create(ctx context.Context, name string, src io.ReaderAt, size int6
 		return fmt.Errorf("objstore: create %s: %w", name, err)
 	}
 	return e.Put(ctx, name, src, size)
+}
+
+func (e *EC) lockASDs() (unlock func()) {
+	paths := make([]string, 0, len(e.dirs))
+	for _, d := range e.dirs {
+		paths = append(paths, filepath.Join(d, "create.lock"))
+	}
+	sort.Strings(paths)
+	var held []*os.File
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			continue // an ASD that is away: the others serialize
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			continue
+		}
+		held = append(held, f)
+	}
+	return func() {
+		for _, f := range held {
+			f.Close() // releases the lock
+		}
+	}
 }
 
 // putNice is the nice value of the threads that run Put; their disk I/O
@@ -186,10 +211,12 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	}
 	g := newGeometry(size, k, m, e.preset.FragmentSize)
 	g.nonce = rand.Uint64()
+	g.at = make([]uint16, g.stripes*(k+m))
 	used := map[int]bool{}
 	for s := 0; s < g.stripes; s++ {
 		for i := 0; i < k+m; i++ {
 			used[e.asd(name, s, i)] = true
+			g.at[s*(k+m)+i] = uint16(e.asd(name, s, i)) + 1
 		}
 	}
 	for a := range used {
@@ -276,12 +303,7 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
 		}
 	}
-	e.geo.Lock()
-	if len(e.geo.m) >= geometryCacheMax {
-		clear(e.geo.m)
-	}
-	e.geo.m[name] = g
-	e.geo.Unlock()
+	e.geo.Put(name, g)
 	return nil
 }
 
@@ -399,91 +421,6 @@ func (e *EC) putStepForTesting(step string) error {
 	return nil
 }
 
-// geometry finds the object's layout from the headers of stripe 0, taking
-// the version (nonce) that at least k fragments agree on; a version being
-// switched in (".new" fragments) wins over the one in place.
-func (e *EC) geometry(ctx context.Context, name string) (geometry, error) {
-	if err := ctx.Err(); err != nil {
-		return geometry{}, err
-	}
-	e.geo.Lock()
-	g, ok := e.geo.m[name]
-	e.geo.Unlock()
-	if ok {
-		return g, nil
-	}
-	votes := map[uint64][]fragHeader{}
-	switching := map[uint64]bool{}
-	var firstErr error
-	missing := 0
-	for i := 0; i < len(e.dirs); i++ {
-		found := false
-		for _, suffix := range []string{"", newSuffix} {
-			h, err := readHeader(e.fragPath(name, 0, i) + suffix)
-			if err != nil {
-				if !errors.Is(err, fs.ErrNotExist) && firstErr == nil {
-					firstErr = err
-				}
-				continue
-			}
-			found = true
-			if int(h.Index) != i || h.Stripe != 0 {
-				continue
-			}
-			if suffix == newSuffix {
-				switching[h.Nonce] = true
-			}
-			if hs := votes[h.Nonce]; len(hs) == 0 || hs[len(hs)-1].Index != h.Index {
-				votes[h.Nonce] = append(hs, h)
-			}
-		}
-		if !found {
-			missing++
-		}
-	}
-	var best []fragHeader
-	bestSwitching := false
-	for nonce, hs := range votes {
-		sw := switching[nonce] && len(hs) >= int(hs[0].K)
-		if sw && !bestSwitching || sw == bestSwitching && len(hs) > len(best) {
-			best, bestSwitching = hs, sw
-		}
-	}
-	if len(best) == 0 {
-		if firstErr == nil || missing == len(e.dirs) {
-			return g, fmt.Errorf("%w: %s", ErrNotFound, name)
-		}
-		return g, fmt.Errorf("%w: %s: no fragment header readable: %v", ErrUnavailable, name, firstErr)
-	}
-	h := best[0]
-	if len(best) < int(h.K) {
-		return g, fmt.Errorf("%w: %s: only %d of %d fragments of stripe 0 readable, need %d",
-			ErrUnavailable, name, len(best), int(h.K)+int(h.M), h.K)
-	}
-	g = newGeometry(int64(h.ObjSize), int(h.K), int(h.M), int64(h.FragmentSize))
-	g.nonce = h.Nonce
-	e.geo.Lock()
-	if len(e.geo.m) >= geometryCacheMax {
-		clear(e.geo.m)
-	}
-	e.geo.m[name] = g
-	e.geo.Unlock()
-	return g, nil
-}
-
-func readHeader(path string) (fragHeader, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return fragHeader{}, err
-	}
-	defer f.Close()
-	var b [headerSize]byte
-	if _, err := f.ReadAt(b[:], 0); err != nil {
-		return fragHeader{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
-	}
-	return decodeFragHeader(b[:])
-}
-
 // Size returns the object's length.
 func (e *EC) Size(ctx context.Context, name string) (int64, error) {
 	g, err := e.geometry(ctx, name)
@@ -566,12 +503,9 @@ func (e *EC) readPiece(ctx context.Context, name string, g geometry, s, i int, i
 // readBlocks reads len(dst) data bytes of fragment (s, i) from block b0,
 // checking the header's version and every block's CRC.
 func (e *EC) readBlocks(name string, g geometry, s, i int, b0 int64, dst []byte) error {
-	f, err := e.openFragment(e.fragPath(name, s, i), g, s, i)
-	if err != nil { // or it may be being switched in
-		var nerr error
-		if f, nerr = e.openFragment(e.fragPath(name, s, i)+newSuffix, g, s, i); nerr != nil {
-			return err
-		}
+	f, err := e.openAt(name, g, s, i)
+	if err != nil {
+		return err
 	}
 	defer f.Close()
 	nblocks := (int64(len(dst)) + blockSize - 1) / blockSize
@@ -609,9 +543,7 @@ func (e *EC) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e.geo.Lock()
-	delete(e.geo.m, name)
-	e.geo.Unlock()
+	e.geo.Forget(name)
 	for a := range e.dirs {
 		if err := os.RemoveAll(e.objDir(a, name)); err != nil {
 			e.log.Warn("objstore: delete: ASD unavailable, a stale fragment may stay", "asd", e.dirs[a], "object", name, "err", err)

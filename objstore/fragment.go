@@ -78,6 +78,8 @@ type geometry struct {
 	fragmentSize int64
 	stripes      int
 	nonce        uint64
+	// at is where each fragment is, by s*(k+m)+i (see locations)
+	at []uint16
 }
 
 func newGeometry(size int64, k, m int, fragmentSize int64) geometry {

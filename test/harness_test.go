@@ -65,9 +65,10 @@ type daemon struct {
 	done    chan error
 	logPath string
 	starts  int
-	netns   string // the daemon's network namespace: its own loopback, ports 111 and 2049
-	nfsUp   int    // the start whose NFS gateway answered
-	config  string // a --config file, or ""
+	netns   string   // the daemon's network namespace: its own loopback, ports 111 and 2049
+	nfsUp   int      // the start whose NFS gateway answered
+	config  string   // a --config file, or ""
+	args    []string // more arguments of serve (--takeover)
 }
 
 // startDaemon runs `vpool serve` and waits until the tree is mounted.
@@ -160,6 +161,7 @@ func (d *daemon) start() {
 	if d.config != "" {
 		args = append(args, "--config", d.config)
 	}
+	args = append(args, d.args...)
 	d.cmd = exec.Command("nsenter", args...)
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf

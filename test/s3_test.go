@@ -149,11 +149,8 @@ func TestS3UnreachableAtFirstStart(t *testing.T) {
 	yaml := "backend:\n  type: s3\n  s3:\n    endpoint: http://127.0.0.1:7071\n    bucket: nobody-home\n" +
 		"    access_key: a\n    timeout: 2s\n"
 	d := newDaemon(t, yaml, "", "VPOOL_BACKEND_S3_SECRET_KEY=s")
-	args := []string{"--net=" + d.netnsPath(), "--", vpoolBin, "serve", "--data-dir", d.dataDir, "--mountpoint", d.mnt, "--config", d.config}
-	cmd := exec.Command("nsenter", args...)
-	cmd.Env = append(os.Environ(), d.env...)
-	out, err := runCmd(cmd, 2*time.Minute)
-	if err == nil || !strings.Contains(out, "needed to find vDisks, none known locally") || !strings.Contains(out, "127.0.0.1:7071") {
+	out, err := d.serveOnce(t)
+	if err == nil || !strings.Contains(out, "needed before a new data dir serves it") || !strings.Contains(out, "127.0.0.1:7071") {
 		t.Fatalf("serve with an unreachable bucket: %v\n%s", err, out)
 	}
 	if strings.Contains(out, "VPOOL_BACKEND_S3_SECRET_KEY=s") || strings.Contains(out, "secret") && strings.Contains(out, "=s ") {

@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"vpool/objstore"
 	"vpool/objstore/s3"
 	"vpool/volume/backend"
+	"vpool/volume/holder"
 )
 
 // check refuses a backend section that cannot work, naming the key.
@@ -114,9 +116,90 @@ func (b *backendStore) setReserve(n int64) {
 	}
 }
 
+// claimBackend takes the backend for this data dir (see volume/holder),
+// or refuses: another daemon holds it. A backend that does not answer at
+// start is claimed later by watchHolder if this data dir has served
+// before; uploads wait until then.
+func claimBackend(ctx context.Context, c *Config, be *backendStore, takeover bool, log *slog.Logger) (*holder.Holder, error) {
+	_, err := os.Stat(filepath.Join(c.DataDir, "catalog"))
+	servedBefore := err == nil
+	id, err := holder.ID(c.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	h := holder.New(be, c.Name, holder.Record{ID: id, Host: host, DataDir: c.DataDir, PID: os.Getpid()})
+	cctx, cancel := context.WithTimeout(ctx, claimTimeout)
+	prev, err := h.Claim(cctx, takeover)
+	cancel()
+	switch {
+	case err == nil:
+		if prev != nil && prev.ID != id && !prev.Released {
+			log.Warn("vpool: took the backend over", "from", prev.String(), "epoch", h.Epoch())
+		}
+		return h, nil
+	case errors.Is(err, holder.ErrHeld):
+		return nil, fmt.Errorf("%s: %w", be.kind, err)
+	case servedBefore && !takeover:
+		log.Warn("vpool: backend unreachable at start: serving from local state; uploads wait until it answers and is claimed",
+			"backend", be.kind, "err", err)
+		return h, nil
+	}
+	return nil, fmt.Errorf("claim the backend %s (needed before a new data dir serves it): %w", be.kind, err)
+}
+
+// claimTimeout bounds the claim at start; holderCheck is how often a
+// serving daemon looks whether it still holds the backend.
+const (
+	claimTimeout = 60 * time.Second
+	holderCheck  = 10 * time.Second
+)
+
+// watchHolder claims a backend that was unreachable at start, and then
+// looks every holderCheck whether another daemon took it over; it sends
+// the reason on fenced when this daemon must stop.
+func watchHolder(ctx context.Context, h *holder.Holder, log *slog.Logger, fenced chan<- error) {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	every(ctx, holderCheck, func() {
+		var err error
+		if !h.Claimed() {
+			if _, err = h.Claim(ctx, false); err == nil {
+				log.Info("vpool: backend claimed; uploads go on", "epoch", h.Epoch())
+			}
+		} else {
+			err = h.Check(ctx)
+		}
+		if errors.Is(err, holder.ErrHeld) || errors.Is(err, holder.ErrFenced) {
+			fenced <- err
+			stop()
+		}
+	})
+}
+
+// releaseBackend lets the backend go at a clean stop when everything is
+// on it, so that a restore on another data dir needs no --takeover; with
+// writes not uploaded yet, this data dir keeps it.
+func releaseBackend(e *engine, closeErr error, log *slog.Logger) {
+	if !e.holder.Claimed() {
+		return
+	}
+	if pending := e.wb.Stats().UsedBytes; pending > 0 || closeErr != nil {
+		log.Info("vpool: this data dir keeps holding the backend: not everything is on it yet",
+			"not_uploaded", Size(pending).String(), "close_error", closeErr)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.holder.Release(ctx); err != nil {
+		log.Warn("vpool: release the backend", "err", err)
+	}
+}
+
 // BackendStatus is the backend's part of vpool status.
 type BackendStatus struct {
 	Kind         string     `json:"kind"`
+	Holder       string     `json:"holder"` // this daemon's hold: "epoch N", "not claimed", "taken over by ..."
 	OK           bool       `json:"ok"`
 	FailingSince *time.Time `json:"failing_since,omitempty"`
 	LastError    string     `json:"last_error,omitempty"`
@@ -126,13 +209,25 @@ type BackendStatus struct {
 
 // S3Stats counts an S3 backend's requests.
 type S3Stats struct {
-	Gets, Puts, Lists, Deletes int64
-	GetBytes, PutBytes         int64
+	Gets     int64 `json:"gets"`
+	GetBytes int64 `json:"get_bytes"`
+	Puts     int64 `json:"puts"`
+	PutBytes int64 `json:"put_bytes"`
+	Lists    int64 `json:"lists"`
+	Deletes  int64 `json:"deletes"`
 }
 
-func (b *backendStore) status() *BackendStatus {
+func (b *backendStore) status(hd *holder.Holder) *BackendStatus {
 	h := b.Health()
 	st := &BackendStatus{Kind: b.kind, OK: h.OK, LastError: h.LastError, Failures: h.Failures}
+	switch {
+	case hd.Fenced() != nil:
+		st.Holder = "TAKEN OVER by " + hd.Fenced().String() + ": this daemon no longer writes to it"
+	case !hd.Claimed():
+		st.Holder = "not claimed yet (unreachable since the start): uploads wait"
+	default:
+		st.Holder = fmt.Sprintf("held by this daemon, epoch %d", hd.Epoch())
+	}
 	if !h.OK {
 		st.FailingSince = &h.FailingSince
 	}
@@ -154,7 +249,7 @@ func printBackend(w io.Writer, st *Status) {
 		state = fmt.Sprintf("UNREACHABLE since %s (%s): %s; writes are buffered and uploads retry",
 			b.FailingSince.Local().Format(time.DateTime), time.Since(*b.FailingSince).Round(time.Second), b.LastError)
 	}
-	fmt.Fprintf(w, "backend: %s: %s\n", b.Kind, state)
+	fmt.Fprintf(w, "backend: %s: %s; %s\n", b.Kind, state, b.Holder)
 	if st.BackendTotal < noCapacity {
 		fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
 	}

@@ -174,7 +174,7 @@ type controlServer struct {
 
 func (s *controlServer) status(ctx context.Context) Status {
 	st := Status{VPool: s.c.Name, DataDir: s.c.DataDir, Uptime: time.Since(s.started).Round(time.Second).String(),
-		VDisks: s.rates.snapshot(s.e.pool), RepairedReads: s.e.be.repairedReads(), Backend: s.e.be.status(), MapStoreResident: s.e.meta.TablesResident(),
+		VDisks: s.rates.snapshot(s.e.pool), RepairedReads: s.e.be.repairedReads(), Backend: s.e.be.status(s.e.holder), MapStoreResident: s.e.meta.TablesResident(),
 		MapStoreLimit: int64(s.c.Engine.MapStoreMemory)}
 	var names map[uint64]string
 	for id, err := range s.e.pool.Damaged() {

@@ -38,7 +38,7 @@ func TestControlSocketStatusAndMetrics(t *testing.T) {
 	c := testConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e, err := openEngine(ctx, c, quietLog)
+	e, err := openEngine(ctx, c, false, quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestRunDaemonStartsAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- runDaemon(ctx, c, quietLog, ready) }()
+	go func() { done <- runDaemon(ctx, c, false, quietLog, ready) }()
 	select {
 	case <-ready:
 	case err := <-done:

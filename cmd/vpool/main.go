@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"vpool/nfsd"
 	"vpool/vfs"
 	"vpool/volume"
+	"vpool/volume/holder"
 )
 
 var version = "dev"
@@ -77,9 +79,12 @@ type engine struct {
 	cache *flashcache.ReadCache
 	wb    *flashcache.WriteBuffer
 	be    *backendStore
+	// holder is this daemon's hold on the backend; the engine writes
+	// through holder.Guard(be)
+	holder *holder.Holder
 }
 
-func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, error) {
+func openEngine(ctx context.Context, c *Config, takeover bool, log *slog.Logger) (*engine, error) {
 	flash := filepath.Join(c.DataDir, "flash")
 	if err := os.MkdirAll(flash, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", c.DataDir, err)
@@ -96,6 +101,11 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 	if err != nil {
 		return nil, err
 	}
+	hold, err := claimBackend(ctx, c, be, takeover, log)
+	if err != nil {
+		return nil, err
+	}
+	guarded := hold.Guard(be)
 	meta, cat, err := openStores(c.DataDir, int64(c.Engine.MapStoreMemory), log)
 	if err != nil {
 		return nil, err
@@ -119,7 +129,7 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 		Name: c.Name, Dir: flash, ClusterSize: int64(c.Engine.ClusterSize), SCOSize: int64(c.Engine.SCOSize),
 		MaxVDiskSize: int64(c.Engine.MaxVDiskSize), MapCachePages: c.Engine.MapCachePages,
 		UploadConcurrency: c.Engine.UploadConcurrency, SealIdle: c.Engine.SealIdle, Log: log,
-	}, volume.Deps{FS: fs, Backend: be, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: cache})
+	}, volume.Deps{FS: fs, Backend: guarded, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: cache})
 	if err != nil {
 		cache.Close()
 		closeStores()
@@ -130,7 +140,7 @@ func openEngine(ctx context.Context, c *Config, log *slog.Logger) (*engine, erro
 	// must not make every vDisk damaged).
 	wb.SetReserve(metastore.SpaceReserve)
 	be.setReserve(metastore.SpaceReserve)
-	return &engine{pool: pool, meta: meta, cat: cat, cache: cache, wb: wb, be: be}, nil
+	return &engine{pool: pool, meta: meta, cat: cat, cache: cache, wb: wb, be: be, holder: hold}, nil
 }
 
 // openStores opens the block-map store (<data>/meta) and the catalog
@@ -190,6 +200,7 @@ func (e *engine) close(ctx context.Context) error {
 
 func serveCmd(g *globalFlags) *cobra.Command {
 	var mountpoint, nfsListen string
+	var takeover bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "run the vPool daemon in the foreground",
@@ -221,10 +232,12 @@ func serveCmd(g *globalFlags) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDaemon(ctx, c, log, nil)
+			return runDaemon(ctx, c, takeover, log, nil)
 		},
 	}
 	cmd.Flags().StringVar(&mountpoint, "mountpoint", "", "where to mount the vPool (default /mnt/ovs/<name>)")
+	cmd.Flags().BoolVar(&takeover, "takeover", false, "take the backend over from the daemon that holds it (only when that daemon is gone for good: "+
+		"it is fenced and stops, and what it had not uploaded is lost)")
 	cmd.Flags().StringVar(&nfsListen, "nfs-listen", "", `address of the NFSv3 gateway, "host" or "host:port" (default 127.0.0.1, port 2049); "off" turns it off`)
 	return cmd
 }
@@ -248,9 +261,9 @@ func ownDataDir(dir string, log *slog.Logger) error {
 	return nil
 }
 
-// runDaemon runs the daemon until ctx ends; ready (if not nil) is closed
-// once it serves.
-func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- struct{}) error {
+// runDaemon runs the daemon until ctx ends, or until another daemon takes
+// its backend over; ready (if not nil) is closed once it serves.
+func runDaemon(ctx context.Context, c *Config, takeover bool, log *slog.Logger, ready chan<- struct{}) error {
 	// Every file the daemon makes for itself (stores, SCOs, sockets) is
 	// its own: the namespace's files are records, whose modes come from
 	// each request, not from this umask.
@@ -266,13 +279,13 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 		l.Close()
 		return err
 	}
-	e, err := openEngine(ctx, c, log)
+	e, err := openEngine(ctx, c, takeover, log)
 	if err != nil {
 		l.Close()
 		return err
 	}
 	ns, err := fs.Open(ctx, fs.Config{Name: c.Name, VDiskSuffixes: c.FS.VDiskSuffixes, BackupInterval: c.FS.BackupInterval,
-		Log: log, Capacity: e.capacity}, e.pool, e.cat, e.be)
+		Log: log, Capacity: e.capacity}, e.pool, e.cat, e.holder.Guard(e.be))
 	if err != nil {
 		l.Close()
 		e.close(context.Background())
@@ -285,50 +298,68 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 		e.close(context.Background())
 		return err
 	}
-	var gw *nfsd.Server
-	if c.NFS.Enabled() {
-		port := 0
-		if c.NFS.Portmap {
-			port = 111
-		}
-		gw = nfsd.New(nfsd.Config{Listen: c.NFS.Listen, PortmapPort: port, Allow: c.NFS.allow,
-			Default: c.NFS.def, MaxConns: c.NFS.MaxConnections, MaxConnsPerClient: c.NFS.MaxConnectionsPerClient,
-			IdleTimeout: c.NFS.IdleTimeout, Buffer: int64(c.NFS.Buffer), Export: "/" + c.Name, Notify: mnt, Log: log}, ns)
-		if err := gw.Start(); err != nil {
-			l.Close()
-			mnt.Unmount()
-			e.close(context.Background())
-			return err
-		}
-	}
-	srvCtx, stopSrv := context.WithCancel(ctx)
-	cs := &controlServer{c: c, e: e, nfs: gw, started: time.Now(), log: log, recountCh: make(chan struct{}, 1)}
-	if err := cs.serve(srvCtx, l, c.Metrics.Listen); err != nil {
-		stopSrv()
+	gw, err := startGateway(c, ns, mnt, log)
+	if err != nil {
 		l.Close()
-		if gw != nil {
-			gw.Close(context.Background())
-		}
 		mnt.Unmount()
 		e.close(context.Background())
 		return err
 	}
-	if c.Scrub.Interval > 0 {
-		go cs.scrubber(srvCtx, c.Scrub.Interval)
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	defer stopSrv()
+	cs := &controlServer{c: c, e: e, nfs: gw, started: time.Now(), log: log, recountCh: make(chan struct{}, 1)}
+	if err := cs.serve(srvCtx, l, c.Metrics.Listen); err != nil {
+		l.Close()
+		stopServing(gw, mnt, log)
+		e.close(context.Background())
+		return err
 	}
-	go cs.reclaimCounter(srvCtx)
-	if len(c.Snapshots.Schedules) > 0 {
-		go cs.snapshotScheduler(srvCtx, c.Snapshots.Schedules)
-	}
+	cs.startBackground(srvCtx)
+	fenced := make(chan error, 1)
+	go watchHolder(srvCtx, e.holder, log, fenced)
 	log.Info("vpool: serving", "vpool", c.Name, "mountpoint", mnt.Dir(), "data_dir", c.DataDir, "vdisks", len(e.pool.List())-1,
-		"asds", len(c.Backend.ASDs), "preset", fmt.Sprintf("%d+%d", c.Backend.Preset.Data, c.Backend.Preset.Parity),
-		"control", socketPath(c.DataDir), "metrics", c.Metrics.Listen)
+		"backend", e.be.kind, "epoch", e.holder.Epoch(), "control", socketPath(c.DataDir), "metrics", c.Metrics.Listen)
 	if ready != nil {
 		close(ready)
 	}
-	<-ctx.Done()
-	log.Info("vpool: stopping: unmounting, flushing and closing")
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("vpool: stopping: unmounting, flushing and closing")
+	case runErr = <-fenced:
+		log.Error("vpool: stopping: another daemon took the backend over; this one writes nothing more to it", "err", runErr)
+	}
 	stopSrv()
+	uerr := stopServing(gw, mnt, log)
+	cerr := e.close(context.Background())
+	releaseBackend(e, cerr, log)
+	if err := errors.Join(runErr, cerr, uerr); err != nil {
+		return err
+	}
+	log.Info("vpool: stopped")
+	return nil
+}
+
+// startGateway starts the NFS gateway if the config asks for it.
+func startGateway(c *Config, ns *fs.Namespace, mnt *fs.Mount, log *slog.Logger) (*nfsd.Server, error) {
+	if !c.NFS.Enabled() {
+		return nil, nil
+	}
+	port := 0
+	if c.NFS.Portmap {
+		port = 111
+	}
+	gw := nfsd.New(nfsd.Config{Listen: c.NFS.Listen, PortmapPort: port, Allow: c.NFS.allow,
+		Default: c.NFS.def, MaxConns: c.NFS.MaxConnections, MaxConnsPerClient: c.NFS.MaxConnectionsPerClient,
+		IdleTimeout: c.NFS.IdleTimeout, Buffer: int64(c.NFS.Buffer), Export: "/" + c.Name, Notify: mnt, Log: log}, ns)
+	if err := gw.Start(); err != nil {
+		return nil, err
+	}
+	return gw, nil
+}
+
+// stopServing closes the gateway (if any) and unmounts the tree.
+func stopServing(gw *nfsd.Server, mnt *fs.Mount, log *slog.Logger) error {
 	if gw != nil {
 		gctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := gw.Close(gctx); err != nil {
@@ -336,15 +367,7 @@ func runDaemon(ctx context.Context, c *Config, log *slog.Logger, ready chan<- st
 		}
 		cancel()
 	}
-	uerr := mnt.Unmount()
-	if err := e.close(context.Background()); err != nil {
-		return err
-	}
-	if uerr != nil {
-		return uerr
-	}
-	log.Info("vpool: stopped")
-	return nil
+	return mnt.Unmount()
 }
 
 func statusCmd(g *globalFlags) *cobra.Command {

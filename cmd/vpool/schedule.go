@@ -145,3 +145,15 @@ func (s *controlServer) runSchedule(ctx context.Context, id uint64, path string,
 		s.recount()
 	}
 }
+
+// startBackground starts the daemon's background work: the scrubber, the
+// reclaimable-space counter and the snapshot schedules; each ends with ctx.
+func (s *controlServer) startBackground(ctx context.Context) {
+	if s.c.Scrub.Interval > 0 {
+		go s.scrubber(ctx, s.c.Scrub.Interval)
+	}
+	go s.reclaimCounter(ctx)
+	if len(s.c.Snapshots.Schedules) > 0 {
+		go s.snapshotScheduler(ctx, s.c.Snapshots.Schedules)
+	}
+}

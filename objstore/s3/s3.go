@@ -31,7 +31,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,10 +75,7 @@ type Store struct {
 	partSize int64
 	log      *slog.Logger
 
-	sizes struct { // object sizes from their headers (objects are immutable)
-		sync.Mutex
-		m map[string]int64
-	}
+	sizes objstore.Cache[int64] // object sizes from their headers
 	stats Stats
 }
 
@@ -150,7 +146,7 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("s3: %w", err)
 	}
 	s := &Store{c: c, bucket: cfg.Bucket, timeout: cfg.Timeout, partSize: cfg.PartSize, log: cfg.Log}
-	s.sizes.m = make(map[string]int64)
+	s.sizes.Max = sizeCacheMax
 	return s, nil
 }
 
@@ -221,7 +217,7 @@ func (s *Store) put(ctx context.Context, name string, src io.ReaderAt, size int6
 	}
 	ctx, cancel := s.reqCtx(ctx, f.Size())
 	defer cancel()
-	s.forget(name) // whatever happens, the next read looks at the header
+	s.sizes.Forget(name) // whatever happens, the next read looks at the header
 	s.stats.Puts.Add(1)
 	info, err := s.c.PutObject(ctx, s.bucket, name, io.NewSectionReader(f, 0, f.Size()), f.Size(), opts)
 	if err != nil {
@@ -234,23 +230,8 @@ func (s *Store) put(ctx context.Context, name string, src io.ReaderAt, size int6
 		return fmt.Errorf("s3: put %s: server took %d of %d bytes", name, info.Size, f.Size())
 	}
 	s.stats.PutBytes.Add(f.Size())
-	s.remember(name, size)
+	s.sizes.Put(name, size)
 	return nil
-}
-
-func (s *Store) remember(name string, size int64) {
-	s.sizes.Lock()
-	if len(s.sizes.m) >= sizeCacheMax {
-		clear(s.sizes.m)
-	}
-	s.sizes.m[name] = size
-	s.sizes.Unlock()
-}
-
-func (s *Store) forget(name string) {
-	s.sizes.Lock()
-	delete(s.sizes.m, name)
-	s.sizes.Unlock()
 }
 
 // get fetches [off, off+len(p)) of the stored (framed) form of name.
@@ -285,10 +266,7 @@ func (s *Store) Size(ctx context.Context, name string) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	s.sizes.Lock()
-	n, ok := s.sizes.m[name]
-	s.sizes.Unlock()
-	if ok {
+	if n, ok := s.sizes.Get(name); ok {
 		return n, nil
 	}
 	var hdr [objstore.FrameHeaderSize]byte
@@ -299,7 +277,7 @@ func (s *Store) Size(ctx context.Context, name string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("s3: %s: %w", name, err)
 	}
-	s.remember(name, n)
+	s.sizes.Put(name, n)
 	return n, nil
 }
 
@@ -332,7 +310,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.forget(name)
+	s.sizes.Forget(name)
 	ctx, cancel := s.reqCtx(ctx, 0)
 	defer cancel()
 	s.stats.Deletes.Add(1)

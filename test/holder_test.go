@@ -1,0 +1,82 @@
+package test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serveOnce runs `vpool serve` for d in its namespace and expects it to
+// exit (refused) within the bound; it returns the output.
+func (d *daemon) serveOnce(t *testing.T, extra ...string) (string, error) {
+	t.Helper()
+	args := []string{"--net=" + d.netnsPath(), "--", vpoolBin, "serve", "--data-dir", d.dataDir, "--mountpoint", d.mnt}
+	if d.config != "" {
+		args = append(args, "--config", d.config)
+	}
+	cmd := exec.Command("nsenter", append(args, extra...)...)
+	cmd.Env = append(os.Environ(), d.env...)
+	return runCmd(cmd, 2*time.Minute)
+}
+
+// One backend, one daemon: a second daemon (another data dir, the same
+// ASDs) is refused with the holder's name; a holder killed -9 stays the
+// holder until another daemon is started with --takeover; the old one is
+// refused from then on, and a holder that is taken over while it runs
+// finds out and stops, writing nothing more.
+func TestBackendHeldByOneDaemon(t *testing.T) {
+	asds, err := os.MkdirTemp("/var/tmp", "vpool-e2e-asds-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(asds) })
+	yaml := "backend:\n  asds: [" + filepath.Join(asds, "0") + ", " + filepath.Join(asds, "1") + ", " + filepath.Join(asds, "2") + "]\n"
+	env := []string{"VPOOL_ENGINE_SEAL_IDLE=1s", "VPOOL_FS_BACKUP_INTERVAL=1s", "VPOOL_ENGINE_SCO_SIZE=4MiB"}
+	a := startDaemonConfig(t, yaml, env...)
+	run(t, time.Minute, "qemu-img", "create", "-f", "raw", a.path("a.raw"), "64M")
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x3c 0 12M", a.path("a.raw"))
+	waitUploaded(t, a)
+
+	b := newDaemon(t, yaml, "", env...)
+	out, err := b.serveOnce(t)
+	if err == nil || !strings.Contains(out, "held by another daemon") || !strings.Contains(out, a.dataDir) || !strings.Contains(out, "--takeover") {
+		t.Fatalf("a second daemon on the same ASDs: %v\n%s", err, out)
+	}
+	a.kill()
+	if out, err := b.serveOnce(t); err == nil || !strings.Contains(out, "held by another daemon") {
+		t.Fatalf("after the holder's kill -9, without --takeover: %v\n%s", err, out)
+	}
+	b.args = []string{"--takeover"}
+	b.start()
+	if !strings.Contains(b.log(), "took the backend over") {
+		t.Fatalf("no takeover in the log:\n%s", b.log())
+	}
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x3c 0 12M", b.path("a.raw"))
+	if out, err := a.serveOnce(t); err == nil || !strings.Contains(out, "held by another daemon") || !strings.Contains(out, b.dataDir) {
+		t.Fatalf("the old holder restarted: %v\n%s", err, out)
+	}
+
+	// c takes over from b while b serves: b finds out and stops
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x4d 16M 4M", "-c", "flush", b.path("a.raw"))
+	waitUploaded(t, b)
+	c := newDaemon(t, yaml, "", env...)
+	c.args = []string{"--takeover"}
+	c.start()
+	select {
+	case err := <-b.done:
+		b.cmd = nil
+		if err == nil || !strings.Contains(b.log(), "another daemon took the backend over") {
+			t.Fatalf("the fenced daemon exited with %v\n%s", err, b.log())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("the fenced daemon still runs 2 minutes after the takeover\n%s", b.log())
+	}
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x3c 0 12M", "-c", "read -P 0x4d 16M 4M", c.path("a.raw"))
+	st := c.status()["backend"].(map[string]any)
+	if h, _ := st["holder"].(string); !strings.Contains(h, "held by this daemon, epoch") {
+		t.Fatalf("holder in status: %v", st)
+	}
+}
