@@ -75,7 +75,7 @@ ratios=()
 for r in $(seq "$n"); do
 	before=$(get_bytes)
 	fio --name=miss --filename="$scratch/mnt/v.raw" --rw=randread --bs=4k --size=256M --number_ios=$ios --direct=1 \
-		--ioengine=psync --randseed=$r --output-format=terse >/dev/null
+		--ioengine=psync --randrepeat=0 --randseed=$r --output-format=terse >/dev/null
 	after=$(get_bytes)
 	ratios+=("$(awk -v a="$after" -v b="$before" -v n=$ios 'BEGIN {printf "%.4f", (a-b)/(n*4096)}')")
 done

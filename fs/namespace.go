@@ -137,9 +137,10 @@ func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta Catalog, back
 	if err := n.adoptLost(ctx); err != nil {
 		return nil, err
 	}
-	if restored {
-		n.changes.Add(1) // back up the restored tree under the new epoch
-	}
+	// One backup after every start: a restored tree under its new epoch,
+	// and changes a stop could not back up (the backend away) are not
+	// lost when it answers again.
+	n.changes.Add(1)
 	n.wg.Add(1)
 	go n.backupLoop()
 	return n, nil
@@ -174,15 +175,19 @@ func (n *Namespace) Close(ctx context.Context) error {
 	for _, ino := range inos {
 		n.storeMtime(ino)
 	}
-	var err error
 	if n.changes.Load() != n.backedUp.Load() {
-		err = n.Backup(ctx)
+		// The catalog holds every change; a backup that cannot be made
+		// now (the backend away) is made at the next start.
+		if err := n.Backup(ctx); err != nil {
+			n.log.Warn("fs: namespace backup at close failed; the next start makes it", "err", err)
+		}
 	}
-	if serr := n.meta.Sync(); err == nil {
-		err = serr
-	}
-	return err
+	return n.meta.Sync()
 }
+
+// BackedUp reports whether the newest backup on the backend holds every
+// change of the namespace.
+func (n *Namespace) BackedUp() bool { return n.changes.Load() == n.backedUp.Load() }
 
 // commit applies ops atomically and counts the change.
 // Inode records are cached (attrCacheSize of them): every NFS call reads

@@ -58,6 +58,8 @@ type EC struct {
 	}
 	geo      Cache[geometry] // layouts and locations of objects read or written
 	repaired atomic.Int64    // fragment pieces rebuilt from parity on read
+	degraded atomic.Int64    // objects written with fewer than k+m fragments
+	asds     asdSet
 	// createMu makes Create's look and Put one step within the process;
 	// one process at a time holds a backend.
 	createMu sync.Mutex
@@ -68,6 +70,13 @@ const geometryCacheMax = 1 << 16
 // OpenEC opens (creating as needed) an EC store over dirs with preset.
 // ASDs that are missing at open are reported and tolerated for reads.
 func OpenEC(dirs []string, preset Preset, log *slog.Logger) (*EC, error) {
+	return OpenECPool(dirs, preset, "", log)
+}
+
+// OpenECPool is OpenEC of the pool whose identity is pool (see asd.go):
+// ASDs that do not carry it are not used. "" takes the pool the ASDs
+// carry, or makes a new one when none carries any.
+func OpenECPool(dirs []string, preset Preset, pool string, log *slog.Logger) (*EC, error) {
 	if err := preset.Check(len(dirs)); err != nil {
 		return nil, err
 	}
@@ -77,10 +86,8 @@ func OpenEC(dirs []string, preset Preset, log *slog.Logger) (*EC, error) {
 	e := &EC{dirs: append([]string(nil), dirs...), preset: preset, log: log}
 	e.encMu.m = make(map[[2]int]reedsolomon.Encoder)
 	e.geo.Max = geometryCacheMax
-	for _, d := range dirs {
-		if err := os.MkdirAll(filepath.Join(d, "objects"), 0o700); err != nil {
-			log.Warn("objstore: ASD unavailable", "asd", d, "err", err)
-		}
+	if err := e.identify(pool); err != nil {
+		return nil, err
 	}
 	return e, nil
 }
@@ -109,14 +116,35 @@ func (e *EC) objDir(asd int, name string) string {
 	return filepath.Join(e.dirs[asd], "objects", url.PathEscape(name))
 }
 
-// asd places fragment i of stripe s: distinct ASDs within a stripe,
-// rotating from stripe to stripe.
-func (e *EC) asd(name string, s, i int) int {
-	return (int(crc([]byte(name))%uint32(len(e.dirs))) + s + i) % len(e.dirs)
+// placement is where a Put writes: fragment i of stripe s goes to
+// usable[(start+s+i) % len(usable)], distinct ASDs within a stripe,
+// rotating from stripe to stripe. With fewer usable ASDs than k+m, only
+// the first width fragments of each stripe are written (data first):
+// the object has less redundancy until a repair adds the rest.
+type placement struct {
+	usable []int
+	start  int
+	width  int
 }
 
-func (e *EC) fragPath(name string, s, i int) string {
-	return filepath.Join(e.objDir(e.asd(name, s, i), name), fmt.Sprintf("%d.%d", s, i))
+func (e *EC) place(name string) (placement, error) {
+	k, m := e.preset.Data, e.preset.Parity
+	usable := e.usable()
+	if len(usable) < k {
+		cause := ErrNoASD
+		if e.allFull() {
+			cause = ErrNoSpace
+		}
+		return placement{}, fmt.Errorf("%w: put %s: %d data fragments need as many writable ASDs, %d are (%s)",
+			cause, name, k, len(usable), e.asdSummary())
+	}
+	return placement{usable: usable, start: int(crc([]byte(name)) % uint32(len(usable))), width: min(len(usable), k+m)}, nil
+}
+
+func (p placement) asd(s, i int) int { return p.usable[(p.start+s+i)%len(p.usable)] }
+
+func (e *EC) fragPath(p placement, name string, s, i int) string {
+	return filepath.Join(e.objDir(p.asd(s, i), name), fmt.Sprintf("%d.%d", s, i))
 }
 
 // Put stores size bytes of src as name, replacing any earlier object.
@@ -209,23 +237,28 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	if err != nil {
 		return err
 	}
+	pl, err := e.place(name)
+	if err != nil {
+		return err
+	}
 	g := newGeometry(size, k, m, e.preset.FragmentSize)
 	g.nonce = rand.Uint64()
 	g.at = make([]uint16, g.stripes*(k+m))
 	used := map[int]bool{}
 	for s := 0; s < g.stripes; s++ {
-		for i := 0; i < k+m; i++ {
-			used[e.asd(name, s, i)] = true
-			g.at[s*(k+m)+i] = uint16(e.asd(name, s, i)) + 1
+		for i := 0; i < pl.width; i++ {
+			used[pl.asd(s, i)] = true
+			g.at[s*(k+m)+i] = uint16(pl.asd(s, i)) + 1
 		}
 	}
 	for a := range used {
 		if err := os.MkdirAll(e.objDir(a, name), 0o700); err != nil {
+			e.fail(a, err)
 			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
 		}
 	}
 	fl0 := g.fragLen(0)
-	if err := e.checkSpace(name, g, fileSize(fl0)); err != nil {
+	if err := e.checkSpace(name, g, pl, fileSize(fl0)); err != nil {
 		return err
 	}
 	stripe := make([]byte, int64(k+m)*fl0)
@@ -256,9 +289,9 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 				return fmt.Errorf("objstore: put %s: encode: %w", name, err)
 			}
 		}
-		errs := make([]error, k+m)
+		errs := make([]error, pl.width)
 		var wg sync.WaitGroup
-		for i := 0; i < k+m; i++ {
+		for i := 0; i < pl.width; i++ {
 			wg.Add(1)
 			go runNiced(putNice, func() {
 				defer wg.Done()
@@ -266,15 +299,20 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 					Nonce: g.nonce, Stripe: uint32(s), Stripes: uint32(g.stripes), K: uint8(k), M: uint8(m), Index: uint8(i)}
 				out := files[i][:fileSize(fl)]
 				encodeFragment(out, &h, shards[i])
-				errs[i] = writeFragmentFile(e.fragPath(name, s, i)+tmpSuffix, out)
+				errs[i] = writeFragmentFile(e.fragPath(pl, name, s, i)+tmpSuffix, out)
 			})
 		}
 		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				e.fail(pl.asd(s, i), err) // the next attempt writes elsewhere
+			}
+		}
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("%w: put %s stripe %d: %v", ErrNoASD, name, s, err)
 		}
-		for i := 0; i < k+m; i++ {
-			written = append(written, e.fragPath(name, s, i))
+		for i := 0; i < pl.width; i++ {
+			written = append(written, e.fragPath(pl, name, s, i))
 		}
 	}
 	// Every fragment is synced (concurrently, so that the filesystems can
@@ -303,9 +341,44 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
 		}
 	}
+	e.dropOthers(name, written)
+	if pl.width < k+m {
+		e.degraded.Add(1)
+		e.log.Warn("objstore: object written without full redundancy: too few writable ASDs; a repair adds the missing fragments",
+			"object", name, "fragments_per_stripe", pl.width, "want", k+m, "asds", e.asdSummary())
+	}
 	e.geo.Put(name, g)
 	return nil
 }
+
+// dropOthers removes the fragment files of name that are not the ones
+// just written (an older version's, where the placement has moved), so
+// that no stale version outvotes the new one.
+func (e *EC) dropOthers(name string, written []string) {
+	keep := make(map[string]bool, len(written))
+	for _, p := range written {
+		keep[p] = true
+	}
+	for a := range e.dirs {
+		if !e.readable(a) {
+			continue
+		}
+		dir := e.objDir(a, name)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, ent := range ents {
+			if p := filepath.Join(dir, ent.Name()); !keep[p] && !strings.HasSuffix(p, tmpSuffix) {
+				os.Remove(p)
+			}
+		}
+	}
+}
+
+// DegradedPuts counts objects written since open with fewer than k+m
+// fragments per stripe.
+func (e *EC) DegradedPuts() int64 { return e.degraded.Load() }
 
 // directIO is the unit O_DIRECT writes are padded to.
 const directIO = 4096
@@ -545,6 +618,9 @@ func (e *EC) Delete(ctx context.Context, name string) error {
 	}
 	e.geo.Forget(name)
 	for a := range e.dirs {
+		if !e.readable(a) {
+			continue // never touch what is not this pool's
+		}
 		if err := os.RemoveAll(e.objDir(a, name)); err != nil {
 			e.log.Warn("objstore: delete: ASD unavailable, a stale fragment may stay", "asd", e.dirs[a], "object", name, "err", err)
 		}
@@ -557,9 +633,12 @@ func (e *EC) Delete(ctx context.Context, name string) error {
 func (e *EC) List(ctx context.Context, prefix string) ([]string, error) {
 	seen := map[string]bool{}
 	reachable := 0
-	for _, d := range e.dirs {
+	for a, d := range e.dirs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if !e.readable(a) {
+			continue
 		}
 		ents, err := os.ReadDir(filepath.Join(d, "objects"))
 		if err != nil {
@@ -594,7 +673,10 @@ func (e *EC) ListDirs(ctx context.Context, prefix string) ([]string, error) {
 func (e *EC) Usage(ctx context.Context) (Usage, error) {
 	u := Usage{DataFraction: float64(e.preset.Data) / float64(e.preset.Data+e.preset.Parity)}
 	seen := map[[2]int32]bool{}
-	for _, d := range e.dirs {
+	for a, d := range e.dirs {
+		if !e.readable(a) {
+			continue
+		}
 		var st syscall.Statfs_t
 		if err := syscall.Statfs(d, &st); err != nil {
 			continue
@@ -616,11 +698,14 @@ func (e *EC) Usage(ctx context.Context) (Usage, error) {
 // every ASD it writes to (ErrNoSpace otherwise): an ASD directory that
 // shares its filesystem with the daemon's metadata stores must not take
 // the room they write into. 0 turns the check off.
-func (e *EC) SetReserve(reserveBytes int64) { e.reserve.Store(reserveBytes) }
+func (e *EC) SetReserve(reserveBytes int64) {
+	e.reserve.Store(reserveBytes)
+	e.recheck(true) // full ASDs may have room under the new reserve
+}
 
 // checkSpace refuses a Put whose fragments (of at most fragBytes each)
 // would leave less than the reserve free on an ASD's filesystem.
-func (e *EC) checkSpace(name string, g geometry, fragBytes int64) error {
+func (e *EC) checkSpace(name string, g geometry, pl placement, fragBytes int64) error {
 	reserve := e.reserve.Load()
 	if reserve <= 0 {
 		return nil
@@ -628,11 +713,12 @@ func (e *EC) checkSpace(name string, g geometry, fragBytes int64) error {
 	type fsNeed struct {
 		dir        string
 		free, need int64
+		asds       []int
 	}
 	perASD := map[int]int64{}
 	for s := 0; s < g.stripes; s++ {
-		for i := 0; i < g.k+g.m; i++ {
-			perASD[e.asd(name, s, i)] += fragBytes
+		for i := 0; i < pl.width; i++ {
+			perASD[pl.asd(s, i)] += fragBytes
 		}
 	}
 	byFS := map[[2]int32]*fsNeed{} // ASDs may share a filesystem (the default layout)
@@ -647,9 +733,13 @@ func (e *EC) checkSpace(name string, g geometry, fragBytes int64) error {
 			byFS[st.Fsid.X__val] = f
 		}
 		f.need += n
+		f.asds = append(f.asds, a)
 	}
 	for _, f := range byFS {
 		if f.free-f.need < reserve {
+			for _, a := range f.asds {
+				e.fail(a, fmt.Errorf("%w: %d bytes free, %d kept free", ErrNoSpace, f.free, reserve))
+			}
 			return fmt.Errorf("%w: put %s: the filesystem of ASD %s has %d bytes free, the object needs %d there and %d stay free",
 				ErrNoSpace, name, f.dir, f.free, f.need, reserve)
 		}

@@ -97,6 +97,9 @@ func (e *EC) geometry(ctx context.Context, name string) (geometry, error) {
 	var firstErr error
 	unreachable := 0
 	for a := range e.dirs {
+		if !e.readable(a) {
+			continue // not this pool's (no identity, another pool's)
+		}
 		ents, err := os.ReadDir(e.objDir(a, name))
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {

@@ -80,3 +80,75 @@ func TestBackendHeldByOneDaemon(t *testing.T) {
 		t.Fatalf("holder in status: %v", st)
 	}
 }
+
+// The ASDs' disks are not mounted when the daemon starts (empty
+// directories in their place): it serves from local flash, never writes a
+// fragment into the empty directories, says which ASDs are missing, and
+// once the disks are back every write, old and new, is on them: a restore
+// from the backend alone reads it all.
+func TestASDsNotMountedAtStart(t *testing.T) {
+	asds, err := os.MkdirTemp("/var/tmp", "vpool-e2e-asds-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(asds) })
+	var list []string
+	for i := range 3 {
+		list = append(list, filepath.Join(asds, string(rune('0'+i))))
+	}
+	yaml := "backend:\n  asds: [" + strings.Join(list, ", ") + "]\n"
+	d := startDaemonConfig(t, yaml, "VPOOL_ENGINE_SEAL_IDLE=1s", "VPOOL_FS_BACKUP_INTERVAL=1s", "VPOOL_ENGINE_SCO_SIZE=4MiB")
+	img := d.path("vm.raw")
+	run(t, time.Minute, "qemu-img", "create", "-f", "raw", img, "64M")
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x11 0 8M", "-c", "flush", img)
+	waitUploaded(t, d)
+	d.stop()
+	for _, a := range list { // the disks are not mounted
+		if err := os.Rename(a, a+".disk"); err != nil {
+			t.Fatal(err)
+		}
+		os.Mkdir(a, 0o755)
+	}
+	d.start()
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x22 16M 8M", "-c", "flush", img)
+	run(t, time.Minute, "touch", d.path("made-meanwhile"))
+	time.Sleep(3 * time.Second) // uploads and a backup would have run by now
+	text := run(t, 30*time.Second, vpoolBin, "backend", "status", "--data-dir", d.dataDir)
+	for _, a := range list {
+		if !strings.Contains(text, a) || !strings.Contains(text, "missing") {
+			t.Fatalf("backend status does not say %s is missing:\n%s", a, text)
+		}
+		if n := countRegular(a); n != 0 {
+			t.Fatalf("%d files written into the empty directory %s", n, a)
+		}
+	}
+	d.stop()
+	for _, a := range list { // mounted again
+		os.Remove(a)
+		if err := os.Rename(a+".disk", a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.start()
+	waitUploaded(t, d)
+	d.stop()
+	for _, dir := range []string{"flash", "meta", "catalog"} {
+		os.RemoveAll(filepath.Join(d.dataDir, dir))
+	}
+	d.start()
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x11 0 8M", "-c", "read -P 0x22 16M 8M", img)
+	if _, err := os.Stat(d.path("made-meanwhile")); err != nil {
+		t.Fatalf("file made while the disks were away: %v", err)
+	}
+}
+
+func countRegular(dir string) int {
+	n := 0
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
+}

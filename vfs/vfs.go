@@ -279,3 +279,28 @@ func ListSeq(fsys FS, dir, suffix string) ([]uint32, error) {
 	}
 	return seqs, nil
 }
+
+// WriteFileDurably replaces the small file at path with b so that a crash
+// or power loss leaves the old content or the new, whole: a temporary
+// file, synced, renamed over path, and the directory synced.
+func WriteFileDurably(fsys FS, path string, b []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.Rename(tmp, path)
+	}
+	if err == nil {
+		err = fsys.SyncDir(filepath.Dir(path))
+	}
+	return err
+}

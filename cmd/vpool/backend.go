@@ -13,6 +13,7 @@ import (
 
 	"vpool/objstore"
 	"vpool/objstore/s3"
+	"vpool/vfs"
 	"vpool/volume/backend"
 	"vpool/volume/holder"
 )
@@ -79,10 +80,22 @@ func openBackend(ctx context.Context, c *Config, log *slog.Logger) (*backendStor
 		}
 		return b, nil
 	}
-	ec, err := objstore.OpenEC(c.Backend.ASDs, objstore.Preset{Data: c.Backend.Preset.Data,
-		Parity: c.Backend.Preset.Parity, FragmentSize: int64(c.Backend.Preset.FragmentSize)}, log)
+	// The data dir remembers the pool its ASDs carry, so that ASDs
+	// without it (disks not mounted) are never written to.
+	idFile := filepath.Join(c.DataDir, "asd-pool-id")
+	known := ""
+	if b, err := os.ReadFile(idFile); err == nil {
+		known = strings.TrimSpace(string(b))
+	}
+	ec, err := objstore.OpenECPool(c.Backend.ASDs, objstore.Preset{Data: c.Backend.Preset.Data,
+		Parity: c.Backend.Preset.Parity, FragmentSize: int64(c.Backend.Preset.FragmentSize)}, known, log)
 	if err != nil {
 		return nil, err
+	}
+	if known == "" {
+		if err := vfs.WriteFileDurably(vfs.OS{}, idFile, []byte(ec.PoolID()+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
 	}
 	kind := fmt.Sprintf("local %d+%d over %d ASDs", c.Backend.Preset.Data, c.Backend.Preset.Parity, len(c.Backend.ASDs))
 	return &backendStore{Watched: objstore.Watch(ec), kind: kind, ec: ec}, nil
@@ -184,7 +197,7 @@ func releaseBackend(e *engine, closeErr error, log *slog.Logger) {
 	if !e.holder.Claimed() {
 		return
 	}
-	if pending := e.wb.Stats().UsedBytes; pending > 0 || closeErr != nil {
+	if pending := e.wb.Stats().UsedBytes; pending > 0 || closeErr != nil || e.ns != nil && !e.ns.BackedUp() {
 		log.Info("vpool: this data dir keeps holding the backend: not everything is on it yet",
 			"not_uploaded", Size(pending).String(), "close_error", closeErr)
 		return
@@ -205,6 +218,10 @@ type BackendStatus struct {
 	LastError    string     `json:"last_error,omitempty"`
 	Failures     int64      `json:"failures"`
 	Requests     *S3Stats   `json:"s3,omitempty"`
+	// the local backend's ASDs, and objects written without full
+	// redundancy (too few writable ASDs) since the start
+	ASDs         []objstore.ASDStatus `json:"asds,omitempty"`
+	DegradedPuts int64                `json:"degraded_puts,omitempty"`
 }
 
 // S3Stats counts an S3 backend's requests.
@@ -231,6 +248,9 @@ func (b *backendStore) status(hd *holder.Holder) *BackendStatus {
 	if !h.OK {
 		st.FailingSince = &h.FailingSince
 	}
+	if b.ec != nil {
+		st.ASDs, st.DegradedPuts = b.ec.ASDs(), b.ec.DegradedPuts()
+	}
 	if b.s3 != nil {
 		s := b.s3.Stats()
 		st.Requests = &S3Stats{Gets: s.Gets.Load(), Puts: s.Puts.Load(), Lists: s.Lists.Load(), Deletes: s.Deletes.Load(),
@@ -252,6 +272,14 @@ func printBackend(w io.Writer, st *Status) {
 	fmt.Fprintf(w, "backend: %s: %s; %s\n", b.Kind, state, b.Holder)
 	if st.BackendTotal < noCapacity {
 		fmt.Fprintf(w, "backend: %s free of %s raw; repaired reads: %d\n", human(int64(st.BackendFree)), human(int64(st.BackendTotal)), st.RepairedReads)
+	}
+	for _, a := range b.ASDs {
+		if a.State != objstore.ASDOK {
+			fmt.Fprintf(w, "backend: ASD %s %s since %s: %s\n", a.Path, strings.ToUpper(string(a.State)), a.Since.Local().Format(time.DateTime), a.Detail)
+		}
+	}
+	if b.DegradedPuts > 0 {
+		fmt.Fprintf(w, "backend: %d objects written without full redundancy since the start (too few writable ASDs)\n", b.DegradedPuts)
 	}
 	if r := b.Requests; r != nil {
 		fmt.Fprintf(w, "backend: %d GETs (%s), %d PUTs (%s), %d lists, %d deletes\n",

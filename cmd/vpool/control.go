@@ -229,6 +229,7 @@ func (s *controlServer) handler() http.Handler {
 		json.NewEncoder(w).Encode(s.status(r.Context()))
 	})
 	s.vdiskCalls(mux)
+	s.backendCalls(mux)
 	mux.HandleFunc("GET /metrics", s.metrics)
 	// Profiles of the running daemon (root only, as the socket is):
 	// curl --unix-socket <data_dir>/vpool.sock http://vpool/debug/pprof/profile?seconds=10

@@ -50,7 +50,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.config, "config", "", "YAML configuration file (see etc/vpool.yaml)")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envDataDir(), "data directory (default "+DefaultDataDir+", env VPOOL_DATA_DIR)")
-	root.AddCommand(serveCmd(g), statusCmd(g), templateCmd(g), snapshotCmd(g), cloneCmd(g), scrubCmd(g), versionCmd())
+	root.AddCommand(serveCmd(g), statusCmd(g), templateCmd(g), snapshotCmd(g), cloneCmd(g), scrubCmd(g), backendCmd(g), versionCmd())
 	return root
 }
 

@@ -46,6 +46,7 @@ import (
 	"sync"
 	"time"
 
+	"vpool/vfs"
 	"vpool/volume/backend"
 )
 
@@ -314,28 +315,7 @@ func ID(dataDir string) (string, error) {
 	var raw [16]byte
 	rand.Read(raw[:])
 	id := hex.EncodeToString(raw[:])
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("holder: %w", err)
-	}
-	_, err = f.WriteString(id + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err == nil {
-		if d, derr := os.Open(dataDir); derr == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
+	if err := vfs.WriteFileDurably(vfs.OS{}, p, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("holder: write %s: %w", p, err)
 	}
 	return id, nil
