@@ -343,3 +343,14 @@ func (e *EC) asdSummary() string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// mkObjDir makes an object's directory in an ASD's objects directory,
+// never the ASD itself: an ASD whose directory went away (a disk pulled,
+// unmounted) fails the write instead of getting a new, empty directory
+// without its identity.
+func mkObjDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}

@@ -60,6 +60,11 @@ type EC struct {
 	repaired atomic.Int64    // fragment pieces rebuilt from parity on read
 	degraded atomic.Int64    // objects written with fewer than k+m fragments
 	asds     asdSet
+	// nameLocks exclude Put, Delete and repair of one name (lockName)
+	nameLocks [64]sync.Mutex
+	// onDecode, when set, hears of each object a read had to decode
+	// (Healer queues it for repair)
+	onDecode atomic.Pointer[func(name string)]
 	// createMu makes Create's look and Put one step within the process;
 	// one process at a time holds a backend.
 	createMu sync.Mutex
@@ -154,6 +159,8 @@ func (e *EC) fragPath(p placement, name string, s, i int) string {
 // the front end's I/O goes first; a write buffer filling up throttles the
 // front end and so gives the uploads their CPU back.
 func (e *EC) Put(ctx context.Context, name string, src io.ReaderAt, size int64) error {
+	unlock := e.lockName(name)
+	defer unlock()
 	var err error
 	runNiced(putNice, func() { err = e.put(ctx, name, src, size) })
 	return err
@@ -252,7 +259,7 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 		}
 	}
 	for a := range used {
-		if err := os.MkdirAll(e.objDir(a, name), 0o700); err != nil {
+		if err := mkObjDir(e.objDir(a, name)); err != nil {
 			e.fail(a, err)
 			return fmt.Errorf("%w: put %s: %v", ErrNoASD, name, err)
 		}
@@ -344,6 +351,9 @@ func (e *EC) put(ctx context.Context, name string, src io.ReaderAt, size int64) 
 	e.dropOthers(name, written)
 	if pl.width < k+m {
 		e.degraded.Add(1)
+		if fn := e.onDecode.Load(); fn != nil {
+			(*fn)(name) // for a repair once an ASD can take the rest
+		}
 		e.log.Warn("objstore: object written without full redundancy: too few writable ASDs; a repair adds the missing fragments",
 			"object", name, "fragments_per_stripe", pl.width, "want", k+m, "asds", e.asdSummary())
 	}
@@ -542,6 +552,9 @@ func (e *EC) readPiece(ctx context.Context, name string, g geometry, s, i int, i
 	}
 	// Rebuild the block range of fragment i from any k others.
 	e.repaired.Add(1)
+	if fn := e.onDecode.Load(); fn != nil {
+		(*fn)(name)
+	}
 	e.log.Warn("objstore: fragment unreadable, decoding from parity", "object", name, "stripe", s, "fragment", i, "err", err)
 	shards := make([][]byte, g.k+g.m)
 	got := 0
@@ -616,6 +629,8 @@ func (e *EC) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	unlock := e.lockName(name)
+	defer unlock()
 	e.geo.Forget(name)
 	for a := range e.dirs {
 		if !e.readable(a) {

@@ -4,10 +4,27 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
+
+// asdDirs returns n ASD directories (not made yet) under a new directory
+// that the test removes at its end.
+func asdDirs(t *testing.T, n int) []string {
+	t.Helper()
+	root, err := os.MkdirTemp("/var/tmp", "vpool-e2e-asds-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	var list []string
+	for i := range n {
+		list = append(list, filepath.Join(root, strconv.Itoa(i)))
+	}
+	return list
+}
 
 // serveOnce runs `vpool serve` for d in its namespace and expects it to
 // exit (refused) within the bound; it returns the output.
@@ -28,12 +45,7 @@ func (d *daemon) serveOnce(t *testing.T, extra ...string) (string, error) {
 // refused from then on, and a holder that is taken over while it runs
 // finds out and stops, writing nothing more.
 func TestBackendHeldByOneDaemon(t *testing.T) {
-	asds, err := os.MkdirTemp("/var/tmp", "vpool-e2e-asds-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(asds) })
-	yaml := "backend:\n  asds: [" + filepath.Join(asds, "0") + ", " + filepath.Join(asds, "1") + ", " + filepath.Join(asds, "2") + "]\n"
+	yaml := "backend:\n  asds: [" + strings.Join(asdDirs(t, 3), ", ") + "]\n"
 	env := []string{"VPOOL_ENGINE_SEAL_IDLE=1s", "VPOOL_FS_BACKUP_INTERVAL=1s", "VPOOL_ENGINE_SCO_SIZE=4MiB"}
 	a := startDaemonConfig(t, yaml, env...)
 	run(t, time.Minute, "qemu-img", "create", "-f", "raw", a.path("a.raw"), "64M")
@@ -87,15 +99,7 @@ func TestBackendHeldByOneDaemon(t *testing.T) {
 // once the disks are back every write, old and new, is on them: a restore
 // from the backend alone reads it all.
 func TestASDsNotMountedAtStart(t *testing.T) {
-	asds, err := os.MkdirTemp("/var/tmp", "vpool-e2e-asds-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(asds) })
-	var list []string
-	for i := range 3 {
-		list = append(list, filepath.Join(asds, string(rune('0'+i))))
-	}
+	list := asdDirs(t, 3)
 	yaml := "backend:\n  asds: [" + strings.Join(list, ", ") + "]\n"
 	d := startDaemonConfig(t, yaml, "VPOOL_ENGINE_SEAL_IDLE=1s", "VPOOL_FS_BACKUP_INTERVAL=1s", "VPOOL_ENGINE_SCO_SIZE=4MiB")
 	img := d.path("vm.raw")
@@ -151,4 +155,45 @@ func countRegular(dir string) int {
 		return nil
 	})
 	return n
+}
+
+// Promise 5 through repair, with the real daemon: lose one ASD of a 2+1
+// pool over four while it serves, `vpool backend repair` rebuilds what it
+// held onto the others (a progress bar, a summary), then lose another:
+// a restore from the backend alone reads everything back.
+func TestBackendRepair(t *testing.T) {
+	list := asdDirs(t, 4)
+	yaml := "backend:\n  asds: [" + strings.Join(list, ", ") + "]\n  repair:\n    rate: 0\n"
+	d := startDaemonConfig(t, yaml, "VPOOL_ENGINE_SEAL_IDLE=1s", "VPOOL_FS_BACKUP_INTERVAL=1s", "VPOOL_ENGINE_SCO_SIZE=4MiB")
+	img := d.path("vm.raw")
+	run(t, time.Minute, "qemu-img", "create", "-f", "raw", img, "128M")
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x61 0 40M", "-c", "write -P 0x62 64M 8M", "-c", "flush", img)
+	waitUploaded(t, d)
+	if err := os.RemoveAll(list[0]); err != nil { // the disk dies
+		t.Fatal(err)
+	}
+	out := run(t, 5*time.Minute, vpoolBin, "backend", "repair", "--data-dir", d.dataDir)
+	if !strings.Contains(out, "100%") || !strings.Contains(out, "last repair pass") || !strings.Contains(out, "0 unrepairable") {
+		t.Fatalf("vpool backend repair:\n%s", out)
+	}
+	var repaired float64
+	if lp, ok := d.status()["backend"].(map[string]any)["last_pass"].(map[string]any); ok {
+		repaired, _ = lp["repaired"].(float64)
+	}
+	if repaired < 10 {
+		t.Fatalf("repair made %v objects whole; the lost ASD held fragments of at least 10: %v", repaired, d.status()["backend"])
+	}
+	if err := os.RemoveAll(list[1]); err != nil { // and another
+		t.Fatal(err)
+	}
+	d.stop()
+	for _, dir := range []string{"flash", "meta", "catalog"} {
+		os.RemoveAll(filepath.Join(d.dataDir, dir))
+	}
+	d.start()
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x61 0 40M", "-c", "read -P 0x62 64M 8M", "-c", "read -P 0 48M 8M", img)
+	text := run(t, 30*time.Second, vpoolBin, "backend", "status", "--data-dir", d.dataDir)
+	if !strings.Contains(text, list[0]) || !strings.Contains(text, "missing") {
+		t.Fatalf("backend status:\n%s", text)
+	}
 }

@@ -59,7 +59,9 @@ type backendStore struct {
 	*objstore.Watched
 	kind string
 	ec   *objstore.EC // backend.type local
-	s3   *s3.Store    // backend.type s3
+	// healer runs the local backend's repair and verify passes
+	healer *objstore.Healer
+	s3     *s3.Store // backend.type s3
 }
 
 func openBackend(ctx context.Context, c *Config, log *slog.Logger) (*backendStore, error) {
@@ -98,7 +100,8 @@ func openBackend(ctx context.Context, c *Config, log *slog.Logger) (*backendStor
 		}
 	}
 	kind := fmt.Sprintf("local %d+%d over %d ASDs", c.Backend.Preset.Data, c.Backend.Preset.Parity, len(c.Backend.ASDs))
-	return &backendStore{Watched: objstore.Watch(ec), kind: kind, ec: ec}, nil
+	healer := objstore.NewHealer(ec, filepath.Join(c.DataDir, "backend-pass.json"), int64(c.Backend.Repair.Rate), log)
+	return &backendStore{Watched: objstore.Watch(ec), kind: kind, ec: ec, healer: healer}, nil
 }
 
 var _ backend.Store = (*backendStore)(nil)
@@ -222,6 +225,9 @@ type BackendStatus struct {
 	// redundancy (too few writable ASDs) since the start
 	ASDs         []objstore.ASDStatus `json:"asds,omitempty"`
 	DegradedPuts int64                `json:"degraded_puts,omitempty"`
+	// the repair or verify pass running, and the last one finished
+	Pass     *objstore.PassStatus `json:"pass,omitempty"`
+	LastPass *objstore.PassStatus `json:"last_pass,omitempty"`
 }
 
 // S3Stats counts an S3 backend's requests.
@@ -250,6 +256,7 @@ func (b *backendStore) status(hd *holder.Holder) *BackendStatus {
 	}
 	if b.ec != nil {
 		st.ASDs, st.DegradedPuts = b.ec.ASDs(), b.ec.DegradedPuts()
+		st.Pass, st.LastPass = b.healer.Status()
 	}
 	if b.s3 != nil {
 		s := b.s3.Stats()
@@ -278,6 +285,11 @@ func printBackend(w io.Writer, st *Status) {
 			fmt.Fprintf(w, "backend: ASD %s %s since %s: %s\n", a.Path, strings.ToUpper(string(a.State)), a.Since.Local().Format(time.DateTime), a.Detail)
 		}
 	}
+	for _, p := range []*objstore.PassStatus{b.Pass, b.LastPass} {
+		if p != nil {
+			fmt.Fprintf(w, "backend: %s\n", passLine(p))
+		}
+	}
 	if b.DegradedPuts > 0 {
 		fmt.Fprintf(w, "backend: %d objects written without full redundancy since the start (too few writable ASDs)\n", b.DegradedPuts)
 	}
@@ -285,4 +297,22 @@ func printBackend(w io.Writer, st *Status) {
 		fmt.Fprintf(w, "backend: %d GETs (%s), %d PUTs (%s), %d lists, %d deletes\n",
 			r.Gets, human(r.GetBytes), r.Puts, human(r.PutBytes), r.Lists, r.Deletes)
 	}
+}
+
+// passLine is one line about a repair or verify pass.
+func passLine(p *objstore.PassStatus) string {
+	if !p.Finished.IsZero() {
+		line := fmt.Sprintf("last %s pass %s ago: %d objects, %d damaged, %d repaired (%d fragments), %d unrepairable, in %s",
+			p.Kind, time.Since(p.Finished).Round(time.Second), p.Checked, p.Damaged, p.Repaired, p.Fragments, p.Unrepairable, p.Working.Round(time.Second))
+		if p.LastProblem != "" {
+			line += "; last problem: " + p.LastProblem
+		}
+		return line + errSuffix(p.Error)
+	}
+	pct := 0.0
+	if p.Objects > 0 {
+		pct = 100 * float64(p.Checked) / float64(p.Objects)
+	}
+	return fmt.Sprintf("%s pass running: %.0f%%, %d of %d objects, %d damaged, %d repaired, %d unrepairable, %s/s, ETA %s",
+		p.Kind, pct, p.Checked, p.Objects, p.Damaged, p.Repaired, p.Unrepairable, human(int64(p.Rate())), p.ETA().Round(time.Second))
 }

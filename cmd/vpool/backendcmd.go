@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"vpool/objstore"
 
 	"github.com/spf13/cobra"
 )
@@ -31,9 +34,88 @@ func (s *controlServer) backendCalls(mux *http.ServeMux) {
 			http.Error(w, err.Error(), http.StatusConflict)
 			return
 		}
-		s.log.Info("vpool: ASD joined", "asd", req.Path)
+		s.log.Info("vpool: ASD joined; a repair pass rebuilds fragments onto it", "asd", req.Path)
+		if err := s.e.be.healer.Start(objstore.PassRepair); err != nil && !errors.Is(err, objstore.ErrPassRunning) {
+			s.log.Warn("vpool: start a repair pass", "err", err)
+		}
 		w.WriteHeader(http.StatusOK)
 	})
+	mux.HandleFunc("POST /backend/pass", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Kind string `json:"kind"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, `want {"kind": "repair" or "verify"}`, http.StatusBadRequest)
+			return
+		}
+		if s.e.be.healer == nil {
+			http.Error(w, "the backend is "+s.e.be.kind+": it protects its objects itself (no repair or verify here)", http.StatusBadRequest)
+			return
+		}
+		if err := s.e.be.healer.Start(req.Kind); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// passCmd starts a repair or verify pass and shows its progress until it
+// ends (or only starts it: --no-wait).
+func passCmd(kind, short string, dataDir func() string) *cobra.Command {
+	var noWait bool
+	cmd := &cobra.Command{
+		Use:   kind,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			resp, err := controlCall(dataDir(), "POST", "/backend/pass", map[string]string{"kind": kind}, time.Minute)
+			if err != nil {
+				return fmt.Errorf("%s: %w", kind, err)
+			}
+			resp.Body.Close()
+			started := time.Now().UTC()
+			if noWait {
+				fmt.Fprintf(out, "%s pass started; vpool status shows its progress\n", kind)
+				return nil
+			}
+			for {
+				time.Sleep(500 * time.Millisecond)
+				st, err := getStatus(dataDir())
+				if err != nil {
+					return err
+				}
+				b := st.Backend
+				if b.Pass != nil && b.Pass.Kind == kind {
+					fmt.Fprintf(out, "\r%s   ", progressBar(b.Pass))
+					continue
+				}
+				if l := b.LastPass; l != nil && l.Kind == kind && !l.Started.Before(started.Add(-time.Second)) {
+					fmt.Fprintf(out, "\r%s\n%s\n", progressBar(l), passLine(l))
+					if l.Error != "" || l.Unrepairable > 0 {
+						return fmt.Errorf("%s: %d objects could not be made whole%s", kind, l.Unrepairable, errSuffix(l.Error))
+					}
+					return nil
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "start the pass and return")
+	return cmd
+}
+
+// progressBar draws a pass's progress on one line.
+func progressBar(p *objstore.PassStatus) string {
+	const width = 30
+	frac := 1.0
+	if p.Objects > 0 {
+		frac = float64(p.Checked) / float64(p.Objects)
+	}
+	n := int(frac * width)
+	return fmt.Sprintf("[%s%s] %3.0f%% %d/%d objects, %d repaired, %s/s, ETA %s",
+		strings.Repeat("#", n), strings.Repeat(".", width-n), 100*frac, p.Checked, p.Objects, p.Repaired,
+		human(int64(p.Rate())), p.ETA().Round(time.Second))
 }
 
 func backendCmd(g *globalFlags) *cobra.Command {
@@ -44,6 +126,8 @@ func backendCmd(g *globalFlags) *cobra.Command {
 		}
 		return DefaultDataDir
 	}
+	cmd.AddCommand(passCmd(objstore.PassRepair, "rebuild the fragments the backend lacks (lost or replaced ASDs) now, with a progress bar", dataDir),
+		passCmd(objstore.PassVerify, "read every fragment and check its CRCs now, rewriting the bad ones from parity", dataDir))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "status",
 		Short: "show the backend and each ASD's state (ok, missing, foreign, failing, full) and capacity",

@@ -94,6 +94,18 @@ type BackendConfig struct {
 	ASDs   []string     `mapstructure:"asds"`
 	Preset PresetConfig `mapstructure:"preset"`
 	S3     S3Config     `mapstructure:"s3"`
+	Repair RepairConfig `mapstructure:"repair"`
+	Verify VerifyConfig `mapstructure:"verify"`
+}
+
+// RepairConfig paces the local backend's repair and verify passes.
+type RepairConfig struct {
+	Rate Size `mapstructure:"rate"` // fragment bytes a second a pass writes (repair) or reads (verify); 0: no limit
+}
+
+// VerifyConfig is the periodic verify pass (bit rot).
+type VerifyConfig struct {
+	Interval time.Duration `mapstructure:"interval"` // 0: none
 }
 
 // S3Config is the S3 backend's part (backend.type: s3).
@@ -245,6 +257,8 @@ func defaults(dataDir string) map[string]any {
 		"backend.s3.secret_key":          "",
 		"backend.s3.timeout":             "30s",
 		"backend.s3.part_size":           "256MiB",
+		"backend.repair.rate":            "32MiB",
+		"backend.verify.interval":        "168h",
 		"backend.preset.data":            2,
 		"backend.preset.parity":          1,
 		"backend.preset.fragment_size":   "4MiB",
@@ -382,6 +396,8 @@ func (c *Config) checkRanges() error {
 		{"backend.preset.fragment_size", int64(c.Backend.Preset.FragmentSize), 4 << 10, 64 << 20, showSize},
 		{"backend.s3.timeout", int64(c.Backend.S3.Timeout), int64(time.Second), int64(time.Hour), showDuration},
 		{"backend.s3.part_size", int64(c.Backend.S3.PartSize), 5 << 20, 5 << 30, showSize},
+		{"backend.repair.rate", int64(c.Backend.Repair.Rate), 0, 1 << 40, showSize},
+		{"backend.verify.interval", int64(c.Backend.Verify.Interval), 0, int64(10 * 365 * 24 * time.Hour), showDuration},
 		{"scrub.rate", int64(c.Scrub.Rate), 0, 1 << 40, showSize},
 		{"nfs.max_connections", int64(c.NFS.MaxConnections), 1, 1 << 16, showInt},
 		{"nfs.max_connections_per_client", int64(c.NFS.MaxConnectionsPerClient), 1, int64(max(c.NFS.MaxConnections, 1)), showInt},

@@ -457,6 +457,15 @@ func writeMetrics(w io.Writer, st Status) {
 		}
 		g("vpool_backend_failing_seconds", "How long every backend request has failed; 0 while it answers.", failing, "")
 		g("vpool_backend_failures_total", "Backend requests failed.", b.Failures, "")
+		if p := b.Pass; p != nil {
+			g("vpool_backend_pass_objects", "Objects in the running repair or verify pass.", p.Objects, `{kind="`+p.Kind+`"}`)
+			g("vpool_backend_pass_checked", "Objects the running pass has looked at.", p.Checked, `{kind="`+p.Kind+`"}`)
+			g("vpool_backend_pass_repaired", "Objects the running pass made whole.", p.Repaired, `{kind="`+p.Kind+`"}`)
+			g("vpool_backend_pass_unrepairable", "Objects the running pass could not make whole.", p.Unrepairable, `{kind="`+p.Kind+`"}`)
+			g("vpool_backend_pass_bytes_written", "Fragment bytes the running pass wrote.", p.BytesWritten, `{kind="`+p.Kind+`"}`)
+			g("vpool_backend_pass_rate_bytes", "The running pass's paced bytes a second.", p.Rate(), `{kind="`+p.Kind+`"}`)
+			g("vpool_backend_pass_eta_seconds", "Time the running pass needs yet, at its pace.", p.ETA().Seconds(), `{kind="`+p.Kind+`"}`)
+		}
 		if r := b.Requests; r != nil {
 			g("vpool_backend_s3_gets_total", "S3 GET requests.", r.Gets, "")
 			g("vpool_backend_s3_get_bytes_total", "Bytes of S3 GETs.", r.GetBytes, "")

@@ -317,6 +317,10 @@ func runDaemon(ctx context.Context, c *Config, takeover bool, log *slog.Logger, 
 	cs.startBackground(srvCtx)
 	fenced := make(chan error, 1)
 	go watchHolder(srvCtx, e.holder, log, fenced)
+	if h := e.be.healer; h != nil {
+		h.Gate = e.holder.Claimed
+		go h.Run(srvCtx, c.Backend.Verify.Interval)
+	}
 	log.Info("vpool: serving", "vpool", c.Name, "mountpoint", mnt.Dir(), "data_dir", c.DataDir, "vdisks", len(e.pool.List())-1,
 		"backend", e.be.kind, "epoch", e.holder.Epoch(), "control", socketPath(c.DataDir), "metrics", c.Metrics.Listen)
 	if ready != nil {

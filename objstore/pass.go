@@ -1,0 +1,323 @@
+package objstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"vpool/vfs"
+)
+
+// A pass walks every object of the EC store in name order and repairs it
+// (RepairObject): a repair pass checks that each fragment is there, a
+// verify pass reads every fragment and checks its CRCs (bit rot). Passes
+// are paced (bytes a second: written for repair, read for verify),
+// checkpointed (the last object done, every second, durably), and a pass
+// that a restart interrupted goes on from its checkpoint: a restart never
+// starts over. Objects a read had to decode, or that were written with
+// less redundancy, are repaired soon after, one by one.
+
+// Pass kinds.
+const (
+	PassRepair = "repair"
+	PassVerify = "verify"
+)
+
+// PassStatus is a pass's progress.
+type PassStatus struct {
+	Kind         string    `json:"kind"`
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished,omitzero"`
+	Objects      int64     `json:"objects"`       // in the pass
+	Checked      int64     `json:"checked"`       // looked at so far
+	Damaged      int64     `json:"damaged"`       // found lacking fragments
+	Repaired     int64     `json:"repaired"`      // made whole
+	Unrepairable int64     `json:"unrepairable"`  // lacking, and could not be made whole now
+	Fragments    int64     `json:"fragments"`     // fragments rebuilt
+	BytesRead    int64     `json:"bytes_read"`    // fragment bytes read
+	BytesWritten int64     `json:"bytes_written"` // fragment bytes written
+	Cursor       string    `json:"cursor"`        // the last object done
+	Resumed      int       `json:"resumed"`       // times it went on after a restart
+	LastProblem  string    `json:"last_problem,omitempty"`
+	Error        string    `json:"error,omitempty"`
+	// Working is the time the pass has run (across restarts), for its rate.
+	Working time.Duration `json:"working"`
+}
+
+// Rate is the pass's paced bytes a second so far.
+func (p PassStatus) Rate() float64 {
+	if p.Working <= 0 {
+		return 0
+	}
+	n := p.BytesWritten
+	if p.Kind == PassVerify {
+		n = p.BytesRead
+	}
+	return float64(n) / p.Working.Seconds()
+}
+
+// ETA is the time left at the pace so far (0 when unknown or done).
+func (p PassStatus) ETA() time.Duration {
+	if p.Checked == 0 || p.Objects <= p.Checked || !p.Finished.IsZero() {
+		return 0
+	}
+	return time.Duration(float64(p.Working) * float64(p.Objects-p.Checked) / float64(p.Checked))
+}
+
+// ErrPassRunning: a pass is running already.
+var ErrPassRunning = errors.New("objstore: a repair or verify pass is running")
+
+// Healer runs the passes of one EC store.
+type Healer struct {
+	ec    *EC
+	file  string // the checkpoint
+	rate  int64
+	log   *slog.Logger
+	queue chan string
+	start chan string
+	mu    struct {
+		sync.Mutex
+		cur, last *PassStatus
+	}
+	// stepHook, in tests, runs before each object and may fail it (a
+	// crash at that step).
+	stepHook func(name string) error
+	// Gate, when set, says whether repairs may write now (this daemon
+	// holds the backend); a pass stops when it says no.
+	Gate func() bool
+}
+
+// ErrNotAllowed: the gate said no (the backend is not this daemon's).
+var ErrNotAllowed = errors.New("objstore: repairs wait: this daemon does not hold the backend")
+
+func (h *Healer) allowed() bool { return h.Gate == nil || h.Gate() }
+
+// NewHealer makes the healer of ec, checkpointing to file, pacing passes
+// to rate bytes a second (0: no limit).
+func NewHealer(ec *EC, file string, rate int64, log *slog.Logger) *Healer {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Healer{ec: ec, file: file, rate: rate, log: log, queue: make(chan string, 1024), start: make(chan string, 1)}
+	fn := func(name string) {
+		select {
+		case h.queue <- name:
+		default: // full: the next pass finds it
+		}
+	}
+	ec.onDecode.Store(&fn)
+	return h
+}
+
+// Status returns the running pass (or nil) and the last finished one.
+func (h *Healer) Status() (cur, last *PassStatus) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.cur != nil {
+		c := *h.mu.cur
+		cur = &c
+	}
+	if h.mu.last != nil {
+		l := *h.mu.last
+		last = &l
+	}
+	return cur, last
+}
+
+// Start asks for a pass of kind now; ErrPassRunning if one runs or waits.
+func (h *Healer) Start(kind string) error {
+	if kind != PassRepair && kind != PassVerify {
+		return fmt.Errorf("objstore: pass %q: want repair or verify", kind)
+	}
+	if cur, _ := h.Status(); cur != nil {
+		return fmt.Errorf("%w: %s, %d of %d objects", ErrPassRunning, cur.Kind, cur.Checked, cur.Objects)
+	}
+	select {
+	case h.start <- kind:
+		return nil
+	default:
+		return ErrPassRunning
+	}
+}
+
+// Run serves passes until ctx ends: it first goes on with a pass a
+// restart interrupted, then runs those asked for, a verify pass every
+// verifyEvery (0: none), and repairs queued objects.
+func (h *Healer) Run(ctx context.Context, verifyEvery time.Duration) {
+	if st, err := h.load(); err != nil {
+		h.log.Warn("objstore: pass checkpoint unreadable; not resumed", "file", h.file, "err", err)
+	} else if st != nil && st.Finished.IsZero() {
+		st.Resumed++
+		h.log.Info("objstore: going on with a pass a restart interrupted", "kind", st.Kind, "done", st.Checked, "of", st.Objects)
+		h.run(ctx, st)
+	} else if st != nil {
+		h.setLast(st)
+	}
+	var verify <-chan time.Time
+	if verifyEvery > 0 {
+		t := time.NewTicker(verifyEvery)
+		defer t.Stop()
+		verify = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case kind := <-h.start:
+			h.run(ctx, &PassStatus{Kind: kind, Started: time.Now().UTC()})
+		case <-verify:
+			h.run(ctx, &PassStatus{Kind: PassVerify, Started: time.Now().UTC()})
+		case name := <-h.queue:
+			h.repairOne(ctx, name)
+		}
+	}
+}
+
+func (h *Healer) setLast(st *PassStatus) {
+	h.mu.Lock()
+	h.mu.last = st
+	h.mu.Unlock()
+}
+
+// repairOne repairs an object a read had to decode.
+func (h *Healer) repairOne(ctx context.Context, name string) {
+	if !h.allowed() {
+		return // a later pass finds it
+	}
+	res, err := h.ec.RepairObject(ctx, name, false)
+	switch {
+	case err != nil:
+		h.log.Debug("objstore: repair", "object", name, "err", err)
+	case res.Rebuilt > 0:
+		h.log.Info("objstore: object repaired after a read had to decode it", "object", name, "fragments", res.Rebuilt)
+	}
+}
+
+// run runs (or goes on with) one pass and records its end.
+func (h *Healer) run(ctx context.Context, st *PassStatus) {
+	h.mu.Lock()
+	h.mu.cur = st
+	h.mu.Unlock()
+	// a pass that dies before its first object is still resumed
+	if err := h.save(h.snapshot(st)); err != nil {
+		h.log.Warn("objstore: save pass checkpoint", "err", err)
+	}
+	err := h.pass(ctx, st)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mu.cur = nil
+	if ctx.Err() != nil {
+		return // interrupted: the checkpoint goes on at the next start
+	}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	st.Finished = time.Now().UTC()
+	h.mu.last = st
+	if err := h.save(st); err != nil {
+		h.log.Warn("objstore: save pass checkpoint", "err", err)
+	}
+	h.log.Info("objstore: pass done", "kind", st.Kind, "objects", st.Checked, "damaged", st.Damaged, "repaired", st.Repaired,
+		"unrepairable", st.Unrepairable, "fragments_rebuilt", st.Fragments, "took", st.Working.Round(time.Second), "err", st.Error)
+}
+
+func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
+	names, err := h.ec.List(ctx, "")
+	if err != nil {
+		return err
+	}
+	h.update(st, func() { st.Objects = int64(len(names)) })
+	p := newPacer(h.rate)
+	began, worked := time.Now(), st.Working
+	saved := time.Now()
+	for _, name := range names {
+		if name <= st.Cursor {
+			continue // done before a restart
+		}
+		if h.stepHook != nil {
+			if err := h.stepHook(name); err != nil {
+				return err
+			}
+		}
+		if !h.allowed() {
+			return ErrNotAllowed
+		}
+		res, err := h.ec.RepairObject(ctx, name, st.Kind == PassVerify)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		h.update(st, func() {
+			st.Checked++
+			st.Cursor = name
+			st.BytesRead += res.BytesRead
+			st.BytesWritten += res.BytesWritten
+			st.Fragments += int64(res.Rebuilt)
+			if res.Missing > 0 {
+				st.Damaged++
+				if res.Unrepairable == "" {
+					st.Repaired++
+				}
+			}
+			if res.Unrepairable != "" {
+				st.Unrepairable++
+				st.LastProblem = name + ": " + res.Unrepairable
+			}
+			st.Working = worked + time.Since(began)
+		})
+		paced := res.BytesWritten
+		if st.Kind == PassVerify {
+			paced = res.BytesRead
+		}
+		if err := p.Wait(ctx, paced); err != nil {
+			return err
+		}
+		// checkpoint after every repair (it cost fsyncs already), and every
+		// second of checking
+		if res.Rebuilt > 0 || time.Since(saved) >= time.Second {
+			saved = time.Now()
+			if err := h.save(h.snapshot(st)); err != nil {
+				h.log.Warn("objstore: save pass checkpoint", "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+func (h *Healer) update(st *PassStatus, fn func()) {
+	h.mu.Lock()
+	fn()
+	h.mu.Unlock()
+}
+
+func (h *Healer) snapshot(st *PassStatus) *PassStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := *st
+	return &c
+}
+
+func (h *Healer) save(st *PassStatus) error {
+	b, _ := json.MarshalIndent(st, "", "  ")
+	return vfs.WriteFileDurably(vfs.OS{}, h.file, b, 0o600)
+}
+
+func (h *Healer) load() (*PassStatus, error) {
+	b, err := os.ReadFile(h.file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st PassStatus
+	if err := json.Unmarshal(b, &st); err != nil || (st.Kind != PassRepair && st.Kind != PassVerify) {
+		return nil, fmt.Errorf("%s: %v", strings.TrimSpace(h.file), err)
+	}
+	return &st, nil
+}
