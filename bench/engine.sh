@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Engine benchmarks (issue: vDisk engine), each against its baseline in the
 # same run, repeated; prints every run and the median of each figure.
-#   bench/engine.sh [iops|upload|memory|all] [repeats]
+#   bench/engine.sh [iops|upload|memory|repair|all] [repeats]
 # Scratch space: /var/tmp/vpool-bench-<pid> (on the disk under test); the
 # "ASDs on another device" iops run puts the ASDs in /dev/shm.
 set -euo pipefail
@@ -39,6 +39,17 @@ if [[ $what == upload || $what == all ]]; then
 	for i in $(seq "$n"); do "$bin" -mode upload -objects 6 | tee -a "$out" | sed "s/^/  [upload $i] /"; done
 	printf 'upload 64MiB SCOs 16+4     median ec=%.0f MiB/s  plain-seq-write=%.0f MiB/s  ratio=%.2f\n' \
 		"$(field upload-MiB/s ec "$out" | median)" "$(field upload-MiB/s plain-seq-write "$out" | median)" "$(field upload-MiB/s ratio "$out" | median)"
+	rm -f "$out"
+fi
+if [[ $what == repair || $what == all ]]; then
+	out=$(mktemp)
+	for i in $(seq "$n"); do "$bin" -mode repair -objects 16 -seconds 4 | tee -a "$out" | sed "s/^/  [repair $i] /"; done
+	printf 'repair rebuild, no limit     median repair=%.0f MiB/s  plain-seq-write=%.0f MiB/s  ratio=%.2f\n' \
+		"$(field rebuild-MiB/s repair "$out" | median)" "$(field rebuild-MiB/s plain-seq-write "$out" | median)" "$(field rebuild-MiB/s ratio "$out" | median)"
+	printf 'repair paced                 median repair=%.1f MiB/s  limit=%s MiB/s  ratio=%.3f\n' \
+		"$(field paced-MiB/s repair "$out" | median)" "$(field paced-MiB/s limit "$out" | median)" "$(field paced-MiB/s ratio "$out" | median)"
+	printf 'randwrite-4k during repair   median vpool=%.0f ops/s  idle=%.0f ops/s  ratio=%.2f\n' \
+		"$(field randwrite-4k-during-repair vpool "$out" | median)" "$(field randwrite-4k-during-repair idle "$out" | median)" "$(field randwrite-4k-during-repair ratio "$out" | median)"
 	rm -f "$out"
 fi
 if [[ $what == memory || $what == all ]]; then

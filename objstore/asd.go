@@ -40,6 +40,9 @@ const (
 	ASDForeign ASDState = "foreign" // another pool's
 	ASDFailing ASDState = "failing" // writes fail (read-only, I/O errors)
 	ASDFull    ASDState = "full"    // too full for new fragments
+	// ASDDraining: being removed (vpool backend remove): read, never
+	// written; passes move its fragments to the others.
+	ASDDraining ASDState = "draining"
 )
 
 // ASDStatus is one ASD's state, for vpool status.
@@ -55,9 +58,10 @@ type ASDStatus struct {
 }
 
 type identity struct {
-	Pool   string `json:"pool"`
-	ASD    string `json:"asd"`
-	Format int    `json:"format"`
+	Pool     string `json:"pool"`
+	ASD      string `json:"asd"`
+	Format   int    `json:"format"`
+	Draining bool   `json:"draining,omitempty"`
 }
 
 // ErrForeignASD: the ASDs belong to different pools.
@@ -95,15 +99,20 @@ func writeIdentity(dir, pool string) (identity, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "objects"), 0o700); err != nil {
 		return id, err
 	}
+	return id, storeIdentity(dir, id)
+}
+
+// storeIdentity writes id into dir durably.
+func storeIdentity(dir string, id identity) error {
 	b, _ := json.Marshal(id)
 	tmp := filepath.Join(dir, identityFile+".tmp")
 	if err := writeFragmentFile(tmp, alignedCopy(b)); err != nil {
-		return id, err
+		return err
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, identityFile)); err != nil {
-		return id, err
+		return err
 	}
-	return id, syncDir(dir)
+	return syncDir(dir)
 }
 
 func alignedCopy(b []byte) []byte {
@@ -177,6 +186,8 @@ func judge(dir string, id identity, err error, pool string, now time.Time) ASDSt
 		st.State, st.Detail = ASDMissing, err.Error()
 	case id.Pool != pool:
 		st.State, st.Detail = ASDForeign, "carries pool "+id.Pool+", this pool is "+pool
+	case id.Draining:
+		st.State, st.Detail = ASDDraining, "being removed: its fragments move to the other ASDs; remove it from backend.asds once it holds none"
 	}
 	return st
 }
@@ -223,7 +234,57 @@ func (e *EC) readable(a int) bool {
 	e.asds.mu.Lock()
 	defer e.asds.mu.Unlock()
 	s := e.asds.st[a].State
-	return s == ASDOK || s == ASDFailing || s == ASDFull
+	return s == ASDOK || s == ASDFailing || s == ASDFull || s == ASDDraining
+}
+
+// state is ASD a's state.
+func (e *EC) state(a int) ASDState {
+	e.asds.mu.Lock()
+	defer e.asds.mu.Unlock()
+	return e.asds.st[a].State
+}
+
+// draining reports whether ASD a is being removed.
+func (e *EC) draining(a int) bool {
+	e.asds.mu.Lock()
+	defer e.asds.mu.Unlock()
+	return e.asds.st[a].State == ASDDraining
+}
+
+// index is the position of dir in the ASD list, or -1.
+func (e *EC) index(dir string) int {
+	for i, d := range e.dirs {
+		if filepath.Clean(d) == filepath.Clean(dir) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Drain starts removing the ASD dir: from now on it takes no new
+// fragments, and every pass moves the fragments it holds to the others
+// (persisted in its identity, so a restart goes on draining it). Join
+// takes a draining ASD back.
+func (e *EC) Drain(dir string) error {
+	a := e.index(dir)
+	if a < 0 {
+		return fmt.Errorf("objstore: %s is not in the ASD list (backend.asds)", dir)
+	}
+	id, err := readIdentity(dir)
+	if err != nil || id.Pool != e.PoolID() {
+		return fmt.Errorf("objstore: %s is not an ASD of this pool (state %s)", dir, e.ASDs()[a].State)
+	}
+	if len(e.usable())-b2i(e.state(a) == ASDOK) < e.preset.Data+e.preset.Parity {
+		return fmt.Errorf("%w: without %s, fewer than k+m=%d writable ASDs are left: the objects would lose redundancy",
+			ErrNoASD, dir, e.preset.Data+e.preset.Parity)
+	}
+	id.Draining = true
+	if err := storeIdentity(dir, id); err != nil {
+		return fmt.Errorf("objstore: drain %s: %w", dir, err)
+	}
+	e.setState(a, ASDDraining, judge(dir, id, nil, e.PoolID(), time.Now()).Detail)
+	e.log.Info("objstore: ASD draining", "asd", dir)
+	return nil
 }
 
 // recheck looks again at the ASDs that are not ok (all when force).
@@ -293,16 +354,19 @@ func (e *EC) fail(a int, err error) {
 // without objects, an ASD of this pool (a replaced disk). It must be in
 // the configured ASD list.
 func (e *EC) Join(dir string) error {
-	a := -1
-	for i, d := range e.dirs {
-		if filepath.Clean(d) == filepath.Clean(dir) {
-			a = i
-		}
-	}
+	a := e.index(dir)
 	if a < 0 {
 		return fmt.Errorf("objstore: %s is not in the ASD list (backend.asds)", dir)
 	}
 	if id, err := readIdentity(dir); err == nil {
+		if id.Pool == e.PoolID() && id.Draining {
+			id.Draining = false
+			if err := storeIdentity(dir, id); err != nil {
+				return fmt.Errorf("objstore: join %s: %w", dir, err)
+			}
+			e.setState(a, ASDOK, "")
+			return nil
+		}
 		if id.Pool == e.PoolID() {
 			return nil
 		}

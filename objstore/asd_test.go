@@ -37,12 +37,6 @@ func countFiles(t *testing.T, dir string) int {
 	return n
 }
 
-func (e *EC) stateOf(a int) ASDState {
-	e.asds.mu.Lock()
-	defer e.asds.mu.Unlock()
-	return e.asds.st[a].State
-}
-
 // An ASD whose disk is not mounted (an empty directory in its place) is
 // never written to: new objects go to the others, with less redundancy
 // and saying so, and every object reads; once the disk is back, it is
@@ -72,7 +66,7 @@ func TestASDNotMountedIsNeverWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.asds.every = 0
-	if st := s.stateOf(2); st != ASDMissing {
+	if st := s.state(2); st != ASDMissing {
 		t.Fatalf("ASD without identity: %s, want missing", st)
 	}
 	for i := 5; i < 10; i++ {
@@ -137,7 +131,7 @@ func TestFailingAndForeignASDs(t *testing.T) {
 	os.WriteFile(filepath.Join(dirs[1], "objects"), nil, 0o600)
 	data := randBytes(rand.New(rand.NewPCG(1, 1)), 40_000)
 	putRetrying(t, s, "o", data)
-	if st := s.stateOf(1); st != ASDFailing {
+	if st := s.state(1); st != ASDFailing {
 		t.Fatalf("failing ASD: %s", st)
 	}
 	mustReadEC(t, s, "o", data)
@@ -158,7 +152,7 @@ func TestFailingAndForeignASDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := s2.stateOf(3); st != ASDForeign {
+	if st := s2.state(3); st != ASDForeign {
 		t.Fatalf("another pool's ASD: %s", st)
 	}
 	before := countFiles(t, other[0])
@@ -182,7 +176,7 @@ func TestJoin(t *testing.T) {
 	os.RemoveAll(dirs[2]) // a failed disk, replaced by a new one
 	os.Mkdir(dirs[2], 0o700)
 	s, _ = OpenECPool(dirs, p, pool, nil)
-	if s.stateOf(2) != ASDMissing {
+	if s.state(2) != ASDMissing {
 		t.Fatal("new disk used before it joined")
 	}
 	if err := s.Join("/elsewhere"); err == nil {
@@ -191,8 +185,8 @@ func TestJoin(t *testing.T) {
 	if err := s.Join(dirs[2]); err != nil {
 		t.Fatal(err)
 	}
-	if s.stateOf(2) != ASDOK {
-		t.Fatalf("joined ASD: %s", s.stateOf(2))
+	if s.state(2) != ASDOK {
+		t.Fatalf("joined ASD: %s", s.state(2))
 	}
 	os.Remove(filepath.Join(dirs[1], identityFile))
 	s, _ = OpenECPool(dirs, p, pool, nil)

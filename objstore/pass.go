@@ -27,6 +27,9 @@ import (
 const (
 	PassRepair = "repair"
 	PassVerify = "verify"
+	// PassRebalance is a repair pass that also evens out the fragments
+	// over the ASDs (after one joined); it counts them first.
+	PassRebalance = "rebalance"
 )
 
 // PassStatus is a pass's progress.
@@ -34,18 +37,22 @@ type PassStatus struct {
 	Kind         string    `json:"kind"`
 	Started      time.Time `json:"started"`
 	Finished     time.Time `json:"finished,omitzero"`
-	Objects      int64     `json:"objects"`       // in the pass
-	Checked      int64     `json:"checked"`       // looked at so far
-	Damaged      int64     `json:"damaged"`       // found lacking fragments
-	Repaired     int64     `json:"repaired"`      // made whole
-	Unrepairable int64     `json:"unrepairable"`  // lacking, and could not be made whole now
-	Fragments    int64     `json:"fragments"`     // fragments rebuilt
-	BytesRead    int64     `json:"bytes_read"`    // fragment bytes read
-	BytesWritten int64     `json:"bytes_written"` // fragment bytes written
-	Cursor       string    `json:"cursor"`        // the last object done
-	Resumed      int       `json:"resumed"`       // times it went on after a restart
-	LastProblem  string    `json:"last_problem,omitempty"`
-	Error        string    `json:"error,omitempty"`
+	Objects      int64     `json:"objects"`      // in the pass
+	Checked      int64     `json:"checked"`      // looked at so far
+	Damaged      int64     `json:"damaged"`      // found lacking fragments
+	Repaired     int64     `json:"repaired"`     // made whole
+	Unrepairable int64     `json:"unrepairable"` // lacking, and could not be made whole now
+	Fragments    int64     `json:"fragments"`    // fragments rebuilt
+	Moved        int64     `json:"moved"`        // fragments moved (draining, rebalancing)
+	// Held is the fragments each ASD holds, as far as the pass has come
+	// (all of them once it is done).
+	Held         map[string]int64 `json:"held,omitempty"`
+	BytesRead    int64            `json:"bytes_read"`    // fragment bytes read
+	BytesWritten int64            `json:"bytes_written"` // fragment bytes written
+	Cursor       string           `json:"cursor"`        // the last object done
+	Resumed      int              `json:"resumed"`       // times it went on after a restart
+	LastProblem  string           `json:"last_problem,omitempty"`
+	Error        string           `json:"error,omitempty"`
 	// Working is the time the pass has run (across restarts), for its rate.
 	Working time.Duration `json:"working"`
 }
@@ -132,8 +139,8 @@ func (h *Healer) Status() (cur, last *PassStatus) {
 
 // Start asks for a pass of kind now; ErrPassRunning if one runs or waits.
 func (h *Healer) Start(kind string) error {
-	if kind != PassRepair && kind != PassVerify {
-		return fmt.Errorf("objstore: pass %q: want repair or verify", kind)
+	if kind != PassRepair && kind != PassVerify && kind != PassRebalance {
+		return fmt.Errorf("objstore: pass %q: want repair, verify or rebalance", kind)
 	}
 	if cur, _ := h.Status(); cur != nil {
 		return fmt.Errorf("%w: %s, %d of %d objects", ErrPassRunning, cur.Kind, cur.Checked, cur.Objects)
@@ -190,7 +197,7 @@ func (h *Healer) repairOne(ctx context.Context, name string) {
 	if !h.allowed() {
 		return // a later pass finds it
 	}
-	res, err := h.ec.RepairObject(ctx, name, false)
+	res, err := h.ec.RepairObject(ctx, name, false, nil)
 	switch {
 	case err != nil:
 		h.log.Debug("objstore: repair", "object", name, "err", err)
@@ -224,7 +231,12 @@ func (h *Healer) run(ctx context.Context, st *PassStatus) {
 		h.log.Warn("objstore: save pass checkpoint", "err", err)
 	}
 	h.log.Info("objstore: pass done", "kind", st.Kind, "objects", st.Checked, "damaged", st.Damaged, "repaired", st.Repaired,
-		"unrepairable", st.Unrepairable, "fragments_rebuilt", st.Fragments, "took", st.Working.Round(time.Second), "err", st.Error)
+		"unrepairable", st.Unrepairable, "fragments_rebuilt", st.Fragments, "moved", st.Moved, "took", st.Working.Round(time.Second), "err", st.Error)
+	for _, a := range h.ec.ASDs() {
+		if a.State == ASDDraining && st.Error == "" && st.Held[a.Path] == 0 {
+			h.log.Info("objstore: ASD drained: it holds no fragment; remove it from backend.asds", "asd", a.Path)
+		}
+	}
 }
 
 func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
@@ -233,6 +245,14 @@ func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
 		return err
 	}
 	h.update(st, func() { st.Objects = int64(len(names)) })
+	var bal *Balance
+	if st.Kind == PassRebalance {
+		count, err := h.ec.countFragments(ctx, names)
+		if err != nil {
+			return err
+		}
+		bal = NewBalance(count)
+	}
 	p := newPacer(h.rate)
 	began, worked := time.Now(), st.Working
 	saved := time.Now()
@@ -248,7 +268,7 @@ func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
 		if !h.allowed() {
 			return ErrNotAllowed
 		}
-		res, err := h.ec.RepairObject(ctx, name, st.Kind == PassVerify)
+		res, err := h.ec.RepairObject(ctx, name, st.Kind == PassVerify, bal)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -258,6 +278,15 @@ func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
 			st.BytesRead += res.BytesRead
 			st.BytesWritten += res.BytesWritten
 			st.Fragments += int64(res.Rebuilt)
+			st.Moved += int64(res.Moved)
+			if st.Held == nil {
+				st.Held = map[string]int64{}
+			}
+			for a, n := range res.Held {
+				if n > 0 {
+					st.Held[h.ec.dirs[a]] += int64(n)
+				}
+			}
 			if res.Missing > 0 {
 				st.Damaged++
 				if res.Unrepairable == "" {
@@ -270,7 +299,7 @@ func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
 			}
 			st.Working = worked + time.Since(began)
 		})
-		paced := res.BytesWritten
+		paced := res.BytesWritten // repairs and moves
 		if st.Kind == PassVerify {
 			paced = res.BytesRead
 		}
@@ -279,7 +308,7 @@ func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
 		}
 		// checkpoint after every repair (it cost fsyncs already), and every
 		// second of checking
-		if res.Rebuilt > 0 || time.Since(saved) >= time.Second {
+		if res.Rebuilt > 0 || res.Moved > 0 || time.Since(saved) >= time.Second {
 			saved = time.Now()
 			if err := h.save(h.snapshot(st)); err != nil {
 				h.log.Warn("objstore: save pass checkpoint", "err", err)
@@ -316,8 +345,28 @@ func (h *Healer) load() (*PassStatus, error) {
 		return nil, err
 	}
 	var st PassStatus
-	if err := json.Unmarshal(b, &st); err != nil || (st.Kind != PassRepair && st.Kind != PassVerify) {
+	if err := json.Unmarshal(b, &st); err != nil || (st.Kind != PassRepair && st.Kind != PassVerify && st.Kind != PassRebalance) {
 		return nil, fmt.Errorf("%s: %v", strings.TrimSpace(h.file), err)
 	}
 	return &st, nil
+}
+
+// countFragments counts the fragments each ASD holds of the named objects.
+func (e *EC) countFragments(ctx context.Context, names []string) ([]int64, error) {
+	count := make([]int64, len(e.dirs))
+	for _, name := range names {
+		g, err := e.geometry(ctx, name)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnavailable) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, loc := range g.at {
+			if a := int(loc&^fragSuffixNew) - 1; a >= 0 {
+				count[a]++
+			}
+		}
+	}
+	return count, nil
 }

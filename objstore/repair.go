@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -26,6 +27,8 @@ import (
 type RepairResult struct {
 	Missing      int   // fragments lacking (missing, unreadable or corrupt)
 	Rebuilt      int   // fragments written back
+	Moved        int   // fragments moved off a draining ASD, or to even out the ASDs
+	Held         []int // fragments of the object on each ASD afterwards
 	BytesRead    int64 // fragment bytes read to check and rebuild
 	BytesWritten int64 // fragment bytes written
 	// Unrepairable is set when a stripe has fewer than k good fragments,
@@ -36,7 +39,10 @@ type RepairResult struct {
 // RepairObject checks name's fragments and rebuilds what lacks. verify
 // reads every fragment whole and checks its CRCs; without it, a fragment
 // is good when its file is there with the object's header.
-func (e *EC) RepairObject(ctx context.Context, name string, verify bool) (RepairResult, error) {
+//
+// It also moves fragments: off a draining ASD, and, given a balance, from
+// fuller ASDs to emptier ones that hold none of the stripe.
+func (e *EC) RepairObject(ctx context.Context, name string, verify bool, bal *Balance) (RepairResult, error) {
 	unlock := e.lockName(name)
 	defer unlock()
 	var res RepairResult
@@ -78,6 +84,9 @@ func (e *EC) RepairObject(ctx context.Context, name string, verify bool) (Repair
 			good++
 		}
 		if len(bad) == 0 {
+			if err := e.moveFragments(name, g, s, fl, bal, &res); err != nil {
+				return res, err
+			}
 			continue
 		}
 		res.Missing += len(bad)
@@ -108,7 +117,7 @@ func (e *EC) RepairObject(ctx context.Context, name string, verify bool) (Repair
 			}
 		}
 		for _, i := range bad {
-			n, err := e.writeRepaired(name, g, s, i, shards[i])
+			n, err := e.writeRepaired(name, g, s, i, shards[i], -1)
 			if err != nil {
 				res.Unrepairable = fmt.Sprintf("stripe %d fragment %d: %v", s, i, err)
 				continue
@@ -118,10 +127,113 @@ func (e *EC) RepairObject(ctx context.Context, name string, verify bool) (Repair
 			changed = true
 		}
 	}
-	if changed {
+	if changed || res.Moved > 0 {
 		e.geo.Forget(name)
+		if g2, err := e.geometry(ctx, name); err == nil {
+			g = g2
+		}
+	}
+	res.Held = make([]int, len(e.dirs))
+	for _, loc := range g.at {
+		if a := int(loc&^fragSuffixNew) - 1; a >= 0 && a < len(res.Held) {
+			res.Held[a]++
+		}
 	}
 	return res, nil
+}
+
+// moveFragments moves the fragments of stripe s that sit on a draining
+// ASD, or that bal says to move, to another ASD holding none of the
+// stripe (a stripe being repaired is left as it is until it is whole).
+func (e *EC) moveFragments(name string, g geometry, s int, fl int64, bal *Balance, res *RepairResult) error {
+	for i := 0; i < g.k+g.m; i++ {
+		loc := g.locations(s, i)
+		from := int(loc&^fragSuffixNew) - 1
+		if from < 0 {
+			continue
+		}
+		to := -1
+		if !e.draining(from) {
+			if bal == nil {
+				continue
+			}
+			in := map[int]bool{}
+			for j := 0; j < g.k+g.m; j++ {
+				if a := int(g.locations(s, j)&^fragSuffixNew) - 1; a >= 0 {
+					in[a] = true
+				}
+			}
+			if to = bal.target(from, in, e.usable()); to < 0 {
+				continue
+			}
+		}
+		data, err := e.readFragment(name, g, s, i, fl, true)
+		if err != nil {
+			continue // a later verify or repair pass rebuilds it
+		}
+		res.BytesRead += int64(len(data))
+		n, err := e.writeRepaired(name, g, s, i, data, to)
+		if err != nil {
+			e.log.Warn("objstore: move a fragment", "object", name, "stripe", s, "fragment", i, "err", err)
+			continue
+		}
+		if bal != nil {
+			bal.moved(from, to)
+		}
+		res.Moved++
+		res.BytesWritten += n
+		// g still says where the fragment was; the next one of this
+		// stripe must not land where this one went
+		g.at[s*(g.k+g.m)+i] = 0
+		if to >= 0 {
+			g.at[s*(g.k+g.m)+i] = uint16(to) + 1
+		}
+	}
+	return nil
+}
+
+// Balance evens out the fragments over the ASDs during a pass: it knows
+// how many each holds (counted first), and says to move a fragment from
+// an ASD above the mean to the emptiest one below it that holds none of
+// the same stripe.
+type Balance struct {
+	mu    sync.Mutex
+	count []int64
+}
+
+// NewBalance starts from each ASD's fragment count.
+func NewBalance(count []int64) *Balance { return &Balance{count: slices.Clone(count)} }
+
+func (b *Balance) target(from int, stripe map[int]bool, usable []int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var total int64
+	for _, a := range usable {
+		total += b.count[a]
+	}
+	if len(usable) == 0 {
+		return -1
+	}
+	mean := float64(total) / float64(len(usable))
+	if float64(b.count[from]) <= mean+0.5 {
+		return -1
+	}
+	to := -1
+	for _, a := range usable {
+		if !stripe[a] && float64(b.count[a]) < mean-0.5 && (to < 0 || b.count[a] < b.count[to]) {
+			to = a
+		}
+	}
+	return to
+}
+
+func (b *Balance) moved(from, to int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.count[from]--
+	if to >= 0 {
+		b.count[to]++
+	}
 }
 
 // readFragment reads fragment (s, i) of g whole and checks it (full), or
@@ -151,7 +263,7 @@ func (e *EC) readFragment(name string, g geometry, s, i int, fl int64, full bool
 // holds no other fragment of stripe s (where the bad copy is, if it can),
 // going on to the next when a write fails, then removes the bad copy it
 // replaces (if it was elsewhere).
-func (e *EC) writeRepaired(name string, g geometry, s, i int, data []byte) (int64, error) {
+func (e *EC) writeRepaired(name string, g geometry, s, i int, data []byte, prefer int) (int64, error) {
 	taken := map[int]bool{}
 	for j := 0; j < g.k+g.m; j++ {
 		if loc := g.locations(s, j); loc&^fragSuffixNew != 0 && j != i {
@@ -166,7 +278,12 @@ func (e *EC) writeRepaired(name string, g geometry, s, i int, data []byte) (int6
 			cands = append(cands, a)
 		}
 	}
-	slices.SortStableFunc(cands, func(a, b int) int { return b2i(b == oldASD) - b2i(a == oldASD) })
+	if prefer < 0 {
+		prefer = oldASD // a bad copy is overwritten in place if it can be
+	} else {
+		cands = slices.DeleteFunc(cands, func(a int) bool { return a == oldASD }) // a move
+	}
+	slices.SortStableFunc(cands, func(a, b int) int { return b2i(b == prefer) - b2i(a == prefer) })
 	h := fragHeader{ObjSize: uint64(g.size), FragmentSize: uint64(g.fragmentSize), FragLen: uint64(len(data)),
 		Nonce: g.nonce, Stripe: uint32(s), Stripes: uint32(g.stripes), K: uint8(g.k), M: uint8(g.m), Index: uint8(i)}
 	buf := alignedBuffer(fileSize(int64(len(data))))

@@ -211,3 +211,60 @@ func TestPacer(t *testing.T) {
 	}
 	_ = bytes.MinRead
 }
+
+// An ASD added to a full pool gets its share by a rebalance pass; an ASD
+// drained gives all of its fragments to the others, after which it can
+// leave the list with nothing lost; a drain that would leave fewer than
+// k+m writable ASDs is refused.
+func TestRebalanceAndDrain(t *testing.T) {
+	dirs := tempDirs(t, 4)
+	p := Preset{Data: 2, Parity: 1, FragmentSize: 8192}
+	s, _ := OpenEC(dirs[:3], p, nil)
+	pool := s.PoolID()
+	want := putObjects(t, s, rand.New(rand.NewPCG(8, 8)), 40)
+	s, _ = OpenECPool(dirs, p, pool, nil) // a fourth disk in the list
+	if err := s.Join(dirs[3]); err != nil {
+		t.Fatal(err)
+	}
+	st := heal(t, s, t.TempDir(), PassRebalance)
+	if st.Moved == 0 || st.Unrepairable != 0 {
+		t.Fatalf("rebalance: %+v", st)
+	}
+	var total, lo, hi int64 = 0, 1 << 62, 0
+	for _, d := range dirs {
+		n := st.Held[d]
+		total += n
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	if hi-lo > total/20+2 {
+		t.Fatalf("after the rebalance the ASDs hold %v: uneven", st.Held)
+	}
+	checkWhole(t, s, want)
+
+	if err := s.Drain(dirs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Drain(dirs[1]); !errors.Is(err, ErrNoASD) {
+		t.Fatalf("a second drain leaving 2 ASDs for 2+1: %v", err)
+	}
+	put(t, s, "p/v/sco/new", want["p/v/sco/000"]) // never onto the draining ASD
+	want["p/v/sco/new"] = want["p/v/sco/000"]
+	st = heal(t, s, t.TempDir(), PassRepair)
+	if st.Held[dirs[0]] != 0 || st.Moved == 0 {
+		t.Fatalf("drain: %+v", st)
+	}
+	if n := countFiles(t, filepath.Join(dirs[0], "objects")); n != 0 {
+		t.Fatalf("%d fragment files left on the drained ASD", n)
+	}
+	// a restart goes on draining it (the state is in its identity)
+	if s2, _ := OpenECPool(dirs, p, pool, nil); s2.state(0) != ASDDraining {
+		t.Fatalf("after a restart the drained ASD is %s", s2.state(0))
+	}
+	gone, _ := OpenECPool(dirs[1:], p, pool, nil)
+	for name, data := range want {
+		mustReadEC(t, gone, name, data)
+	}
+	if gone.RepairedReads() != 0 {
+		t.Fatal("reads decoded after the drained ASD left: fragments were lost")
+	}
+}

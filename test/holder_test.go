@@ -197,3 +197,48 @@ func TestBackendRepair(t *testing.T) {
 		t.Fatalf("backend status:\n%s", text)
 	}
 }
+
+// ASDs come and go: a fourth directory added to backend.asds joins with
+// `vpool backend join` and gets its share; `vpool backend remove` drains
+// another, which then leaves the list; a restore from the backend alone
+// reads everything.
+func TestBackendAddAndRemoveASD(t *testing.T) {
+	list := asdDirs(t, 4)
+	cfg := func(asds []string) string {
+		return "backend:\n  asds: [" + strings.Join(asds, ", ") + "]\n  repair:\n    rate: 0\n"
+	}
+	d := startDaemonConfig(t, cfg(list[:3]), "VPOOL_ENGINE_SEAL_IDLE=1s", "VPOOL_FS_BACKUP_INTERVAL=1s", "VPOOL_ENGINE_SCO_SIZE=4MiB")
+	img := d.path("vm.raw")
+	run(t, time.Minute, "qemu-img", "create", "-f", "raw", img, "64M")
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x71 0 32M", "-c", "flush", img)
+	waitUploaded(t, d)
+	d.stop()
+	os.MkdirAll(list[3], 0o755) // a new disk, mounted
+	os.WriteFile(d.config, []byte(cfg(list)), 0o644)
+	d.start()
+	out := run(t, 5*time.Minute, vpoolBin, "backend", "join", list[3], "--data-dir", d.dataDir)
+	if !strings.Contains(out, "joined the pool") || !strings.Contains(out, "last rebalance pass") {
+		t.Fatalf("join:\n%s", out)
+	}
+	if n := countRegular(filepath.Join(list[3], "objects")); n < 5 {
+		t.Fatalf("the joined ASD holds %d fragments after the rebalance", n)
+	}
+	out = run(t, 5*time.Minute, vpoolBin, "backend", "remove", list[0], "--data-dir", d.dataDir)
+	if !strings.Contains(out, "is drained") {
+		t.Fatalf("remove:\n%s", out)
+	}
+	if n := countRegular(filepath.Join(list[0], "objects")); n != 0 {
+		t.Fatalf("%d fragments left on the drained ASD", n)
+	}
+	if out, err := runErr(time.Minute, "", vpoolBin, "backend", "remove", list[1], "--data-dir", d.dataDir); err == nil {
+		t.Fatalf("a remove leaving 2 ASDs for 2+1 went through:\n%s", out)
+	}
+	d.stop()
+	os.WriteFile(d.config, []byte(cfg(list[1:])), 0o644)
+	os.RemoveAll(list[0])
+	for _, dir := range []string{"flash", "meta", "catalog"} {
+		os.RemoveAll(filepath.Join(d.dataDir, dir))
+	}
+	d.start()
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x71 0 32M", img)
+}

@@ -7,6 +7,11 @@
 //	        sequential write+fsync of the same bytes to one file.
 //	memory  RSS after writing 1 GiB and then 32 GiB of random 4 KiB writes
 //	        to a 64 GiB vDisk.
+//	repair  EC 2+1 over 4 directories: after losing one, the repair
+//	        pass's rebuild rate with no limit vs a sequential write+fsync
+//	        of as many bytes; with backend.repair.rate's default, the rate
+//	        it keeps; and 4 KiB random-write IOPS into a vDisk while that
+//	        pass runs vs idle.
 package main
 
 import (
@@ -37,7 +42,8 @@ import (
 )
 
 var (
-	mode           = flag.String("mode", "iops", "iops, upload or memory")
+	mode           = flag.String("mode", "iops", "iops, upload, memory or repair")
+	repairRate     = flag.Int64("repair-rate-mib", 32, "repair: the paced pass's rate (backend.repair.rate)")
 	dir            = flag.String("dir", "", "scratch directory on the disk under test (default /var/tmp/vpool-bench-<pid>)")
 	workers        = flag.Int("workers", 2, "goroutines")
 	seconds        = flag.Float64("seconds", 5, "seconds per phase (iops)")
@@ -71,6 +77,8 @@ func main() {
 		upload()
 	case "memory":
 		memory()
+	case "repair":
+		repair()
 	default:
 		fail(fmt.Errorf("unknown mode %q", *mode))
 	}
@@ -95,6 +103,10 @@ func (n nullBackend) Put(ctx context.Context, name string, src io.ReaderAt, size
 }
 
 var useNullBackend bool
+
+// backendOverride, when set, is the pool's backend (repair mode: the EC
+// store being repaired).
+var backendOverride volume.Backend
 
 func openPool(name string, wbBytes int64, mapPages int) (*volume.Pool, func()) {
 	base := filepath.Join(*dir, name)
@@ -130,6 +142,9 @@ func openPool(name string, wbBytes int64, mapPages int) (*volume.Pool, func()) {
 		fail(err)
 	}
 	var be volume.Backend = ec
+	if backendOverride != nil {
+		be = backendOverride
+	}
 	down := objstore.NewMem()
 	if *backendDown {
 		be = down
