@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -241,4 +242,57 @@ func TestBackendAddAndRemoveASD(t *testing.T) {
 	}
 	d.start()
 	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x71 0 32M", img)
+}
+
+// One ASD goes read-only (its filesystem remounted ro): uploads go on to
+// the others with full redundancy, writers never wait on it, status names
+// the ASD and why; once it is writable again it is used again.
+func TestReadOnlyASD(t *testing.T) {
+	list := asdDirs(t, 4)
+	ro := list[3]
+	os.MkdirAll(ro, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", ro).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(ro, syscall.MNT_DETACH) })
+	yaml := "backend:\n  asds: [" + strings.Join(list, ", ") + "]\n"
+	d := startDaemonConfig(t, yaml, "VPOOL_ENGINE_SEAL_IDLE=1s", "VPOOL_FS_BACKUP_INTERVAL=1s", "VPOOL_ENGINE_SCO_SIZE=4MiB")
+	img := d.path("vm.raw")
+	run(t, time.Minute, "qemu-img", "create", "-f", "raw", img, "128M")
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x51 0 8M", "-c", "flush", img)
+	waitUploaded(t, d)
+	if out, err := exec.Command("mount", "-o", "remount,ro", ro).CombinedOutput(); err != nil {
+		t.Fatalf("remount ro: %v\n%s", err, out)
+	}
+	before := countRegular(ro)
+	run(t, 2*time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x52 16M 48M", "-c", "flush", img)
+	waitUploaded(t, d)
+	if n := countRegular(ro); n != before {
+		t.Fatalf("fragments on the read-only ASD went from %d to %d", before, n)
+	}
+	text := run(t, 30*time.Second, vpoolBin, "backend", "status", "--data-dir", d.dataDir)
+	if !strings.Contains(text, ro) || !strings.Contains(text, "failing") || !strings.Contains(text, "read-only") {
+		t.Fatalf("backend status does not name the read-only ASD:\n%s", text)
+	}
+	if b := d.status()["backend"].(map[string]any); b["degraded_puts"] != nil && b["degraded_puts"].(float64) > 0 {
+		t.Fatalf("objects written with less redundancy while 3 ASDs could take 2+1: %v", b["degraded_puts"])
+	}
+	if out, err := exec.Command("mount", "-o", "remount,rw", ro).CombinedOutput(); err != nil {
+		t.Fatalf("remount rw: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+		text = run(t, 30*time.Second, vpoolBin, "backend", "status", "--data-dir", d.dataDir)
+		if !strings.Contains(text, "failing") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ASD stays failing after it is writable again:\n%s", text)
+		}
+	}
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x53 80M 8M", "-c", "flush", img)
+	waitUploaded(t, d)
+	if countRegular(ro) == before {
+		t.Fatal("the ASD takes no fragments after it is writable again")
+	}
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x51 0 8M", "-c", "read -P 0x52 16M 48M", "-c", "read -P 0x53 80M 8M", img)
 }

@@ -358,7 +358,10 @@ func getStatus(dataDir string) (*Status, error) {
 func printStatus(w io.Writer, st *Status) {
 	fmt.Fprintf(w, "vPool %s (data dir %s), up %s\n", st.VPool, st.DataDir, st.Uptime)
 	throttle := "no"
-	if st.Throttling {
+	switch {
+	case st.Throttling && st.Backend != nil && st.Backend.FailingSince != nil:
+		throttle = "yes: writes are slowed, uploads fail (backend below)"
+	case st.Throttling:
 		throttle = "yes: writes are slowed, the backend is behind"
 	}
 	fmt.Fprintf(w, "write buffer: %s of %s not yet on the backend; throttling: %s\n",
