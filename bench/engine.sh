@@ -46,6 +46,8 @@ if [[ $what == repair || $what == all ]]; then
 	for i in $(seq "$n"); do "$bin" -mode repair -objects 16 -seconds 4 | tee -a "$out" | sed "s/^/  [repair $i] /"; done
 	printf 'repair rebuild, no limit     median repair=%.0f MiB/s  plain-seq-write=%.0f MiB/s  ratio=%.2f\n' \
 		"$(field rebuild-MiB/s repair "$out" | median)" "$(field rebuild-MiB/s plain-seq-write "$out" | median)" "$(field rebuild-MiB/s ratio "$out" | median)"
+	printf 'repair disk I/O, no limit    median repair=%.0f MiB/s  plain-seq-write=%.0f MiB/s  ratio=%.2f\n' \
+		"$(field rebuild-io-MiB/s repair "$out" | median)" "$(field rebuild-io-MiB/s plain-seq-write "$out" | median)" "$(field rebuild-io-MiB/s ratio "$out" | median)"
 	printf 'repair paced                 median repair=%.1f MiB/s  limit=%s MiB/s  ratio=%.3f\n' \
 		"$(field paced-MiB/s repair "$out" | median)" "$(field paced-MiB/s limit "$out" | median)" "$(field paced-MiB/s ratio "$out" | median)"
 	printf 'randwrite-4k during repair   median vpool=%.0f ops/s  idle=%.0f ops/s  ratio=%.2f\n' \

@@ -299,11 +299,13 @@ func (e *EC) recheck(force bool) {
 	st := append([]ASDStatus(nil), e.asds.st...)
 	e.asds.mu.Unlock()
 	for a := range st {
-		if st[a].State == ASDOK {
-			continue
-		}
+		// an ok ASD is looked at too: a disk pulled or unmounted loses its
+		// identity file, and must not wait for a failed write to show
 		id, err := readIdentity(e.dirs[a])
 		next := judge(e.dirs[a], id, err, pool, time.Now())
+		if st[a].State == ASDOK && next.State == ASDOK {
+			continue
+		}
 		if next.State == ASDOK && (st[a].State == ASDFailing || st[a].State == ASDFull) {
 			if perr := e.probe(a); perr != nil {
 				continue // still failing or full
@@ -314,6 +316,20 @@ func (e *EC) recheck(force bool) {
 			e.setState(a, next.State, next.Detail)
 		}
 	}
+}
+
+// lostSince is when the newest of the ASDs that are missing or failing
+// went so (zero: none is).
+func (e *EC) lostSince() time.Time {
+	e.asds.mu.Lock()
+	defer e.asds.mu.Unlock()
+	var t time.Time
+	for _, st := range e.asds.st {
+		if (st.State == ASDMissing || st.State == ASDFailing) && st.Since.After(t) {
+			t = st.Since
+		}
+	}
+	return t
 }
 
 // probe writes and removes a small file on ASD a, and checks its space.

@@ -98,7 +98,24 @@ type Healer struct {
 	// Gate, when set, says whether repairs may write now (this daemon
 	// holds the backend); a pass stops when it says no.
 	Gate func() bool
+	// After is how long an ASD must be missing or failing before a
+	// repair pass rebuilds its fragments elsewhere (a disk may come back
+	// after a reboot); 0: only when asked.
+	After time.Duration
+	// tried remembers when a queued object was last repaired, so that the
+	// reads of an object that cannot be made whole yet (no spare ASD) do
+	// not repair it over and over
+	tried Cache[time.Time]
+	// watchEvery is lossWatch, less in tests
+	watchEvery time.Duration
 }
+
+// retryQueued is how long a queued object is not tried again; lossWatch
+// is how often the healer looks for ASDs lost too long.
+const (
+	retryQueued = time.Minute
+	lossWatch   = 10 * time.Second
+)
 
 // ErrNotAllowed: the gate said no (the backend is not this daemon's).
 var ErrNotAllowed = errors.New("objstore: repairs wait: this daemon does not hold the backend")
@@ -112,6 +129,7 @@ func NewHealer(ec *EC, file string, rate int64, log *slog.Logger) *Healer {
 		log = slog.Default()
 	}
 	h := &Healer{ec: ec, file: file, rate: rate, log: log, queue: make(chan string, 1024), start: make(chan string, 1)}
+	h.tried.Max = 1 << 14
 	fn := func(name string) {
 		select {
 		case h.queue <- name:
@@ -172,10 +190,25 @@ func (h *Healer) Run(ctx context.Context, verifyEvery time.Duration) {
 		defer t.Stop()
 		verify = t.C
 	}
+	every := h.watchEvery
+	if every == 0 {
+		every = lossWatch
+	}
+	watch := time.NewTicker(every)
+	defer watch.Stop()
+	var repairedLoss time.Time // the loss the last automatic pass was for
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-watch.C:
+			h.ec.recheck(false)
+			if lost := h.ec.lostSince(); h.After > 0 && !lost.IsZero() && lost != repairedLoss && time.Since(lost) >= h.After {
+				repairedLoss = lost
+				h.log.Warn("objstore: an ASD has been missing or failing too long: a repair pass rebuilds its fragments on the others",
+					"since", lost, "asds", h.ec.asdSummary())
+				h.run(ctx, &PassStatus{Kind: PassRepair, Started: time.Now().UTC()})
+			}
 		case kind := <-h.start:
 			h.run(ctx, &PassStatus{Kind: kind, Started: time.Now().UTC()})
 		case <-verify:
@@ -197,7 +230,13 @@ func (h *Healer) repairOne(ctx context.Context, name string) {
 	if !h.allowed() {
 		return // a later pass finds it
 	}
-	res, err := h.ec.RepairObject(ctx, name, false, nil)
+	if at, ok := h.tried.Get(name); ok && time.Since(at) < retryQueued {
+		return
+	}
+	h.tried.Put(name, time.Now())
+	var res RepairResult
+	var err error
+	runNiced(putNice, func() { res, err = h.ec.RepairObject(ctx, name, false, nil) })
 	switch {
 	case err != nil:
 		h.log.Debug("objstore: repair", "object", name, "err", err)
@@ -268,7 +307,11 @@ func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
 		if !h.allowed() {
 			return ErrNotAllowed
 		}
-		res, err := h.ec.RepairObject(ctx, name, st.Kind == PassVerify, bal)
+		// background work, as uploads are: a lower CPU priority and the
+		// idle I/O class, so that the front end's I/O goes first
+		var res RepairResult
+		var err error
+		runNiced(putNice, func() { res, err = h.ec.RepairObject(ctx, name, st.Kind == PassVerify, bal) })
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -306,6 +349,7 @@ func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
 		if err := p.Wait(ctx, paced); err != nil {
 			return err
 		}
+		h.update(st, func() { st.Working = worked + time.Since(began) }) // the wait is the pass's time too
 		// checkpoint after every repair (it cost fsyncs already), and every
 		// second of checking
 		if res.Rebuilt > 0 || res.Moved > 0 || time.Since(saved) >= time.Second {

@@ -268,3 +268,35 @@ func TestRebalanceAndDrain(t *testing.T) {
 		t.Fatal("reads decoded after the drained ASD left: fragments were lost")
 	}
 }
+
+// A disk pulled while the store serves is found missing by the next look,
+// and once it has been missing for Healer.After a repair pass rebuilds its
+// fragments on the spare ASD, without being asked.
+func TestLostASDRepairedWithoutAsking(t *testing.T) {
+	dirs := tempDirs(t, 4)
+	p := Preset{Data: 2, Parity: 1, FragmentSize: 8192}
+	s, _ := OpenEC(dirs, p, nil)
+	want := putObjects(t, s, rand.New(rand.NewPCG(6, 6)), 12)
+	s.asds.every = 0
+	h := NewHealer(s, filepath.Join(t.TempDir(), "pass.json"), 0, nil)
+	h.After, h.watchEvery = time.Millisecond, time.Millisecond
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.Run(ctx, 0); close(done) }()
+	defer func() { stop(); <-done }()
+	os.RemoveAll(dirs[1]) // pulled
+	var last *PassStatus
+	for deadline := time.Now().Add(time.Minute); last == nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no repair pass a minute after the ASD went missing")
+		}
+		_, last = h.Status()
+	}
+	if last.Kind != PassRepair || last.Repaired == 0 || last.Unrepairable != 0 {
+		t.Fatalf("automatic pass: %+v", last)
+	}
+	if st := s.state(1); st != ASDMissing {
+		t.Fatalf("pulled ASD: %s", st)
+	}
+	checkWhole(t, s, want)
+}

@@ -62,6 +62,10 @@ func repair() {
 	paced := round(1, *repairRate<<20)
 	fmt.Printf("repair 2+1 over 4 dirs, %d x 64 MiB objects, one ASD lost (%d MiB to rebuild)\n", *objects, share>>20)
 	fmt.Printf("rebuild-MiB/s repair=%.0f plain-seq-write=%.0f ratio=%.2f\n", free.Rate()/(1<<20), plain, free.Rate()/(1<<20)/plain)
+	// all ASDs share one disk here: each byte rebuilt costs k=2 bytes read
+	// and 1 written on it
+	io := float64(free.BytesRead+free.BytesWritten) / free.Working.Seconds() / (1 << 20)
+	fmt.Printf("rebuild-io-MiB/s repair=%.0f plain-seq-write=%.0f ratio=%.2f\n", io, plain, io/plain)
 	fmt.Printf("paced-MiB/s repair=%.1f limit=%d ratio=%.3f\n", paced.Rate()/(1<<20), *repairRate, paced.Rate()/float64(*repairRate<<20))
 
 	// 4 KiB random writes into a vDisk of a pool on this store, idle and
@@ -80,6 +84,13 @@ func repair() {
 	clusters := *vdiskMiB << 20 / 4096
 	write := func(r *rand.Rand, buf []byte) error { return v.WriteAt(ctx, buf, r.Int64N(clusters)*4096) }
 	idle := run(write)
+	// the uploads of what the idle phase wrote must not land in the next
+	if err := v.Seal(); err != nil {
+		fail(err)
+	}
+	if err := v.WaitUploaded(ctx); err != nil {
+		fail(err)
+	}
 	os.RemoveAll(asds[2])
 	ec2, err := objstore.OpenECPool(asds, preset, pool, quiet)
 	if err != nil {

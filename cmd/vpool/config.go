@@ -100,7 +100,8 @@ type BackendConfig struct {
 
 // RepairConfig paces the local backend's repair and verify passes.
 type RepairConfig struct {
-	Rate Size `mapstructure:"rate"` // fragment bytes a second a pass writes (repair) or reads (verify); 0: no limit
+	Rate  Size          `mapstructure:"rate"`  // fragment bytes a second a pass writes (repair) or reads (verify); 0: no limit
+	After time.Duration `mapstructure:"after"` // an ASD missing or failing this long gets its fragments rebuilt elsewhere; 0: only when asked
 }
 
 // VerifyConfig is the periodic verify pass (bit rot).
@@ -258,6 +259,7 @@ func defaults(dataDir string) map[string]any {
 		"backend.s3.timeout":             "30s",
 		"backend.s3.part_size":           "256MiB",
 		"backend.repair.rate":            "32MiB",
+		"backend.repair.after":           "10m",
 		"backend.verify.interval":        "168h",
 		"backend.preset.data":            2,
 		"backend.preset.parity":          1,
@@ -397,6 +399,7 @@ func (c *Config) checkRanges() error {
 		{"backend.s3.timeout", int64(c.Backend.S3.Timeout), int64(time.Second), int64(time.Hour), showDuration},
 		{"backend.s3.part_size", int64(c.Backend.S3.PartSize), 5 << 20, 5 << 30, showSize},
 		{"backend.repair.rate", int64(c.Backend.Repair.Rate), 0, 1 << 40, showSize},
+		{"backend.repair.after", int64(c.Backend.Repair.After), 0, int64(30 * 24 * time.Hour), showDuration},
 		{"backend.verify.interval", int64(c.Backend.Verify.Interval), 0, int64(10 * 365 * 24 * time.Hour), showDuration},
 		{"scrub.rate", int64(c.Scrub.Rate), 0, 1 << 40, showSize},
 		{"nfs.max_connections", int64(c.NFS.MaxConnections), 1, 1 << 16, showInt},

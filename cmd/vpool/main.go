@@ -318,7 +318,7 @@ func runDaemon(ctx context.Context, c *Config, takeover bool, log *slog.Logger, 
 	fenced := make(chan error, 1)
 	go watchHolder(srvCtx, e.holder, log, fenced)
 	if h := e.be.healer; h != nil {
-		h.Gate = e.holder.Claimed
+		h.Gate, h.After = e.holder.Claimed, c.Backend.Repair.After
 		go h.Run(srvCtx, c.Backend.Verify.Interval)
 	}
 	log.Info("vpool: serving", "vpool", c.Name, "mountpoint", mnt.Dir(), "data_dir", c.DataDir, "vdisks", len(e.pool.List())-1,
