@@ -48,6 +48,8 @@ if [[ $what == repair || $what == all ]]; then
 		"$(field rebuild-MiB/s repair "$out" | median)" "$(field rebuild-MiB/s plain-seq-write "$out" | median)" "$(field rebuild-MiB/s ratio "$out" | median)"
 	printf 'repair disk I/O, no limit    median repair=%.0f MiB/s  plain-seq-write=%.0f MiB/s  ratio=%.2f\n' \
 		"$(field rebuild-io-MiB/s repair "$out" | median)" "$(field rebuild-io-MiB/s plain-seq-write "$out" | median)" "$(field rebuild-io-MiB/s ratio "$out" | median)"
+	printf 'repair onto one disk         median repair=%.0f MiB/s  plain-seq-write=%.0f MiB/s  ratio=%.2f\n' \
+		"$(field rebuild-onto-one-disk-MiB/s repair "$out" | median)" "$(field rebuild-onto-one-disk-MiB/s plain-seq-write "$out" | median)" "$(field rebuild-onto-one-disk-MiB/s ratio "$out" | median)"
 	printf 'repair paced                 median repair=%.1f MiB/s  limit=%s MiB/s  ratio=%.3f\n' \
 		"$(field paced-MiB/s repair "$out" | median)" "$(field paced-MiB/s limit "$out" | median)" "$(field paced-MiB/s ratio "$out" | median)"
 	printf 'randwrite-4k during repair   median vpool=%.0f ops/s  idle=%.0f ops/s  ratio=%.2f\n' \

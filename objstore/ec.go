@@ -390,6 +390,22 @@ func (e *EC) dropOthers(name string, written []string) {
 // fragments per stripe.
 func (e *EC) DegradedPuts() int64 { return e.degraded.Load() }
 
+var alignedBufs sync.Pool
+
+// getAligned is alignedBuffer(n) from a pool (putAligned when done).
+func getAligned(n int64) []byte {
+	if b, ok := alignedBufs.Get().(*[]byte); ok && int64(cap(*b)) >= (n+directIO-1)/directIO*directIO {
+		return (*b)[:n]
+	}
+	return alignedBuffer(n)
+}
+
+func putAligned(b []byte) {
+	if b != nil {
+		alignedBufs.Put(&b)
+	}
+}
+
 // directIO is the unit O_DIRECT writes are padded to.
 const directIO = 4096
 

@@ -108,6 +108,9 @@ type Healer struct {
 	tried Cache[time.Time]
 	// watchEvery is lossWatch, less in tests
 	watchEvery time.Duration
+	// workers is passWorkers, 1 in tests that count the objects a resumed
+	// pass looks at
+	workers int
 }
 
 // retryQueued is how long a queued object is not tried again; lossWatch
@@ -292,74 +295,153 @@ func (h *Healer) pass(ctx context.Context, st *PassStatus) error {
 		}
 		bal = NewBalance(count)
 	}
-	p := newPacer(h.rate)
-	began, worked := time.Now(), st.Working
-	saved := time.Now()
+	var todo []string
 	for _, name := range names {
-		if name <= st.Cursor {
-			continue // done before a restart
+		if name > st.Cursor { // else done before a restart
+			todo = append(todo, name)
+		}
+	}
+	w := &passWork{h: h, st: st, todo: todo, done: make([]bool, len(todo)), low: -1, bal: bal,
+		pacer: newPacer(h.rate), began: time.Now(), worked: st.Working, saved: time.Now()}
+	workers := h.workers
+	if workers == 0 {
+		workers = passWorkers
+	}
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for idx, name := range todo {
+		sem <- struct{}{} // a worker is free
+		if err := w.failed(); err != nil || ctx.Err() != nil {
+			<-sem
+			break
 		}
 		if h.stepHook != nil {
 			if err := h.stepHook(name); err != nil {
-				return err
+				<-sem
+				w.fail(err)
+				break
 			}
 		}
 		if !h.allowed() {
-			return ErrNotAllowed
+			<-sem
+			w.fail(ErrNotAllowed)
+			break
 		}
-		// background work, as uploads are: a lower CPU priority and the
-		// idle I/O class, so that the front end's I/O goes first
-		var res RepairResult
-		var err error
-		runNiced(putNice, func() { res, err = h.ec.RepairObject(ctx, name, st.Kind == PassVerify, bal) })
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			w.one(ctx, idx, name)
+		}()
+	}
+	wg.Wait()
+	if err := w.failed(); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// passWorkers is how many objects a pass repairs at once: the work of one
+// (reads, decoding, checksums, writes) leaves the disks and cores idle
+// between its steps.
+const passWorkers = 2
+
+// passWork is one pass's shared state while its workers run.
+type passWork struct {
+	h     *Healer
+	st    *PassStatus
+	todo  []string
+	bal   *Balance
+	mu    sync.Mutex // done, low, err, pacer, saved
+	done  []bool
+	low   int // todo[:low+1] are all done: the checkpoint's cursor
+	err   error
+	pacer *pacer
+	began time.Time
+	// worked is the pass's working time before this run (a restart)
+	worked time.Duration
+	saved  time.Time
+}
+
+func (w *passWork) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+}
+
+func (w *passWork) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// one repairs todo[idx] and accounts for it.
+func (w *passWork) one(ctx context.Context, idx int, name string) {
+	h, st := w.h, w.st
+	// background work, as uploads are: a lower CPU priority and the idle
+	// I/O class, so that the front end's I/O goes first
+	var res RepairResult
+	var err error
+	runNiced(putNice, func() { res, err = h.ec.RepairObject(ctx, name, st.Kind == PassVerify, w.bal) })
+	if err != nil {
+		w.fail(fmt.Errorf("%s: %w", name, err))
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done[idx] = true
+	for w.low+1 < len(w.done) && w.done[w.low+1] {
+		w.low++
+	}
+	h.update(st, func() {
+		st.Checked++
+		if w.low >= 0 {
+			st.Cursor = w.todo[w.low]
 		}
-		h.update(st, func() {
-			st.Checked++
-			st.Cursor = name
-			st.BytesRead += res.BytesRead
-			st.BytesWritten += res.BytesWritten
-			st.Fragments += int64(res.Rebuilt)
-			st.Moved += int64(res.Moved)
-			if st.Held == nil {
-				st.Held = map[string]int64{}
-			}
-			for a, n := range res.Held {
-				if n > 0 {
-					st.Held[h.ec.dirs[a]] += int64(n)
-				}
-			}
-			if res.Missing > 0 {
-				st.Damaged++
-				if res.Unrepairable == "" {
-					st.Repaired++
-				}
-			}
-			if res.Unrepairable != "" {
-				st.Unrepairable++
-				st.LastProblem = name + ": " + res.Unrepairable
-			}
-			st.Working = worked + time.Since(began)
-		})
-		paced := res.BytesWritten // repairs and moves
-		if st.Kind == PassVerify {
-			paced = res.BytesRead
+		st.BytesRead += res.BytesRead
+		st.BytesWritten += res.BytesWritten
+		st.Fragments += int64(res.Rebuilt)
+		st.Moved += int64(res.Moved)
+		if st.Held == nil {
+			st.Held = map[string]int64{}
 		}
-		if err := p.Wait(ctx, paced); err != nil {
-			return err
-		}
-		h.update(st, func() { st.Working = worked + time.Since(began) }) // the wait is the pass's time too
-		// checkpoint after every repair (it cost fsyncs already), and every
-		// second of checking
-		if res.Rebuilt > 0 || res.Moved > 0 || time.Since(saved) >= time.Second {
-			saved = time.Now()
-			if err := h.save(h.snapshot(st)); err != nil {
-				h.log.Warn("objstore: save pass checkpoint", "err", err)
+		for a, n := range res.Held {
+			if n > 0 {
+				st.Held[h.ec.dirs[a]] += int64(n)
 			}
+		}
+		if res.Missing > 0 {
+			st.Damaged++
+			if res.Unrepairable == "" {
+				st.Repaired++
+			}
+		}
+		if res.Unrepairable != "" {
+			st.Unrepairable++
+			st.LastProblem = name + ": " + res.Unrepairable
+		}
+	})
+	paced := res.BytesWritten // repairs and moves
+	if st.Kind == PassVerify {
+		paced = res.BytesRead
+	}
+	if err := w.pacer.Wait(ctx, paced); err != nil { // under mu: the workers wait their turn
+		if w.err == nil {
+			w.err = err
+		}
+		return
+	}
+	h.update(st, func() { st.Working = w.worked + time.Since(w.began) }) // the wait is the pass's time too
+	// checkpoint after every repair (it cost fsyncs already), and every
+	// second of checking
+	if res.Rebuilt > 0 || res.Moved > 0 || time.Since(w.saved) >= time.Second {
+		w.saved = time.Now()
+		if err := h.save(h.snapshot(st)); err != nil {
+			h.log.Warn("objstore: save pass checkpoint", "err", err)
 		}
 	}
-	return nil
 }
 
 func (h *Healer) update(st *PassStatus, fn func()) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -62,7 +64,7 @@ func (e *EC) RepairObject(ctx context.Context, name string, verify bool, bal *Ba
 	if err != nil {
 		return res, err
 	}
-	changed := false
+	var batch []*fragWrite
 	for s := 0; s < g.stripes; s++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -84,9 +86,7 @@ func (e *EC) RepairObject(ctx context.Context, name string, verify bool, bal *Ba
 			good++
 		}
 		if len(bad) == 0 {
-			if err := e.moveFragments(name, g, s, fl, bal, &res); err != nil {
-				return res, err
-			}
+			batch = append(batch, e.moveFragments(name, g, s, fl, bal, &res)...)
 			continue
 		}
 		res.Missing += len(bad)
@@ -117,17 +117,37 @@ func (e *EC) RepairObject(ctx context.Context, name string, verify bool, bal *Ba
 			}
 		}
 		for _, i := range bad {
-			n, err := e.writeRepaired(name, g, s, i, shards[i], -1)
-			if err != nil {
-				res.Unrepairable = fmt.Sprintf("stripe %d fragment %d: %v", s, i, err)
-				continue
+			batch = append(batch, e.planFragment(name, g, s, i, shards[i], -1))
+		}
+		for _, b := range shards {
+			if b != nil {
+				putBlockBuf(b) // planFragment copied what it needs
 			}
-			res.Rebuilt++
-			res.BytesWritten += n
-			changed = true
 		}
 	}
-	if changed || res.Moved > 0 {
+	defer func() {
+		for _, w := range batch {
+			putAligned(w.buf)
+		}
+	}()
+	for _, w := range e.commitFragments(name, batch) {
+		switch {
+		case w.err != nil && w.move:
+			e.log.Warn("objstore: move a fragment", "object", name, "stripe", w.s, "fragment", w.i, "err", w.err)
+		case w.err != nil:
+			res.Unrepairable = fmt.Sprintf("stripe %d fragment %d: %v", w.s, w.i, w.err)
+		case w.move:
+			res.Moved++
+			res.BytesWritten += int64(len(w.buf))
+		default:
+			res.Rebuilt++
+			res.BytesWritten += int64(len(w.buf))
+		}
+		if bal != nil && w.move {
+			bal.settle(w)
+		}
+	}
+	if len(batch) > 0 {
 		e.geo.Forget(name)
 		if g2, err := e.geometry(ctx, name); err == nil {
 			g = g2
@@ -142,10 +162,12 @@ func (e *EC) RepairObject(ctx context.Context, name string, verify bool, bal *Ba
 	return res, nil
 }
 
-// moveFragments moves the fragments of stripe s that sit on a draining
-// ASD, or that bal says to move, to another ASD holding none of the
-// stripe (a stripe being repaired is left as it is until it is whole).
-func (e *EC) moveFragments(name string, g geometry, s int, fl int64, bal *Balance, res *RepairResult) error {
+// moveFragments plans the moves of the fragments of stripe s that sit on
+// a draining ASD, or that bal says to move, to another ASD holding none
+// of the stripe (a stripe being repaired is left as it is until it is
+// whole).
+func (e *EC) moveFragments(name string, g geometry, s int, fl int64, bal *Balance, res *RepairResult) []*fragWrite {
+	var out []*fragWrite
 	for i := 0; i < g.k+g.m; i++ {
 		loc := g.locations(s, i)
 		from := int(loc&^fragSuffixNew) - 1
@@ -166,30 +188,28 @@ func (e *EC) moveFragments(name string, g geometry, s int, fl int64, bal *Balanc
 			if to = bal.target(from, in, e.usable()); to < 0 {
 				continue
 			}
+			bal.moved(from, to) // planned: the next choice sees it
 		}
 		data, err := e.readFragment(name, g, s, i, fl, true)
 		if err != nil {
+			if to >= 0 {
+				bal.moved(to, from)
+			}
 			continue // a later verify or repair pass rebuilds it
 		}
 		res.BytesRead += int64(len(data))
-		n, err := e.writeRepaired(name, g, s, i, data, to)
-		if err != nil {
-			e.log.Warn("objstore: move a fragment", "object", name, "stripe", s, "fragment", i, "err", err)
-			continue
-		}
-		if bal != nil {
-			bal.moved(from, to)
-		}
-		res.Moved++
-		res.BytesWritten += n
-		// g still says where the fragment was; the next one of this
-		// stripe must not land where this one went
+		w := e.planFragment(name, g, s, i, data, to)
+		putBlockBuf(data)
+		w.move, w.from, w.planned = true, from, to
+		out = append(out, w)
+		// g says where the fragment was: the next one of this stripe must
+		// not go where this one goes
 		g.at[s*(g.k+g.m)+i] = 0
-		if to >= 0 {
-			g.at[s*(g.k+g.m)+i] = uint16(to) + 1
+		if len(w.cands) > 0 {
+			g.at[s*(g.k+g.m)+i] = uint16(w.cands[0]) + 1
 		}
 	}
-	return nil
+	return out
 }
 
 // Balance evens out the fragments over the ASDs during a pass: it knows
@@ -227,6 +247,19 @@ func (b *Balance) target(from int, stripe map[int]bool, usable []int) int {
 	return to
 }
 
+// settle counts a move where it went: a rebalancing move was counted to
+// its planned target when planned.
+func (b *Balance) settle(w *fragWrite) {
+	switch {
+	case w.planned >= 0 && w.err != nil:
+		b.moved(w.planned, w.from)
+	case w.planned >= 0 && w.at != w.planned:
+		b.moved(w.planned, w.at)
+	case w.planned < 0 && w.err == nil:
+		b.moved(w.from, w.at)
+	}
+}
+
 func (b *Balance) moved(from, to int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -247,23 +280,42 @@ func (e *EC) readFragment(name string, g geometry, s, i int, fl int64, full bool
 	if !full {
 		return nil, nil
 	}
-	b := make([]byte, fl)
+	// buffers from a pool (putBlockBuf when done): a pass reads gigabytes
+	// in fragment-sized pieces, and fresh ones cost zeroing and GC
+	b := getBlockBuf(int(fl))
 	nblocks := (fl + blockSize - 1) / blockSize
-	raw := make([]byte, fl+nblocks*blockCRCSize)
+	raw := getBlockBuf(int(fl + nblocks*blockCRCSize))
+	defer putBlockBuf(raw)
 	if _, err := f.ReadAt(raw, headerSize); err != nil {
+		putBlockBuf(b)
 		return nil, fmt.Errorf("%w: read: %v", ErrCorrupt, err)
 	}
 	if err := decodeBlocks(b, raw, int(fl)); err != nil {
+		putBlockBuf(b)
 		return nil, err
 	}
 	return b, nil
 }
 
-// writeRepaired writes fragment (s, i) to an ASD that can take it and
-// holds no other fragment of stripe s (where the bad copy is, if it can),
-// going on to the next when a write fails, then removes the bad copy it
-// replaces (if it was elsewhere).
-func (e *EC) writeRepaired(name string, g geometry, s, i int, data []byte, prefer int) (int64, error) {
+// fragWrite is one fragment a repair or a move writes.
+type fragWrite struct {
+	s, i    int
+	cands   []int  // ASDs to try, in order: none holds another fragment of the stripe
+	buf     []byte // the fragment file
+	old     string // the copy it replaces ("": none), removed once it is written elsewhere
+	oldAt   int    // that copy's ASD, or -1
+	move    bool   // a move (draining, rebalancing), not a rebuild
+	from    int    // a move's ASD
+	planned int    // a rebalancing move's target, counted in the Balance already (-1: none)
+	at      int    // where it went
+	tmp     string // its temporary file there
+	err     error
+}
+
+// planFragment encodes fragment (s, i) and lists the ASDs it may go to:
+// writable, holding no other fragment of stripe s, prefer (or, for a
+// rebuild, the ASD of the bad copy) first.
+func (e *EC) planFragment(name string, g geometry, s, i int, data []byte, prefer int) *fragWrite {
 	taken := map[int]bool{}
 	for j := 0; j < g.k+g.m; j++ {
 		if loc := g.locations(s, j); loc&^fragSuffixNew != 0 && j != i {
@@ -271,44 +323,138 @@ func (e *EC) writeRepaired(name string, g geometry, s, i int, data []byte, prefe
 		}
 	}
 	old := g.locations(s, i)
-	oldASD := int(old&^fragSuffixNew) - 1 // -1: none
-	var cands []int
+	w := &fragWrite{s: s, i: i, oldAt: int(old&^fragSuffixNew) - 1, at: -1, planned: -1}
+	if w.oldAt >= 0 {
+		w.old = filepath.Join(e.objDir(w.oldAt, name), fmt.Sprintf("%d.%d", s, i))
+		if old&fragSuffixNew != 0 {
+			w.old += newSuffix
+		}
+	}
 	for _, a := range e.usable() {
 		if !taken[a] {
-			cands = append(cands, a)
+			w.cands = append(w.cands, a)
 		}
 	}
 	if prefer < 0 {
-		prefer = oldASD // a bad copy is overwritten in place if it can be
+		prefer = w.oldAt // a bad copy is overwritten in place if it can be
 	} else {
-		cands = slices.DeleteFunc(cands, func(a int) bool { return a == oldASD }) // a move
+		w.cands = slices.DeleteFunc(w.cands, func(a int) bool { return a == w.oldAt }) // a move
 	}
-	slices.SortStableFunc(cands, func(a, b int) int { return b2i(b == prefer) - b2i(a == prefer) })
+	slices.SortStableFunc(w.cands, func(a, b int) int { return b2i(b == prefer) - b2i(a == prefer) })
 	h := fragHeader{ObjSize: uint64(g.size), FragmentSize: uint64(g.fragmentSize), FragLen: uint64(len(data)),
 		Nonce: g.nonce, Stripe: uint32(s), Stripes: uint32(g.stripes), K: uint8(g.k), M: uint8(g.m), Index: uint8(i)}
-	buf := alignedBuffer(fileSize(int64(len(data))))
-	encodeFragment(buf, &h, data)
-	var errs []error
-	for _, a := range cands {
-		err := e.writeFragmentAt(a, name, fmt.Sprintf("%d.%d", s, i), buf)
+	w.buf = getAligned(fileSize(int64(len(data))))
+	encodeFragment(w.buf, &h, data)
+	return w
+}
+
+// commitFragments writes an object's planned fragments durably, as a Put
+// does: every temporary file first (an ASD that fails one is left out and
+// the next candidate tried, never one another fragment of the stripe goes
+// to), then all synced at once, renamed into place, the directories synced
+// once each, and the copies they replace removed.
+func (e *EC) commitFragments(name string, ws []*fragWrite) []*fragWrite {
+	used := map[int]map[int]bool{} // stripe: ASDs this batch writes to
+	for _, w := range ws {
+		if used[w.s] == nil {
+			used[w.s] = map[int]bool{}
+		}
+	}
+	write := func(w *fragWrite, a int) error {
+		dir := e.objDir(a, name)
+		tmp := filepath.Join(dir, fmt.Sprintf("%d.%d", w.s, w.i)) + tmpSuffix
+		err := mkObjDir(dir)
+		if err == nil {
+			err = writeFragmentFile(tmp, w.buf)
+		}
 		if err != nil {
 			e.fail(a, err)
-			errs = append(errs, err)
+			return err
+		}
+		w.at, w.tmp = a, tmp
+		return nil
+	}
+	// first choices, written at once (the disks see a queue, not one
+	// write after another)
+	first := make([]int, len(ws))
+	for n, w := range ws {
+		first[n] = -1
+		for _, a := range w.cands {
+			if !used[w.s][a] {
+				first[n] = a
+				used[w.s][a] = true
+				break
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for n, w := range ws {
+		if first[n] >= 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.err = write(w, first[n])
+			}()
+		}
+	}
+	wg.Wait()
+	// then, one by one, the next choices of those whose write failed
+	for n, w := range ws {
+		if first[n] >= 0 && w.err == nil {
 			continue
 		}
-		if oldASD >= 0 && oldASD != a {
-			p := filepath.Join(e.objDir(oldASD, name), fmt.Sprintf("%d.%d", s, i))
-			if old&fragSuffixNew != 0 {
-				p += newSuffix
-			}
-			os.Remove(p) // the bad copy; best effort (its ASD may be failing)
+		if first[n] >= 0 {
+			delete(used[w.s], first[n])
 		}
-		return int64(len(buf)), nil
+		for _, a := range w.cands {
+			if used[w.s][a] || a == first[n] {
+				continue
+			}
+			if w.err = write(w, a); w.err == nil {
+				used[w.s][a] = true
+				break
+			}
+		}
+		if w.at < 0 && w.err == nil {
+			w.err = fmt.Errorf("%w: no writable ASD without a fragment of this stripe (%s)", ErrNoASD, e.asdSummary())
+		}
 	}
-	if len(errs) == 0 {
-		return 0, fmt.Errorf("%w: no writable ASD without a fragment of this stripe (%s)", ErrNoASD, e.asdSummary())
+	var tmps []string
+	dirs := map[string]bool{}
+	for _, w := range ws {
+		if w.at >= 0 {
+			tmps = append(tmps, w.tmp)
+			dirs[filepath.Dir(w.tmp)] = true
+		}
 	}
-	return 0, fmt.Errorf("%w: %v", ErrNoASD, errors.Join(errs...))
+	fail := func(err error) []*fragWrite {
+		for _, w := range ws {
+			if w.at >= 0 {
+				os.Remove(w.tmp)
+				w.at, w.err = -1, err
+			}
+		}
+		return ws
+	}
+	if err := forEach(tmps, syncFile); err != nil {
+		return fail(err)
+	}
+	for _, w := range ws {
+		if w.at >= 0 {
+			if err := os.Rename(w.tmp, strings.TrimSuffix(w.tmp, tmpSuffix)); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if err := forEach(slices.Collect(maps.Keys(dirs)), syncDir); err != nil {
+		return fail(err)
+	}
+	for _, w := range ws {
+		if w.at >= 0 && w.oldAt >= 0 && w.oldAt != w.at {
+			os.Remove(w.old) // the bad or moved copy; best effort (its ASD may be failing)
+		}
+	}
+	return ws
 }
 
 func b2i(b bool) int {
@@ -316,26 +462,6 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// writeFragmentAt writes one fragment file durably on ASD a: a temporary
-// file, synced, renamed into place, the directory synced.
-func (e *EC) writeFragmentAt(a int, name, file string, buf []byte) error {
-	dir := e.objDir(a, name)
-	if err := mkObjDir(dir); err != nil {
-		return err
-	}
-	path := filepath.Join(dir, file)
-	if err := writeFragmentFile(path+tmpSuffix, buf); err != nil {
-		return err
-	}
-	if err := syncFile(path + tmpSuffix); err != nil {
-		return err
-	}
-	if err := os.Rename(path+tmpSuffix, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
 }
 
 // lockName excludes Put, Delete and repair of one name from each other.

@@ -147,6 +147,7 @@ func TestPassResumesAfterACrashAtEveryStep(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "pass.json")
 		ctx, crash := context.WithCancel(context.Background())
 		h := NewHealer(s, file, 0, nil)
+		h.workers = 1 // objects end in order: the count below is exact
 		seen := 0
 		h.stepHook = func(string) error {
 			if seen == crashAt {
@@ -161,6 +162,7 @@ func TestPassResumesAfterACrashAtEveryStep(t *testing.T) {
 		// restart: a new process on the same checkpoint
 		s, _ = OpenECPool(dirs, p, pool, nil)
 		h2 := NewHealer(s, file, 0, nil)
+		h2.workers = 1
 		var again []string
 		h2.stepHook = func(name string) error { again = append(again, name); return nil }
 		ctx2, stop := context.WithCancel(context.Background())
