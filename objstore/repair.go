@@ -2,6 +2,7 @@ package objstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Repair and verify (the EC store healing itself).
@@ -107,6 +110,9 @@ func (e *EC) RepairObject(ctx context.Context, name string, verify bool, bal *Ba
 			}
 		}
 		if fl > 0 {
+			for _, i := range bad { // rebuilt into pooled memory (zero length, room enough)
+				shards[i] = getBlockBuf(int(fl))[:0]
+			}
 			if err := enc.Reconstruct(shards); err != nil {
 				res.Unrepairable = fmt.Sprintf("stripe %d: decode: %v", s, err)
 				continue
@@ -283,18 +289,57 @@ func (e *EC) readFragment(name string, g geometry, s, i int, fl int64, full bool
 	// buffers from a pool (putBlockBuf when done): a pass reads gigabytes
 	// in fragment-sized pieces, and fresh ones cost zeroing and GC
 	b := getBlockBuf(int(fl))
-	nblocks := (fl + blockSize - 1) / blockSize
-	raw := getBlockBuf(int(fl + nblocks*blockCRCSize))
-	defer putBlockBuf(raw)
-	if _, err := f.ReadAt(raw, headerSize); err != nil {
-		putBlockBuf(b)
-		return nil, fmt.Errorf("%w: read: %v", ErrCorrupt, err)
-	}
-	if err := decodeBlocks(b, raw, int(fl)); err != nil {
+	if err := readBlocksInto(f, b); err != nil {
 		putBlockBuf(b)
 		return nil, err
 	}
 	return b, nil
+}
+
+// readBlocksInto reads a fragment file's blocks straight into b and their
+// CRCs beside (preadv: no copy of the data), and checks them.
+func readBlocksInto(f *os.File, b []byte) error {
+	nblocks := (len(b) + blockSize - 1) / blockSize
+	crcs := make([]byte, nblocks*blockCRCSize)
+	const perCall = 512 // two iovecs a block, within IOV_MAX (1024)
+	off := int64(headerSize)
+	for b0 := 0; b0 < nblocks; b0 += perCall {
+		b1 := min(b0+perCall, nblocks)
+		iov := make([][]byte, 0, 2*(b1-b0))
+		want := 0
+		for blk := b0; blk < b1; blk++ {
+			data := b[blk*blockSize : min((blk+1)*blockSize, len(b))]
+			iov = append(iov, data, crcs[blk*blockCRCSize:(blk+1)*blockCRCSize])
+			want += len(data) + blockCRCSize
+		}
+		for want > 0 { // a short read goes on where it stopped
+			n, err := unix.Preadv(int(f.Fd()), iov, off)
+			if err != nil {
+				return fmt.Errorf("%w: read: %v", ErrCorrupt, err)
+			}
+			if n == 0 {
+				return fmt.Errorf("%w: fragment truncated", ErrCorrupt)
+			}
+			off += int64(n)
+			want -= n
+			for n > 0 {
+				if n >= len(iov[0]) {
+					n -= len(iov[0])
+					iov = iov[1:]
+				} else {
+					iov[0] = iov[0][n:]
+					n = 0
+				}
+			}
+		}
+	}
+	for blk := 0; blk < nblocks; blk++ {
+		data := b[blk*blockSize : min((blk+1)*blockSize, len(b))]
+		if binary.LittleEndian.Uint32(crcs[blk*blockCRCSize:]) != crc(data) {
+			return fmt.Errorf("%w: fragment block %d", ErrCorrupt, blk)
+		}
+	}
+	return nil
 }
 
 // fragWrite is one fragment a repair or a move writes.
