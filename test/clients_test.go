@@ -303,11 +303,7 @@ func TestRestoreFromBackendAlone(t *testing.T) {
 	}
 	waitUploaded(t, d)
 	d.stop()
-	for _, dir := range []string{"flash", "meta", "catalog"} {
-		if err := os.RemoveAll(filepath.Join(d.dataDir, dir)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d.wipeLocalState()
 	d.start()
 	if !strings.Contains(d.log(), "restoring the namespace from the backend") {
 		t.Fatalf("no restore in the log:\n%s", d.log())
@@ -326,6 +322,18 @@ func TestRestoreFromBackendAlone(t *testing.T) {
 	after, err := os.Stat(img)
 	if err != nil || inode(after) != inode(before) || after.Size() != before.Size() {
 		t.Fatalf("vDisk after restore: inode %d size %d, was %d %d", inode(after), after.Size(), inode(before), before.Size())
+	}
+}
+
+// wipeLocalState loses the stopped daemon's local flash and metadata
+// stores (its data dir's identity files stay): what is left to start from
+// is the backend.
+func (d *daemon) wipeLocalState() {
+	d.t.Helper()
+	for _, dir := range []string{"flash", "meta", "catalog"} {
+		if err := os.RemoveAll(filepath.Join(d.dataDir, dir)); err != nil {
+			d.t.Fatal(err)
+		}
 	}
 }
 

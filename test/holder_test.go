@@ -137,9 +137,7 @@ func TestASDsNotMountedAtStart(t *testing.T) {
 	d.start()
 	waitUploaded(t, d)
 	d.stop()
-	for _, dir := range []string{"flash", "meta", "catalog"} {
-		os.RemoveAll(filepath.Join(d.dataDir, dir))
-	}
+	d.wipeLocalState()
 	d.start()
 	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x11 0 8M", "-c", "read -P 0x22 16M 8M", img)
 	if _, err := os.Stat(d.path("made-meanwhile")); err != nil {
@@ -188,9 +186,7 @@ func TestBackendRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.stop()
-	for _, dir := range []string{"flash", "meta", "catalog"} {
-		os.RemoveAll(filepath.Join(d.dataDir, dir))
-	}
+	d.wipeLocalState()
 	d.start()
 	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x61 0 40M", "-c", "read -P 0x62 64M 8M", "-c", "read -P 0 48M 8M", img)
 	text := run(t, 30*time.Second, vpoolBin, "backend", "status", "--data-dir", d.dataDir)
@@ -237,9 +233,7 @@ func TestBackendAddAndRemoveASD(t *testing.T) {
 	d.stop()
 	os.WriteFile(d.config, []byte(cfg(list[1:])), 0o644)
 	os.RemoveAll(list[0])
-	for _, dir := range []string{"flash", "meta", "catalog"} {
-		os.RemoveAll(filepath.Join(d.dataDir, dir))
-	}
+	d.wipeLocalState()
 	d.start()
 	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x71 0 32M", img)
 }
