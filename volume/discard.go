@@ -113,7 +113,7 @@ func (v *VDisk) logRecords(recs []record) (finish func(), err error) {
 	rw := tlogWrite{seg: seg, rec0: pos, recs: recs}
 	seg.writers++
 	v.mu.Unlock()
-	err = v.doWrites(nil, []tlogWrite{rw})
+	err = v.doWrites(context.Background(), nil, []tlogWrite{rw})
 	// A stream of unmaps or resizes keeps the vDisk busy as writes do: an
 	// idle seal after each few records would fill flash with SCOs.
 	v.lastWrite.Store(time.Now().UnixNano())

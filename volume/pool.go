@@ -137,6 +137,9 @@ type Deps struct {
 	Meta        MetaStore // block maps: a cache that TLogs rebuild
 	WriteBuffer WriteBuffer
 	ReadCache   ReadCache // optional
+	// Replicator is the DTL (optional): read back at Open, then one stream
+	// per vDisk.
+	Replicator Replicator
 }
 
 // Pool is the engine of one vPool: its vDisks over a shared backend, write
@@ -149,6 +152,7 @@ type Pool struct {
 	meta    MetaStore
 	wb      WriteBuffer
 	cache   ReadCache
+	repl    Replicator // nil: no DTL
 	log     *slog.Logger
 	uploads chan struct{} // upload slots
 	scrubMu sync.Mutex    // one scrub pass at a time; guards scrubMarks
@@ -179,6 +183,7 @@ type vdiskRecord struct {
 	// finishes it.
 	Rollback *rollbackState `json:"rollback,omitempty"`
 	Parent   *ParentRef     `json:"parent,omitempty"` // clones
+	DTL      string         `json:"dtl,omitempty"`    // DTL mode; "": the vPool's default
 }
 
 // Open opens a vPool's engine, recovering every vDisk: from local flash
@@ -191,21 +196,23 @@ func Open(ctx context.Context, cfg Config, d Deps) (*Pool, error) {
 	if d.FS == nil || d.Backend == nil || d.Catalog == nil || d.Meta == nil || d.WriteBuffer == nil {
 		return nil, fmt.Errorf("%w: missing dependency", ErrBadConfig)
 	}
-	p := &Pool{cfg: cfg, fs: d.FS, backend: d.Backend, catalog: d.Catalog, meta: d.Meta, wb: d.WriteBuffer, cache: d.ReadCache,
+	p := &Pool{cfg: cfg, fs: d.FS, backend: d.Backend, catalog: d.Catalog, meta: d.Meta, wb: d.WriteBuffer, cache: d.ReadCache, repl: d.Replicator,
 		log: cfg.Log, uploads: make(chan struct{}, cfg.UploadConcurrency), scrubMarks: map[uint64]scrubMark{}}
 	p.mu.vdisks = map[uint64]*VDisk{}
 	p.mu.damaged = map[uint64]error{}
 	if err := p.fs.MkdirAll(filepath.Join(cfg.Dir, "tlogs"), 0o700); err != nil {
 		return nil, fmt.Errorf("volume: local flash directory %s: %w", cfg.Dir, err)
 	}
-	ids := map[uint64]bool{}
-	if err := p.catalog.Scan([]byte{metaKeyVDisk}, nil, func(k, _ []byte) bool {
-		if len(k) == 9 {
-			ids[binary.BigEndian.Uint64(k[1:])] = true
+	// The DTL's entries first: what it holds and local flash lacks (a lost
+	// host, lost flash, a power loss) becomes local TLog records again.
+	if p.repl != nil {
+		if err := p.layHeld(ctx); err != nil {
+			return nil, fmt.Errorf("volume: vPool %s: read back the DTL: %w", cfg.Name, err)
 		}
-		return true
-	}); err != nil {
-		return nil, fmt.Errorf("volume: read metadata: %w", err)
+	}
+	ids, err := p.catalogVDisks()
+	if err != nil {
+		return nil, err
 	}
 	knownLocally := len(ids) > 0
 	if names, err := p.fs.ReadDir(filepath.Join(cfg.Dir, "tlogs")); err == nil {
@@ -267,6 +274,20 @@ func Open(ctx context.Context, cfg Config, d Deps) (*Pool, error) {
 			"vpool", cfg.Name, "vdisk", FormatID(id), "err", err)
 	}
 	return p, nil
+}
+
+// catalogVDisks returns the vDisks the catalog has a record of.
+func (p *Pool) catalogVDisks() (map[uint64]bool, error) {
+	ids := map[uint64]bool{}
+	if err := p.catalog.Scan([]byte{metaKeyVDisk}, nil, func(k, _ []byte) bool {
+		if len(k) == 9 {
+			ids[binary.BigEndian.Uint64(k[1:])] = true
+		}
+		return true
+	}); err != nil {
+		return nil, fmt.Errorf("volume: read metadata: %w", err)
+	}
+	return ids, nil
 }
 
 // backendVDisks returns the vDisks that have a manifest on the backend. It
@@ -335,11 +356,13 @@ func (p *Pool) newVDisk(id uint64, rec vdiskRecord) (*VDisk, error) {
 		v.mu.allocated = rec.Parent.Allocated
 	}
 	v.mu.manifestStale = rec.Template // the backend may not know yet
+	v.dtlMode = rec.DTL
 	p.wb.Register(id)
 	return v, nil
 }
 
 func (v *VDisk) start() {
+	v.attachDTL()
 	v.bg.Add(2)
 	go v.background()
 	go v.mapWriter()
@@ -471,6 +494,7 @@ func (p *Pool) Delete(ctx context.Context, id uint64) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, FormatID(id))
 	}
 	v.stop()
+	v.closeDTL(true)
 	rec := vdiskRecord{ClusterSize: v.cs, SCOSize: int64(v.slots) * v.cs, Created: v.created, Deleting: true}
 	rb, _ := json.Marshal(rec)
 	if err := p.commitCatalog([]MetaOp{{Key: metaKey(metaKeyVDisk, id), Value: rb}}); err != nil {
@@ -579,6 +603,7 @@ func (p *Pool) closeAll(ctx context.Context) error {
 		} else if err := v.writeBack(ctx); err != nil {
 			errs = append(errs, err)
 		}
+		v.closeDTL(false)
 		v.closeFiles()
 	}
 	return errors.Join(errs...)
@@ -594,6 +619,7 @@ func (p *Pool) AbandonForTesting() {
 	p.mu.Unlock()
 	for _, v := range vds {
 		v.stop()
+		v.closeDTL(false)
 		v.mu.Lock()
 		v.mu.closed = true
 		v.mu.Unlock()

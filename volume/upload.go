@@ -584,6 +584,9 @@ func (v *VDisk) uploadNext(ctx context.Context) error {
 	if err := v.saveUploadState(); err != nil {
 		return err
 	}
+	if v.stream != nil { // the manifest names the TLog: the DTL may let it go
+		v.stream.Trim(seg.seq)
+	}
 	// Disposable now; it stays on flash while the clean budget allows,
 	// so that recent writes still read locally.
 	v.pool.wb.MarkClean(v.id, seg.reserved)

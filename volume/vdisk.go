@@ -39,6 +39,8 @@ type VDisk struct {
 	lastWrite  atomic.Int64              // newest write, unmap or resize (UnixNano): idleness
 	template   atomic.Bool               // read-only for good
 	parent     atomic.Pointer[parentRef] // clones: the snapshot read through to
+	stream     ReplicaStream             // its DTL (nil: none); set by start
+	dtlMode    string                    // the record's DTL mode (recMu)
 	kick       chan struct{}             // wakes the uploader
 	wbKick     chan struct{}             // wakes the block-map writer
 	done       chan struct{}             // closed when the vDisk closes
@@ -406,7 +408,7 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 	v.mu.Unlock()
 
 	if err == nil {
-		err = v.doWrites(datas, recw)
+		err = v.doWrites(ctx, datas, recw)
 	}
 
 	v.mu.Lock()
@@ -434,16 +436,20 @@ func (v *VDisk) writeClusters(ctx context.Context, c0 uint64, buf []byte) error 
 	return v.afterApply(ctx, dirty, soft, hard)
 }
 
-func (v *VDisk) doWrites(datas []dataWrite, recw []tlogWrite) error {
+// doWrites writes a write's data and TLog records to local flash, then
+// ships them to the DTL (which, in sync mode, waits until it holds them).
+func (v *VDisk) doWrites(ctx context.Context, datas []dataWrite, recw []tlogWrite) error {
 	for _, d := range datas {
 		if err := d.seg.writeData(d.data, int64(d.slot0)*v.cs); err != nil {
 			return v.ioErr("write SCO", d.seg.seq, err)
 		}
 	}
 	var one [recordSize]byte
+	var encArr [2][]byte
+	encoded := encArr[:0]
 	for _, rw := range recw {
 		b := one[:]
-		if len(rw.recs) > 1 {
+		if len(rw.recs) > 1 || len(recw) > 1 {
 			b = make([]byte, len(rw.recs)*recordSize)
 		}
 		for i := range rw.recs {
@@ -452,8 +458,9 @@ func (v *VDisk) doWrites(datas []dataWrite, recw []tlogWrite) error {
 		if _, err := rw.seg.tlogWriter().WriteAt(b, tlogHeaderSize+int64(rw.rec0)*recordSize); err != nil {
 			return v.ioErr("write TLog", rw.seg.seq, err)
 		}
+		encoded = append(encoded, b)
 	}
-	return nil
+	return v.ship(ctx, datas, recw, encoded)
 }
 
 // mapReadMax is the largest read served from an SCO's mapping: a small
@@ -682,6 +689,11 @@ func (v *VDisk) Flush(ctx context.Context) error {
 		}
 		if err := s.tlog.Sync(); err != nil {
 			return v.ioErr("flush TLog", s.seq, err)
+		}
+	}
+	if st := v.stream; st != nil {
+		if err := st.Flush(ctx); err != nil {
+			return fmt.Errorf("volume: vDisk %s: DTL flush: %w", FormatID(v.id), err)
 		}
 	}
 	v.durable.Store(now)

@@ -33,6 +33,7 @@ type Config struct {
 	Metrics     MetricsConfig     `mapstructure:"metrics"`
 	Scrub       ScrubConfig       `mapstructure:"scrub"`
 	Snapshots   SnapshotsConfig   `mapstructure:"snapshots"`
+	DTL         DTLConfig         `mapstructure:"dtl"`
 }
 
 // ScrubConfig is the background scrubber's part.
@@ -285,6 +286,9 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 	for k, d := range defaults(DefaultDataDir) {
 		v.SetDefault(k, d)
 	}
+	for k, d := range dtlDefaults() {
+		v.SetDefault(k, d)
+	}
 	v.SetEnvPrefix("VPOOL")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
@@ -355,6 +359,9 @@ func loadConfig(file, dataDirFlag string) (*Config, error) {
 		return nil, err
 	}
 	if err := c.Backend.check(); err != nil {
+		return nil, err
+	}
+	if err := c.DTL.check(c.DataDir); err != nil {
 		return nil, err
 	}
 	if len(c.Backend.ASDs) == 0 && c.Backend.Type == "local" {

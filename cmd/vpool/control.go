@@ -45,30 +45,36 @@ type VDiskStatus struct {
 	WriteLatencyUs  float64 `json:"write_latency_us"`
 	CacheHitPercent float64 `json:"cache_hit_percent"`
 	// ReclaimableBytes is the vDisk's garbage at the newest count.
-	ReclaimableBytes int64 `json:"reclaimable_bytes"`
+	ReclaimableBytes int64     `json:"reclaimable_bytes"`
+	DTL              *VDiskDTL `json:"dtl,omitempty"` // nil: no DTL peers
 }
 
 // Status is the daemon's answer to GET /status.
 type Status struct {
-	VPool            string         `json:"vpool"`
-	DataDir          string         `json:"data_dir"`
-	Uptime           string         `json:"uptime"`
-	WriteBufferBytes int64          `json:"write_buffer_bytes"`
-	WriteBufferLimit int64          `json:"write_buffer_limit"`
-	Throttling       bool           `json:"throttling"`
-	FlashFree        int64          `json:"flash_free_bytes"`    // at the last look (new SCOs)
-	FlashReserve     int64          `json:"flash_reserve_bytes"` // kept free for the metadata stores
-	FlashFull        bool           `json:"flash_full"`          // new SCOs refused: writes fail with ENOSPC
-	BackendTotal     uint64         `json:"backend_total_bytes"`
-	BackendFree      uint64         `json:"backend_free_bytes"`
-	RepairedReads    int64          `json:"backend_repaired_reads"`
-	Backend          *BackendStatus `json:"backend"`
-	MapStoreResident int64          `json:"map_store_resident_bytes"`
-	MapStoreLimit    int64          `json:"map_store_limit_bytes"`
-	NFS              *NFSStatus     `json:"nfs,omitempty"`         // nil: the gateway is off
-	Scrub            *ScrubStatus   `json:"scrub,omitempty"`       // nil: no pass yet
-	Reclaimable      *ReclaimStatus `json:"reclaimable,omitempty"` // nil: not counted yet
-	VDisks           []VDiskStatus  `json:"vdisks"`
+	VPool            string           `json:"vpool"`
+	DataDir          string           `json:"data_dir"`
+	Uptime           string           `json:"uptime"`
+	WriteBufferBytes int64            `json:"write_buffer_bytes"`
+	WriteBufferLimit int64            `json:"write_buffer_limit"`
+	Throttling       bool             `json:"throttling"`
+	FlashFree        int64            `json:"flash_free_bytes"`    // at the last look (new SCOs)
+	FlashReserve     int64            `json:"flash_reserve_bytes"` // kept free for the metadata stores
+	FlashFull        bool             `json:"flash_full"`          // new SCOs refused: writes fail with ENOSPC
+	BackendTotal     uint64           `json:"backend_total_bytes"`
+	BackendFree      uint64           `json:"backend_free_bytes"`
+	RepairedReads    int64            `json:"backend_repaired_reads"`
+	Backend          *BackendStatus   `json:"backend"`
+	MapStoreResident int64            `json:"map_store_resident_bytes"`
+	MapStoreLimit    int64            `json:"map_store_limit_bytes"`
+	NFS              *NFSStatus       `json:"nfs,omitempty"`         // nil: the gateway is off
+	Scrub            *ScrubStatus     `json:"scrub,omitempty"`       // nil: no pass yet
+	Reclaimable      *ReclaimStatus   `json:"reclaimable,omitempty"` // nil: not counted yet
+	VDisks           []VDiskStatus    `json:"vdisks"`
+	DTLPeers         []string         `json:"dtl_peers,omitempty"`
+	DTLMode          string           `json:"dtl_mode,omitempty"`
+	DTLOnLoss        string           `json:"dtl_on_loss,omitempty"`
+	DTLTLS           bool             `json:"dtl_tls,omitempty"`
+	DTLServer        *DTLServerStatus `json:"dtl_server,omitempty"` // nil: this host serves no DTLs
 	// Damaged are the vDisks that could not be recovered at start: every
 	// access to them fails (EIO) until they are deleted or repaired.
 	Damaged []DamagedStatus `json:"damaged,omitempty"`
@@ -213,6 +219,19 @@ func (s *controlServer) status(ctx context.Context) Status {
 			Errors: n.Errors.Load(), ReadBytes: n.ReadBytes.Load(), WriteBytes: n.WriteBytes.Load(),
 			ReadAheadUsed: n.ReadAheadUsed.Load(), ReadAheadWasted: n.ReadAheadWasted.Load()}
 	}
+	for i := range st.VDisks {
+		if id, err := volume.ParseID(st.VDisks[i].ID); err == nil {
+			if v, err := s.e.pool.VDisk(id); err == nil {
+				st.VDisks[i].DTL = vdiskDTL(v)
+			}
+		}
+	}
+	if len(s.c.DTL.Peers) > 0 {
+		st.DTLPeers, st.DTLMode, st.DTLOnLoss, st.DTLTLS = s.c.DTL.Peers, s.c.DTL.Mode, s.c.DTL.OnLoss, s.c.DTL.TLS.CA != ""
+	}
+	if s.e.dtlSrv != nil {
+		st.DTLServer = &DTLServerStatus{Listen: s.c.DTL.Listen, TLS: s.c.DTL.TLS.CA != "", ServerStats: s.e.dtlSrv.Stats()}
+	}
 	wb := s.e.wb.Stats()
 	st.WriteBufferBytes, st.WriteBufferLimit, st.Throttling = wb.UsedBytes, wb.LimitBytes, s.e.wb.Throttling()
 	st.FlashFree, st.FlashReserve, st.FlashFull = wb.FlashFreeBytes, wb.FlashReserveBytes, wb.FlashLow
@@ -230,6 +249,7 @@ func (s *controlServer) handler() http.Handler {
 	})
 	s.vdiskCalls(mux)
 	s.backendCalls(mux)
+	s.dtlCalls(mux)
 	mux.HandleFunc("GET /metrics", s.metrics)
 	// Profiles of the running daemon (root only, as the socket is):
 	// curl --unix-socket <data_dir>/vpool.sock http://vpool/debug/pprof/profile?seconds=10
@@ -371,6 +391,7 @@ func printStatus(w io.Writer, st *Status) {
 			human(st.FlashFree), human(st.FlashReserve))
 	}
 	printBackend(w, st)
+	printDTL(w, st)
 	fmt.Fprintf(w, "block-map store: %s of its tables in memory (limit %s)\n", human(st.MapStoreResident), human(st.MapStoreLimit))
 	if n := st.NFS; n != nil {
 		fmt.Fprintf(w, "nfs: export %s on port %d; %d connections open (%d in all), %s in calls in flight; %d calls (%d errors), %s read (%s of it read ahead; %s read ahead unused), %s written\n",
@@ -393,7 +414,7 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tRECLAIMABLE\tSNAPSHOTS\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tREAD ERRORS\tUPLOAD")
+	fmt.Fprintln(tw, "PATH\tVDISK\tSIZE\tALLOCATED\tRECLAIMABLE\tSNAPSHOTS\tWRITE BUFFER\tTHROTTLED\tCACHE HIT\tREAD IOPS\tWRITE IOPS\tREAD LAT\tWRITE LAT\tREAD ERRORS\tUPLOAD\tDTL")
 	for _, v := range st.VDisks {
 		upload := "ok"
 		if v.UploadError != "" {
@@ -401,9 +422,9 @@ func printStatus(w io.Writer, st *Status) {
 		} else if v.SCOsNotUploaded > 0 {
 			upload = fmt.Sprintf("%d SCOs queued", v.SCOsNotUploaded)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%d\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%v\t%.0f%%\t%.0f\t%.0f\t%.0fµs\t%.0fµs\t%d\t%s\t%s\n", pathOf(v), v.ID, human(v.SizeBytes), human(v.AllocatedBytes),
 			human(v.ReclaimableBytes), v.Snapshots, human(v.WriteBufferBytes), v.Throttling, v.CacheHitPercent, v.ReadIOPS, v.WriteIOPS, v.ReadLatencyUs, v.WriteLatencyUs,
-			v.ReadErrors, upload)
+			v.ReadErrors, upload, dtlCell(v.DTL))
 	}
 	tw.Flush()
 	if len(st.VDisks) == 0 {
@@ -520,6 +541,7 @@ func writeMetrics(w io.Writer, st Status) {
 			fmt.Fprintf(w, "%s{vdisk=%q,path=%q} %v\n", s.name, v.ID, v.Path, s.val(v))
 		}
 	}
+	writeDTLMetrics(w, st)
 }
 
 // human prints a byte count for people: 0, 812KiB, 3.4GiB.

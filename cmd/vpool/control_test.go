@@ -38,7 +38,7 @@ func TestControlSocketStatusAndMetrics(t *testing.T) {
 	c := testConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e, err := openEngine(ctx, c, false, quietLog)
+	e, err := openEngine(ctx, c, false, nil, quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}

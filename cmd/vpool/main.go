@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"vpool/dtl"
 	"vpool/flashcache"
 	"vpool/fs"
 	"vpool/metastore"
@@ -50,7 +51,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.config, "config", "", "YAML configuration file (see etc/vpool.yaml)")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envDataDir(), "data directory (default "+DefaultDataDir+", env VPOOL_DATA_DIR)")
-	root.AddCommand(serveCmd(g), statusCmd(g), templateCmd(g), snapshotCmd(g), cloneCmd(g), scrubCmd(g), backendCmd(g), versionCmd())
+	root.AddCommand(serveCmd(g), statusCmd(g), templateCmd(g), snapshotCmd(g), cloneCmd(g), scrubCmd(g), backendCmd(g), dtlCmd(g), vdiskCmd(g), versionCmd())
 	return root
 }
 
@@ -82,9 +83,11 @@ type engine struct {
 	// holder is this daemon's hold on the backend; the engine writes
 	// through holder.Guard(be)
 	holder *holder.Holder
+	dtl    *dtl.Replicator // nil: no DTL peers
+	dtlSrv *dtl.Server     // nil: this host serves no DTLs
 }
 
-func openEngine(ctx context.Context, c *Config, takeover bool, log *slog.Logger) (*engine, error) {
+func openEngine(ctx context.Context, c *Config, takeover bool, onFenced func(string), log *slog.Logger) (*engine, error) {
 	flash := filepath.Join(c.DataDir, "flash")
 	if err := os.MkdirAll(flash, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", c.DataDir, err)
@@ -106,11 +109,17 @@ func openEngine(ctx context.Context, c *Config, takeover bool, log *slog.Logger)
 		return nil, err
 	}
 	guarded := hold.Guard(be)
-	meta, cat, err := openStores(c.DataDir, int64(c.Engine.MapStoreMemory), log)
+	repl, err := newDTLClient(c, hold.Epoch(), onFenced, log)
 	if err != nil {
 		return nil, err
 	}
+	meta, cat, err := openStores(c.DataDir, int64(c.Engine.MapStoreMemory), log)
+	if err != nil {
+		repl.Close()
+		return nil, err
+	}
 	closeStores := func() {
+		repl.Close()
 		meta.Close()
 		cat.Close()
 	}
@@ -129,7 +138,7 @@ func openEngine(ctx context.Context, c *Config, takeover bool, log *slog.Logger)
 		Name: c.Name, Dir: flash, ClusterSize: int64(c.Engine.ClusterSize), SCOSize: int64(c.Engine.SCOSize),
 		MaxVDiskSize: int64(c.Engine.MaxVDiskSize), MapCachePages: c.Engine.MapCachePages,
 		UploadConcurrency: c.Engine.UploadConcurrency, SealIdle: c.Engine.SealIdle, Log: log,
-	}, volume.Deps{FS: fs, Backend: guarded, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: cache})
+	}, volume.Deps{FS: fs, Backend: guarded, Catalog: cat, Meta: meta, WriteBuffer: wb, ReadCache: cache, Replicator: repl.AsVolume()})
 	if err != nil {
 		cache.Close()
 		closeStores()
@@ -140,7 +149,7 @@ func openEngine(ctx context.Context, c *Config, takeover bool, log *slog.Logger)
 	// must not make every vDisk damaged).
 	wb.SetReserve(metastore.SpaceReserve)
 	be.setReserve(metastore.SpaceReserve)
-	return &engine{pool: pool, meta: meta, cat: cat, cache: cache, wb: wb, be: be, holder: hold}, nil
+	return &engine{pool: pool, meta: meta, cat: cat, cache: cache, wb: wb, be: be, holder: hold, dtl: repl}, nil
 }
 
 // openStores opens the block-map store (<data>/meta) and the catalog
@@ -188,6 +197,8 @@ func (e *engine) close(ctx context.Context) error {
 	if perr := e.pool.Close(ctx); err == nil {
 		err = perr
 	}
+	e.dtl.Close()
+	e.dtlSrv.Close()
 	e.cache.Close()
 	if merr := e.meta.Close(); err == nil {
 		err = merr
@@ -279,11 +290,24 @@ func runDaemon(ctx context.Context, c *Config, takeover bool, log *slog.Logger, 
 		l.Close()
 		return err
 	}
-	e, err := openEngine(ctx, c, takeover, log)
+	fenced := make(chan error, 2)
+	dtlSrv, err := startDTLServer(c, log)
 	if err != nil {
 		l.Close()
 		return err
 	}
+	e, err := openEngine(ctx, c, takeover, func(reason string) {
+		select {
+		case fenced <- fmt.Errorf("%w: %s", dtl.ErrFenced, reason):
+		default:
+		}
+	}, log)
+	if err != nil {
+		l.Close()
+		dtlSrv.Close()
+		return err
+	}
+	e.dtlSrv = dtlSrv
 	ns, err := fs.Open(ctx, fs.Config{Name: c.Name, VDiskSuffixes: c.FS.VDiskSuffixes, BackupInterval: c.FS.BackupInterval,
 		Log: log, Capacity: e.capacity}, e.pool, e.cat, e.holder.Guard(e.be))
 	if err != nil {
@@ -315,7 +339,6 @@ func runDaemon(ctx context.Context, c *Config, takeover bool, log *slog.Logger, 
 		return err
 	}
 	cs.startBackground(srvCtx)
-	fenced := make(chan error, 1)
 	go watchHolder(srvCtx, e.holder, log, fenced)
 	if h := e.be.healer; h != nil {
 		h.Gate, h.After = e.holder.Claimed, c.Backend.Repair.After
@@ -331,7 +354,7 @@ func runDaemon(ctx context.Context, c *Config, takeover bool, log *slog.Logger, 
 	case <-ctx.Done():
 		log.Info("vpool: stopping: unmounting, flushing and closing")
 	case runErr = <-fenced:
-		log.Error("vpool: stopping: another daemon took the backend over; this one writes nothing more to it", "err", runErr)
+		log.Error("vpool: stopping: another daemon took the vPool over; this one writes nothing more", "err", runErr)
 	}
 	stopSrv()
 	uerr := stopServing(gw, mnt, log)

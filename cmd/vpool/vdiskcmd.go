@@ -320,7 +320,7 @@ func httpStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, volume.ErrExists), errors.Is(err, volume.ErrBusy):
 		return http.StatusConflict
-	case errors.Is(err, volume.ErrBadName), errors.Is(err, volume.ErrReadOnly):
+	case errors.Is(err, volume.ErrBadName), errors.Is(err, volume.ErrReadOnly), errors.Is(err, volume.ErrBadConfig):
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError

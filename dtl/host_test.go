@@ -1,0 +1,278 @@
+package dtl_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"vpool/dtl"
+	"vpool/flashcache"
+	"vpool/metastore"
+	"vpool/objstore"
+	"vpool/vfs"
+	"vpool/volume"
+)
+
+var bg = context.Background()
+
+func testLog() *slog.Logger {
+	if os.Getenv("VPOOL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// dtlHost is a DTL server over its own in-memory disk.
+type dtlHost struct {
+	t    *testing.T
+	fs   *vfs.Mem
+	addr string
+	srv  *dtl.Server
+	done chan struct{}
+}
+
+func startDTL(t *testing.T, fs *vfs.Mem, addr string) *dtlHost {
+	t.Helper()
+	if fs == nil {
+		fs = vfs.NewMem()
+	}
+	store, err := dtl.OpenStore(fs, "/dtl", testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := dtl.NewServer(store, nil, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &dtlHost{t: t, fs: fs, addr: ln.Addr().String(), srv: srv, done: make(chan struct{})}
+	go func() { defer close(h.done); srv.Serve(ln) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *dtlHost) stop() {
+	select {
+	case <-h.done:
+		return
+	default:
+	}
+	h.srv.Close()
+	<-h.done
+}
+
+// owner is a host serving a vPool over in-memory flash, with a DTL client.
+type owner struct {
+	t      *testing.T
+	fs     *vfs.Mem
+	meta   *metastore.Mem
+	cat    *metastore.MemCatalog
+	pool   *volume.Pool
+	client *dtl.Client
+}
+
+func openOwner(t *testing.T, backend volume.Backend, epoch uint64, mode dtl.Mode, onLoss dtl.OnLoss, peers ...string) *owner {
+	t.Helper()
+	o := &owner{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog()}
+	wb, err := flashcache.NewWriteBuffer(o.fs, "/flash/wb", 256<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.client = dtl.NewClient(dtl.ClientConfig{Pool: "vp", Epoch: epoch, Owner: fmt.Sprintf("owner-%d", epoch),
+		Peers: peers, OnLoss: onLoss, Log: testLog()})
+	ctx, cancel := context.WithTimeout(bg, time.Minute)
+	defer cancel()
+	o.pool, err = volume.Open(ctx, volume.Config{Name: "vp", Dir: "/flash", SCOSize: 4 << 20, MapCachePages: 64, Log: testLog()},
+		volume.Deps{FS: o.fs, Backend: backend, Catalog: o.cat, Meta: o.meta, WriteBuffer: wb,
+			Replicator: dtl.Replicator{Client: o.client, Default: mode}})
+	if err != nil {
+		o.client.Close()
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(o.kill)
+	return o
+}
+
+// kill drops the owner as kill -9 would (its flash is never used again).
+func (o *owner) kill() {
+	if o.pool != nil {
+		o.pool.AbandonForTesting()
+		o.client.Close()
+		o.pool = nil
+	}
+}
+
+type statuser interface{ DTLStatus() dtl.StreamStatus }
+
+func status(v *volume.VDisk) dtl.StreamStatus { return v.DTL().(statuser).DTLStatus() }
+
+// waitState waits (a hang guard, not a timing) for the vDisk's DTL state.
+func waitState(t *testing.T, v *volume.VDisk, want string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		st := status(v)
+		if st.State == want {
+			return
+		}
+		if i > 6000 {
+			t.Fatalf("DTL state %q after a minute, want %q", st.State, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type model map[int64][]byte // cluster offset → 4 KiB
+
+func writeRandom(t *testing.T, v *volume.VDisk, rng *rand.Rand, m model, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		off := rng.Int64N(v.Size()/4096) * 4096
+		b := make([]byte, 4096*(1+rng.IntN(4)))
+		for k := range b {
+			b[k] = byte(rng.Uint32())
+		}
+		if off+int64(len(b)) > v.Size() {
+			b = b[:v.Size()-off]
+		}
+		if err := v.WriteAt(bg, b, off); err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < len(b); k += 4096 {
+			m[off+int64(k)] = b[k : k+4096]
+		}
+	}
+}
+
+func verify(t *testing.T, v *volume.VDisk, m model) {
+	t.Helper()
+	got := make([]byte, 4096)
+	for off, want := range m {
+		if _, err := v.ReadAt(bg, got, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("offset %d: restored data differs from the last acknowledged write", off)
+		}
+	}
+}
+
+// A vDisk in sync mode comes back on a new host from the backend plus the
+// DTL, up to its last acknowledged write, and the old owner is fenced.
+func TestRestoreOnNewHost(t *testing.T) {
+	for _, mode := range []dtl.Mode{dtl.ModeSync, dtl.ModeAsync} {
+		t.Run(mode.String(), func(t *testing.T) {
+			b := startDTL(t, nil, "")
+			backend := objstore.NewMem()
+			a := openOwner(t, backend, 1, mode, dtl.LossDegrade, b.addr)
+			v, err := a.pool.Create(bg, 64<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := v.ID()
+			waitState(t, v, "ok")
+			rng := rand.New(rand.NewPCG(1, uint64(mode)))
+			m := model{}
+			writeRandom(t, v, rng, m, 300)
+			if mode == dtl.ModeAsync {
+				if err := v.Flush(bg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.kill() // and its flash is gone: c starts empty
+
+			c := openOwner(t, backend, 2, mode, dtl.LossDegrade, b.addr)
+			w, err := c.pool.VDisk(id)
+			if err != nil {
+				t.Fatalf("restored pool lacks the vDisk: %v", err)
+			}
+			verify(t, w, m)
+
+			// The old owner's epoch is refused from now on.
+			old := dtl.NewClient(dtl.ClientConfig{Pool: "vp", Epoch: 1, Peers: []string{b.addr}, Log: testLog()})
+			defer old.Close()
+			err = old.ReadBack(bg, func(dtl.VDiskInfo, dtl.Entry) error { return nil })
+			if !errors.Is(err, dtl.ErrFenced) {
+				t.Fatalf("old owner's read-back: %v, want fenced", err)
+			}
+		})
+	}
+}
+
+// The DTL server restarts while the owner writes: the owner degrades,
+// catches up from local flash, and a restore loses nothing.
+func TestDTLRestartCatchUp(t *testing.T) {
+	dfs := vfs.NewMem()
+	b := startDTL(t, dfs, "")
+	backend := objstore.NewMem()
+	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
+	v, err := a.pool.Create(bg, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, v, "ok")
+	rng := rand.New(rand.NewPCG(2, 2))
+	m := model{}
+	writeRandom(t, v, rng, m, 100)
+	b.stop()
+	dfs.Crash() // kill -9 of the DTL host: written, unsynced entries stay
+	writeRandom(t, v, rng, m, 100)
+	if st := status(v); st.State != "degraded" {
+		t.Fatalf("with the DTL down: state %q, want degraded", st.State)
+	}
+	b = startDTL(t, dfs, b.addr)
+	waitState(t, v, "ok")
+	writeRandom(t, v, rng, m, 50)
+	id := v.ID()
+	a.kill()
+	c := openOwner(t, backend, 2, dtl.ModeSync, dtl.LossDegrade, b.addr)
+	w, err := c.pool.VDisk(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, w, m)
+}
+
+// A takeover fences the old owner, which is still running: its next sync
+// write fails, and so does every one after it.
+func TestOldOwnerFenced(t *testing.T) {
+	b := startDTL(t, nil, "")
+	backend := objstore.NewMem()
+	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
+	v, err := a.pool.Create(bg, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, v, "ok")
+	rng := rand.New(rand.NewPCG(3, 3))
+	m := model{}
+	writeRandom(t, v, rng, m, 20)
+	c := openOwner(t, backend, 2, dtl.ModeSync, dtl.LossDegrade, b.addr)
+	w, err := c.pool.VDisk(v.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, w, m)
+	err = v.WriteAt(bg, make([]byte, 4096), 0)
+	if !errors.Is(err, dtl.ErrFenced) {
+		t.Fatalf("old owner's write after the takeover: %v, want fenced", err)
+	}
+	if err := v.WriteAt(bg, []byte("x"), 4096); !errors.Is(err, dtl.ErrFenced) {
+		t.Fatalf("second write: %v, want fenced", err)
+	}
+	if !a.client.Fenced() {
+		t.Fatal("the old owner's client does not know it is fenced")
+	}
+}
