@@ -53,8 +53,8 @@ type Client struct {
 	ids   atomic.Uint64
 	// fenced is set when a DTL refused this owner's epoch
 	fenced atomic.Bool
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	stop   chan struct{}
+	wg     sync.WaitGroup
 
 	mu struct {
 		sync.Mutex

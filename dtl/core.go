@@ -38,15 +38,15 @@ type ActionKind uint8
 // Server actions, executed in order; an action that fails is reported
 // back as EvFailed and the ones after it for that connection are dropped.
 const (
-	ActReply      ActionKind = iota + 1 // send Msg on Conn
-	ActClose                            // log Reason and close Conn
-	ActSaveEpoch                        // make Pool's epoch Epoch durable
-	ActSaveVDisk                        // make the vDisk's record (Info, Epoch) durable
-	ActAppend                           // append Msg (an Append) to the vDisk's TLog file Msg.Seq
-	ActSync                             // sync the vDisk's files
-	ActTrim                             // remove the vDisk's files of TLogs through Seq
-	ActDrop                             // remove everything of the vDisk
-	ActFetch                            // send every held entry of the vDisk after Seq, then FetchEnd
+	ActReply     ActionKind = iota + 1 // send Msg on Conn
+	ActClose                           // log Reason and close Conn
+	ActSaveEpoch                       // make Pool's epoch Epoch durable
+	ActSaveVDisk                       // make the vDisk's record (Info, Epoch) durable
+	ActAppend                          // append Msg (an Append) to the vDisk's TLog file Msg.Seq
+	ActSync                            // sync the vDisk's files
+	ActTrim                            // remove the vDisk's files of TLogs through Seq
+	ActDrop                            // remove everything of the vDisk
+	ActFetch                           // send every held entry of the vDisk after Seq, then FetchEnd
 )
 
 // Action is one output of Core.Step.

@@ -60,9 +60,9 @@ func TestCoreSession(t *testing.T) {
 		{2, Msg{Type: MsgHello, Version: 9, Epoch: 1, Pool: "vp"}, "reply:refuse close"},
 		{2, Msg{Type: MsgHello, Version: Version, Epoch: 1, Pool: "../x"}, "reply:refuse close"},
 		{3, hello(1), "save-epoch reply:welcome"},
-		{3, hello(1), "reply:refuse close"},             // a second hello
+		{3, hello(1), "reply:refuse close"},                 // a second hello
 		{3, appendMsg(5, 1, 1, 0, 1), "reply:refuse close"}, // not opened
-		{4, hello(1), "reply:welcome"},                   // same epoch: nothing to save
+		{4, hello(1), "reply:welcome"},                      // same epoch: nothing to save
 		{4, open(5, 1, 0), "save-vdisk reply:have"},
 		{4, appendMsg(5, 1, 1, 0, 2), "append reply:ack"},
 		{4, appendMsg(5, 2, 1, 2, 1), "append reply:ack"},
@@ -73,7 +73,7 @@ func TestCoreSession(t *testing.T) {
 		{6, Msg{Type: MsgTrim, VDisk: 5, Seq: 1}, "save-vdisk trim"},
 		{6, Msg{Type: MsgTrim, VDisk: 5, Seq: 1}, ""},
 		{6, appendMsg(5, 9, 1, 7, 1), "reply:ack"}, // trimmed already: acknowledged, not kept
-		{7, hello(2), "save-epoch reply:welcome"},   // a takeover
+		{7, hello(2), "save-epoch reply:welcome"},  // a takeover
 		{6, appendMsg(5, 10, 2, 0, 1), "reply:refuse close"},
 		{8, hello(1), "reply:refuse close"},
 		{7, open(5, 2, 0), "drop save-vdisk reply:have"}, // entries of epoch 1, not read back: dropped
