@@ -71,6 +71,10 @@ const maxQueued = 16 << 20
 // before its session is given up.
 const writeTimeout = 20 * time.Second
 
+// replyTimeout is how long a peer may owe a reply before its session is
+// given up (and, in sync mode with on_loss degrade, writes go on).
+const replyTimeout = 10 * time.Second
+
 // dialTimeout bounds connecting to a peer.
 const dialTimeout = 5 * time.Second
 
@@ -319,20 +323,21 @@ func (s *Stream) doLocked(acts []TAction, entries []Entry) {
 		switch a.Kind {
 		case TSend:
 			if p := s.mu.peer; p != nil {
-				var b []byte
-				for i, e := range entries {
-					m := Msg{Type: MsgAppend, VDisk: s.id, LSN: a.LSN + uint64(i), Seq: e.Seq, Rec0: e.Rec0, Recs: e.Recs, Data: e.Data}
-					b = m.Encode(b)
-				}
-				p.enqueue(a.Gen, b)
+				p.enqueueFn(a.Gen, len(entries), func(b []byte) []byte {
+					for i, e := range entries {
+						m := Msg{Type: MsgAppend, VDisk: s.id, LSN: a.LSN + uint64(i), Seq: e.Seq, Rec0: e.Rec0, Recs: e.Recs, Data: e.Data}
+						b = m.Encode(b)
+					}
+					return b
+				})
 			}
 		case TSendSync:
 			if p := s.mu.peer; p != nil {
-				p.enqueue(a.Gen, (&Msg{Type: MsgSync, VDisk: s.id, LSN: a.LSN}).Encode(nil))
+				p.enqueue(a.Gen, 1, (&Msg{Type: MsgSync, VDisk: s.id, LSN: a.LSN}).Encode(nil))
 			}
 		case TSendTrim:
 			if p := s.mu.peer; p != nil {
-				p.enqueue(a.Gen, (&Msg{Type: MsgTrim, VDisk: s.id, Seq: a.Seq}).Encode(nil))
+				p.enqueue(a.Gen, 0, (&Msg{Type: MsgTrim, VDisk: s.id, Seq: a.Seq}).Encode(nil))
 			}
 		case TCatchUp:
 			s.c.wg.Add(1)
@@ -344,7 +349,7 @@ func (s *Stream) doLocked(acts []TAction, entries []Entry) {
 			}
 		case TDrop:
 			if p := s.mu.peer; p != nil {
-				p.enqueue(s.mu.gen, (&Msg{Type: MsgDrop, VDisk: s.id}).Encode(nil))
+				p.enqueue(s.mu.gen, 0, (&Msg{Type: MsgDrop, VDisk: s.id}).Encode(nil))
 				p.detach(s)
 				s.mu.peer, s.mu.gen = nil, 0
 			}
@@ -545,14 +550,19 @@ type peer struct {
 	c    *Client
 	addr string
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	conn    net.Conn
-	gen     uint64
-	up      bool
-	out     []byte
-	streams map[uint64]*Stream
-	down    map[uint64]*Stream // waiting for this peer to come up
+	mu   sync.Mutex
+	cond *sync.Cond
+	conn net.Conn
+	gen  uint64
+	up   bool
+	out  []byte
+	// outstanding counts the replies the session owes (Ack, Synced,
+	// Have): a link that drops packets silently shows up as a reply
+	// overdue, not after TCP's minutes of retries.
+	outstanding int
+	deadline    time.Time // the read deadline set on conn
+	streams     map[uint64]*Stream
+	down        map[uint64]*Stream // waiting for this peer to come up
 }
 
 func (p *peer) attach(s *Stream) bool {
@@ -619,7 +629,7 @@ func (p *peer) open(s *Stream, gen uint64) {
 		flags = OpenFetched
 	}
 	p.c.mu.Unlock()
-	p.enqueue(gen, (&Msg{Type: MsgOpen, VDisk: s.id, ClusterSize: s.clusterSize, SCOSize: s.scoSize,
+	p.enqueue(gen, 1, (&Msg{Type: MsgOpen, VDisk: s.id, ClusterSize: s.clusterSize, SCOSize: s.scoSize,
 		Epoch: s.epoch, Flags: flags}).Encode(nil))
 }
 
@@ -634,13 +644,49 @@ func (p *peer) waitRoom(ctx context.Context) {
 
 // enqueue queues frames for session gen; dropped if it is gone (the next
 // session's catch-up sends them).
-func (p *peer) enqueue(gen uint64, b []byte) {
+func (p *peer) enqueue(gen uint64, replies int, b []byte) {
+	p.enqueueFn(gen, replies, func(out []byte) []byte { return append(out, b...) })
+}
+
+// enqueueFn queues what fn appends (encoded straight into the queue),
+// frames that the server answers with replies messages.
+func (p *peer) enqueueFn(gen uint64, replies int, fn func([]byte) []byte) {
 	p.mu.Lock()
 	if p.up && p.gen == gen {
-		p.out = append(p.out, b...)
+		p.out = fn(p.out)
 		p.cond.Broadcast()
+		if replies > 0 {
+			if p.outstanding == 0 {
+				p.setDeadlineLocked(time.Now().Add(replyTimeout))
+			}
+			p.outstanding += replies
+		}
 	}
 	p.mu.Unlock()
+}
+
+// replied counts a reply: while replies are due, the next must come
+// within replyTimeout.
+func (p *peer) replied() {
+	p.mu.Lock()
+	if p.outstanding > 0 {
+		p.outstanding--
+	}
+	if p.conn != nil {
+		if p.outstanding == 0 {
+			p.setDeadlineLocked(time.Time{})
+		} else if now := time.Now(); p.deadline.Sub(now) < replyTimeout-time.Second {
+			p.setDeadlineLocked(now.Add(replyTimeout)) // at most about once a second under load
+		}
+	}
+	p.mu.Unlock()
+}
+
+func (p *peer) setDeadlineLocked(t time.Time) {
+	if !t.Equal(p.deadline) {
+		p.conn.SetReadDeadline(t)
+		p.deadline = t
+	}
 }
 
 // fail ends session gen.
@@ -701,7 +747,7 @@ func (p *peer) run() {
 func (p *peer) session(conn net.Conn, r *bufio.Reader) {
 	gen := p.c.gens.Add(1)
 	p.mu.Lock()
-	p.conn, p.gen, p.up, p.out = conn, gen, true, nil
+	p.conn, p.gen, p.up, p.out, p.outstanding, p.deadline = conn, gen, true, nil, 0, time.Time{}
 	waiting := make([]*Stream, 0, len(p.down))
 	for id, s := range p.down {
 		waiting = append(waiting, s)
@@ -782,6 +828,7 @@ func (p *peer) reader(r *bufio.Reader, gen uint64) error {
 			p.c.cfg.Log.Error("dtl: the DTL server refused this owner", "peer", p.addr, "reason", m.Reason)
 			return fmt.Errorf("%w: %s", ErrRefused, m.Reason)
 		}
+		p.replied()
 		p.c.mu.Lock()
 		s := p.c.mu.streams[m.VDisk]
 		p.c.mu.Unlock()

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,6 +89,15 @@ type owner struct {
 func openOwner(t *testing.T, backend volume.Backend, epoch uint64, mode dtl.Mode, onLoss dtl.OnLoss, peers ...string) *owner {
 	t.Helper()
 	o := &owner{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog()}
+	o.open(backend, epoch, mode, onLoss, peers...)
+	t.Cleanup(o.kill)
+	return o
+}
+
+// open starts the owner's pool over its flash and stores.
+func (o *owner) open(backend volume.Backend, epoch uint64, mode dtl.Mode, onLoss dtl.OnLoss, peers ...string) {
+	t := o.t
+	t.Helper()
 	wb, err := flashcache.NewWriteBuffer(o.fs, "/flash/wb", 256<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -102,8 +113,15 @@ func openOwner(t *testing.T, backend volume.Backend, epoch uint64, mode dtl.Mode
 		o.client.Close()
 		t.Fatalf("open: %v", err)
 	}
-	t.Cleanup(o.kill)
-	return o
+}
+
+// stop closes the owner cleanly (its flash stays).
+func (o *owner) stop() {
+	if err := o.pool.Close(bg); err != nil {
+		o.t.Fatal(err)
+	}
+	o.client.Close()
+	o.pool = nil
 }
 
 // kill drops the owner as kill -9 would (its flash is never used again).
@@ -227,7 +245,7 @@ func TestDTLRestartCatchUp(t *testing.T) {
 	m := model{}
 	writeRandom(t, v, rng, m, 100)
 	b.stop()
-	dfs.Crash() // kill -9 of the DTL host: written, unsynced entries stay
+	dfs.Crash() // power loss of the DTL host: what it did not sync is gone, and caught up again
 	writeRandom(t, v, rng, m, 100)
 	if st := status(v); st.State != "degraded" {
 		t.Fatalf("with the DTL down: state %q, want degraded", st.State)
@@ -274,5 +292,140 @@ func TestOldOwnerFenced(t *testing.T) {
 	}
 	if !a.client.Fenced() {
 		t.Fatal("the old owner's client does not know it is fenced")
+	}
+}
+
+// flakyBackend refuses SCO and TLog uploads while down is set.
+type flakyBackend struct {
+	*objstore.Mem
+	down atomic.Bool
+}
+
+func (f *flakyBackend) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	if f.down.Load() {
+		return errors.New("backend down")
+	}
+	return f.Mem.Put(ctx, name, r, size)
+}
+
+// After clean restarts (each leaving an empty open TLog and spare behind)
+// and with the backend refusing uploads, several SCOs' worth of writes
+// are held only by local flash and the DTL: a restore on a new host gets
+// every one of them.
+func TestRestoreAfterRestarts(t *testing.T) {
+	b := startDTL(t, nil, "")
+	backend := &flakyBackend{Mem: objstore.NewMem()}
+	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
+	v, err := a.pool.Create(bg, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := v.ID()
+	waitState(t, v, "ok")
+	rng := rand.New(rand.NewPCG(4, 4))
+	m := model{}
+	writeRandom(t, v, rng, m, 50)
+	for epoch := uint64(2); epoch <= 3; epoch++ {
+		a.stop()
+		a.open(backend, epoch, dtl.ModeSync, dtl.LossDegrade, b.addr)
+		if v, err = a.pool.VDisk(id); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, v, "ok")
+	}
+	backend.down.Store(true)
+	big := make([]byte, 1<<20)
+	for i := 0; i < 12; i++ { // three 4 MiB SCOs
+		for k := range big {
+			big[k] = byte(rng.Uint32())
+		}
+		off := int64(i) << 20
+		if err := v.WriteAt(bg, big, off); err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < len(big); k += 4096 {
+			m[off+int64(k)] = append([]byte(nil), big[k:k+4096]...)
+		}
+	}
+	a.kill()
+	backend.down.Store(false)
+	c := openOwner(t, backend, 4, dtl.ModeSync, dtl.LossDegrade, b.addr)
+	w, err := c.pool.VDisk(id)
+	if err != nil {
+		t.Fatalf("restored pool lacks the vDisk: %v (damaged: %v)", err, c.pool.Damaged())
+	}
+	verify(t, w, m)
+}
+
+// A vDisk with two peers moves its DTL to the other when its own is lost,
+// catches it up, and a restore from that one (the lost peer left out of
+// the peers) loses nothing.
+func TestMoveToAnotherPeer(t *testing.T) {
+	b1, b2 := startDTL(t, nil, ""), startDTL(t, nil, "")
+	backend := objstore.NewMem()
+	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b1.addr, b2.addr)
+	v, err := a.pool.Create(bg, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, v, "ok")
+	rng := rand.New(rand.NewPCG(5, 5))
+	m := model{}
+	writeRandom(t, v, rng, m, 100)
+	first, other := b1, b2
+	if status(v).Peer == b2.addr {
+		first, other = b2, b1
+	}
+	first.stop()
+	for i := 0; status(v).Peer != other.addr || status(v).State != "ok"; i++ {
+		if i > 6000 {
+			t.Fatalf("the DTL did not move to %s: %+v", other.addr, status(v))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	writeRandom(t, v, rng, m, 100)
+	id := v.ID()
+	a.kill()
+	c := openOwner(t, backend, 2, dtl.ModeSync, dtl.LossDegrade, other.addr)
+	w, err := c.pool.VDisk(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, w, m)
+}
+
+// With on_loss block, a sync write waits while the DTL is unreachable and
+// returns once a DTL holds it; with degrade it returns at once.
+func TestOnLossBlock(t *testing.T) {
+	dfs := vfs.NewMem()
+	b := startDTL(t, dfs, "")
+	backend := objstore.NewMem()
+	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossBlock, b.addr)
+	v, err := a.pool.Create(bg, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, v, "ok")
+	b.stop()
+	waitState(t, v, "blocked")
+	done := make(chan error, 1)
+	go func() { done <- v.WriteAt(bg, bytes.Repeat([]byte{7}, 4096), 0) }()
+	for i := 0; status(v).Waiting == 0; i++ { // the write is waiting for a DTL
+		if i > 6000 {
+			t.Fatal("the write did not wait")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a sync write returned (%v) with no DTL and on_loss block", err)
+	default:
+	}
+	startDTL(t, dfs, b.addr)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := status(v); st.State != "ok" {
+		t.Fatalf("after the DTL came back: %+v", st)
 	}
 }

@@ -165,8 +165,8 @@ func (s *Server) serveConn(id ConnID, c net.Conn) {
 		c = t
 	}
 	r := bufio.NewReaderSize(c, 256<<10)
-	w := bufio.NewWriterSize(c, 64<<10)
 	fr := NewReader(r)
+	cs := &connIO{id: id, c: c}
 	hello := false
 	for {
 		m, err := fr.Next()
@@ -181,49 +181,135 @@ func (s *Server) serveConn(id ConnID, c net.Conn) {
 			hello = true
 			c.SetDeadline(time.Time{})
 		}
-		if !s.do(id, c, w, s.step(Event{Kind: EvReceived, Conn: id, Msg: m})) {
-			w.Flush()
+		if !s.do(cs, s.step(Event{Kind: EvReceived, Conn: id, Msg: m})) {
 			return
 		}
-		if r.Buffered() == 0 { // replies go out when the input runs dry: acks batch under load
-			if err := w.Flush(); err != nil {
+		// Appends are written, and replies sent, when the input runs dry:
+		// under load one write per log and one send carry many entries.
+		if r.Buffered() == 0 || len(cs.replies) > 64<<10 || cs.batchBytes > 1<<20 {
+			if !s.flush(cs) {
 				return
 			}
 		}
 	}
 }
 
-// do runs actions in order; false: the connection ends.
-func (s *Server) do(id ConnID, c net.Conn, w *bufio.Writer, acts []Action) bool {
-	var out []byte
+// connIO is what a connection has done but not yet written or sent.
+type connIO struct {
+	id         ConnID
+	c          net.Conn
+	replies    []byte        // encoded replies, sent after the batch is written
+	batch      []appendGroup // entries to append, by log, in arrival order
+	batchBytes int
+}
+
+// appendGroup is consecutive entries for one log.
+type appendGroup struct {
+	pool   string
+	vdisk  uint64
+	seq    uint32
+	frames []byte
+	acts   []Action
+}
+
+func (cs *connIO) add(a Action) {
+	e := a.Msg
+	e.Type, e.LSN = MsgEntry, 0
+	n := len(cs.batch)
+	if n == 0 || cs.batch[n-1].pool != a.Pool || cs.batch[n-1].vdisk != a.VDisk || cs.batch[n-1].seq != a.Msg.Seq {
+		cs.batch = append(cs.batch, appendGroup{pool: a.Pool, vdisk: a.VDisk, seq: a.Msg.Seq})
+		n++
+	}
+	g := &cs.batch[n-1]
+	before := len(g.frames)
+	g.frames = e.Encode(g.frames)
+	// The action outlives the frame buffer: its records point into the
+	// group's copy (len 4, type 1, vdisk 8, lsn 8, seq 4, rec0 4, n 4).
+	const hdr = 33
+	a.Msg = Msg{Type: MsgAppend, VDisk: a.VDisk, Seq: e.Seq, Rec0: e.Rec0, Recs: g.frames[before+hdr : before+hdr+len(e.Recs)]}
+	g.acts = append(g.acts, a)
+	cs.batchBytes += len(g.frames) - before
+}
+
+// writeBatch appends the batch to the logs; false when one failed (the
+// session then ends, its pending replies unsent).
+func (s *Server) writeBatch(cs *connIO) bool {
+	for i, g := range cs.batch {
+		err := s.store.AppendFrames(g.pool, g.vdisk, g.seq, g.frames)
+		if err == nil {
+			s.appends.Add(int64(len(g.acts)))
+			s.appendBytes.Add(int64(len(g.frames)))
+			continue
+		}
+		s.log.Error("dtl: store failed; the session ends and its owner sees the DTL as lost",
+			"vpool", g.pool, "vdisk", fmt.Sprintf("%016x", g.vdisk), "err", err)
+		var refusal []Action
+		for _, rest := range cs.batch[i:] {
+			for _, a := range rest.acts {
+				if acts := s.step(Event{Kind: EvFailed, Conn: cs.id, Action: a, Err: err}); refusal == nil {
+					refusal = acts
+				}
+			}
+		}
+		cs.batch, cs.batchBytes, cs.replies = cs.batch[:0], 0, cs.replies[:0]
+		for _, a := range refusal {
+			if a.Kind == ActReply {
+				cs.c.Write(a.Msg.Encode(nil))
+			}
+		}
+		return false
+	}
+	cs.batch, cs.batchBytes = cs.batch[:0], 0
+	return true
+}
+
+// flush writes the batch, then sends the replies.
+func (s *Server) flush(cs *connIO) bool {
+	if !s.writeBatch(cs) {
+		return false
+	}
+	if len(cs.replies) > 0 {
+		if _, err := cs.c.Write(cs.replies); err != nil {
+			return false
+		}
+		cs.replies = cs.replies[:0]
+	}
+	return true
+}
+
+// do runs actions in order; false: the connection ends. Appends join the
+// batch; anything else that touches the store writes the batch first.
+//
+// Durability order: a reply goes out only after the batch before it is
+// written (flush), and a Synced only after the sync of what came before.
+func (s *Server) do(cs *connIO, acts []Action) bool {
 	for i := 0; i < len(acts); i++ {
 		a := acts[i]
 		var err error
 		switch a.Kind {
 		case ActReply:
-			out = a.Msg.Encode(out[:0])
-			_, err = w.Write(out)
-			if err != nil {
-				return false
-			}
+			cs.replies = a.Msg.Encode(cs.replies)
+			continue
+		case ActAppend:
+			cs.add(a)
 			continue
 		case ActClose:
 			s.refused.Add(1)
-			s.log.Warn("dtl: session refused", "remote", c.RemoteAddr(), "reason", a.Reason)
+			s.log.Warn("dtl: session refused", "remote", cs.c.RemoteAddr(), "reason", a.Reason)
+			s.flush(cs)
 			return false
+		}
+		if !s.writeBatch(cs) {
+			return false
+		}
+		switch a.Kind {
 		case ActSaveEpoch:
 			err = s.store.SaveEpoch(a.Pool, a.Epoch)
 			if err == nil {
-				s.log.Info("dtl: new owner epoch", "vpool", a.Pool, "epoch", a.Epoch, "remote", c.RemoteAddr())
+				s.log.Info("dtl: new owner epoch", "vpool", a.Pool, "epoch", a.Epoch, "remote", cs.c.RemoteAddr())
 			}
 		case ActSaveVDisk:
 			err = s.store.SaveVDisk(a.Pool, a.Info, a.Epoch)
-		case ActAppend:
-			err = s.store.Append(a.Pool, a.Msg)
-			if err == nil {
-				s.appends.Add(1)
-				s.appendBytes.Add(int64(len(a.Msg.Recs) + len(a.Msg.Data)))
-			}
 		case ActSync:
 			err = s.store.Sync(a.Pool, a.VDisk)
 			s.syncs.Add(1)
@@ -236,18 +322,23 @@ func (s *Server) do(id ConnID, c net.Conn, w *bufio.Writer, acts []Action) bool 
 		case ActDrop:
 			err = s.store.Drop(a.Pool, a.VDisk)
 		case ActFetch:
-			err = s.fetch(w, a)
+			if !s.flush(cs) {
+				return false
+			}
+			err = s.fetch(cs.c, a)
 		}
 		if err != nil {
 			s.log.Error("dtl: store failed; the session ends and its owner sees the DTL as lost",
 				"vpool", a.Pool, "vdisk", fmt.Sprintf("%016x", a.VDisk), "err", err)
-			acts = append(acts[:i+1:i+1], s.step(Event{Kind: EvFailed, Conn: id, Action: a, Err: err})...)
+			cs.replies = cs.replies[:0] // what depended on it is not sent
+			acts = append(acts[:i+1:i+1], s.step(Event{Kind: EvFailed, Conn: cs.id, Action: a, Err: err})...)
 		}
 	}
 	return true
 }
 
-func (s *Server) fetch(w *bufio.Writer, a Action) error {
+func (s *Server) fetch(c net.Conn, a Action) error {
+	w := bufio.NewWriterSize(c, 256<<10)
 	var n uint64
 	var out []byte
 	err := s.store.Fetch(a.Pool, a.VDisk, a.Seq, func(m Msg) error {
@@ -260,6 +351,8 @@ func (s *Server) fetch(w *bufio.Writer, a Action) error {
 		return err
 	}
 	out = (&Msg{Type: MsgFetchEnd, VDisk: a.VDisk, LSN: n}).Encode(out[:0])
-	_, err = w.Write(out)
-	return err
+	if _, err = w.Write(out); err != nil {
+		return err
+	}
+	return w.Flush()
 }

@@ -49,8 +49,14 @@ type storeVDisk struct {
 type logFile struct {
 	f     vfs.File
 	size  int64
+	alloc int64 // space reserved up to here (keep-size): appends below it need no fallocate
 	dirty bool
 }
+
+// allocStep is how far ahead a log's space is reserved.
+const allocStep = 4 << 20
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // OpenStore opens the store in dir (created if missing).
 func OpenStore(fsys vfs.FS, dir string, log *slog.Logger) (*Store, error) {
@@ -234,31 +240,45 @@ func (s *Store) SaveVDisk(pool string, info VDiskInfo, epoch uint64) error {
 
 // Append writes an entry (an Append message) to its TLog's log.
 func (s *Store) Append(pool string, m Msg) error {
-	vd := s.vdisk(pool, m.VDisk)
 	e := m
 	e.Type, e.LSN = MsgEntry, 0
-	frame := e.Encode(make([]byte, 0, 40+len(m.Recs)+len(m.Data)))
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	*bp = e.Encode((*bp)[:0])
+	return s.AppendFrames(pool, m.VDisk, m.Seq, *bp)
+}
+
+// AppendFrames writes encoded Entry frames, all of TLog seq, to its log in
+// one write.
+func (s *Store) AppendFrames(pool string, id uint64, seq uint32, frames []byte) error {
+	vd := s.vdisk(pool, id)
 	vd.mu.Lock()
 	defer vd.mu.Unlock()
-	lf := vd.files[m.Seq]
+	lf := vd.files[seq]
 	if lf == nil {
-		f, err := s.fs.OpenFile(filepath.Join(vd.dir, fmt.Sprintf("%010d.log", m.Seq)), os.O_CREATE|os.O_RDWR, 0o600)
+		f, err := s.fs.OpenFile(filepath.Join(vd.dir, fmt.Sprintf("%010d.log", seq)), os.O_CREATE|os.O_RDWR, 0o600)
 		if err != nil {
-			return fmt.Errorf("dtl: vDisk %016x TLog %d: %w", m.VDisk, m.Seq, err)
+			return fmt.Errorf("dtl: vDisk %016x TLog %d: %w", id, seq, err)
 		}
 		lf = &logFile{f: f}
-		vd.files[m.Seq] = lf
+		vd.files[seq] = lf
 		vd.dirDirty = true
 	}
 	// Space first, so that a full disk fails here and not with half a frame.
-	if err := lf.f.Allocate(lf.size, int64(len(frame))); err != nil {
-		return fmt.Errorf("dtl: vDisk %016x TLog %d: %w", m.VDisk, m.Seq, err)
+	if end := lf.size + int64(len(frames)); end > lf.alloc {
+		if err := lf.f.Allocate(lf.size, int64(len(frames))); err != nil {
+			return fmt.Errorf("dtl: vDisk %016x TLog %d: %w", id, seq, err)
+		}
+		lf.alloc = end
+		if lf.f.Allocate(end, allocStep) == nil { // ahead, if there is room
+			lf.alloc = end + allocStep
+		}
 	}
-	if _, err := lf.f.WriteAt(frame, lf.size); err != nil {
+	if _, err := lf.f.WriteAt(frames, lf.size); err != nil {
 		lf.f.Truncate(lf.size)
-		return fmt.Errorf("dtl: vDisk %016x TLog %d: %w", m.VDisk, m.Seq, err)
+		return fmt.Errorf("dtl: vDisk %016x TLog %d: %w", id, seq, err)
 	}
-	lf.size += int64(len(frame))
+	lf.size += int64(len(frames))
 	lf.dirty = true
 	return nil
 }

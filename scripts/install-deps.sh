@@ -3,7 +3,7 @@
 # Debian; run as root. Safe to run again.
 set -euo pipefail
 # util-linux: runuser, mountpoint; mount: losetup; diffutils: diff (tests); curl: bench profiles
-pkgs=(fuse3 fio qemu-utils qemu-block-extra libnfs-utils e2fsprogs util-linux mount diffutils curl iproute2)
+pkgs=(fuse3 fio qemu-utils qemu-block-extra libnfs-utils e2fsprogs util-linux mount diffutils curl iproute2 nftables openssl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

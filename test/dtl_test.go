@@ -61,8 +61,13 @@ func (p *dtlProc) start() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	p.cmd = exec.Command("nsenter", "--net="+p.d.netnsPath(), "--", vpoolBin, "dtl", "serve", "--data-dir", p.d.dataDir)
-	p.cmd.Env = append(os.Environ(), "VPOOL_DTL_LISTEN="+p.listen)
+	args := []string{"--net=" + p.d.netnsPath(), "--", vpoolBin, "dtl", "serve", "--data-dir", p.d.dataDir}
+	env := append(os.Environ(), "VPOOL_DTL_LISTEN="+p.listen)
+	if p.d.config != "" {
+		args, env = append(args, "--config", p.d.config), os.Environ()
+	}
+	p.cmd = exec.Command("nsenter", args...)
+	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
@@ -209,5 +214,147 @@ func TestDTLHostLoss(t *testing.T) {
 				t.Fatalf("the old host started again: %v\n%s", err, out)
 			}
 		})
+	}
+}
+
+// nft runs an nftables command in the daemon's network namespace.
+func (d *daemon) nft(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command("nsenter", append([]string{"--net=" + d.netnsPath(), "--", "nft"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// dropDTL makes d's packets to the DTL vanish (no reset: a dead link).
+func (d *daemon) dropDTL(t *testing.T) {
+	d.nft(t, "add", "table", "inet", "vpooltest")
+	d.nft(t, "add", "chain", "inet", "vpooltest", "out", "{ type filter hook output priority 0 ; }")
+	d.nft(t, "add", "rule", "inet", "vpooltest", "out", "ip", "daddr", "10.77.0.1", "tcp", "dport", "7411", "drop")
+}
+
+func (d *daemon) undropDTL(t *testing.T) { d.nft(t, "delete", "table", "inet", "vpooltest") }
+
+// dtlWaiting is how many writes and flushes of the vDisk at path wait for
+// the DTL.
+func dtlWaiting(d *daemon, path string) float64 {
+	for _, v := range d.status()["vdisks"].([]any) {
+		m := v.(map[string]any)
+		if dt, ok := m["dtl"].(map[string]any); ok && m["path"] == path {
+			return dt["waiting"].(float64)
+		}
+	}
+	return -1
+}
+
+// The link to the DTL is dropped (nftables, no resets): with on_loss
+// degrade, sync writes go on once the DTL's reply is overdue and the vDisk
+// is degraded until the link is back and it has caught up; with block,
+// a write waits for as long as the link is down and completes after.
+func TestDTLLinkDropped(t *testing.T) {
+	yaml := "backend:\n  asds: [" + strings.Join(asdDirs(t, 3), ", ") + "]\n" +
+		"dtl:\n  peers: [10.77.0.1:7411]\n  mode: sync\n"
+	b := newDaemon(t, "", "")
+	a := newDaemon(t, yaml, "", "VPOOL_ENGINE_SEAL_IDLE=0s")
+	joinNetns(t, b, a)
+	startDTLProc(t, b, "0.0.0.0:7411")
+	a.start()
+	img := a.path("vm.raw")
+	run(t, time.Minute, "truncate", "-s", "64M", img)
+	waitDTLState(t, a, "/vm.raw", "ok")
+
+	a.dropDTL(t)
+	run(t, 2*time.Minute, "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x11 0 1M", img)
+	waitDTLState(t, a, "/vm.raw", "degraded")
+	a.undropDTL(t)
+	waitDTLState(t, a, "/vm.raw", "ok")
+
+	a.stop()
+	a.env = append(a.env, "VPOOL_DTL_ON_LOSS=block")
+	a.start()
+	waitDTLState(t, a, "/vm.raw", "ok")
+	a.dropDTL(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := runErr(5*time.Minute, "", "qemu-io", "-f", "raw", "-t", "none", "-c", "write -P 0x22 1M 1M", img)
+		done <- err
+	}()
+	waitDTLState(t, a, "/vm.raw", "blocked")
+	for i := 0; dtlWaiting(a, "/vm.raw") < 1; i++ {
+		if i > 600 {
+			t.Fatal("no write waits for the DTL while its link is down and on_loss is block")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a sync write completed (%v) with the DTL unreachable and on_loss block", err)
+	default:
+	}
+	a.undropDTL(t)
+	if err := <-done; err != nil {
+		t.Fatalf("the blocked write after the link came back: %v", err)
+	}
+	waitDTLState(t, a, "/vm.raw", "ok")
+	run(t, time.Minute, "qemu-io", "-f", "raw", "-c", "read -P 0x11 0 1M", "-c", "read -P 0x22 1M 1M", img)
+}
+
+// makeCA writes a CA and a host certificate signed by it (for 10.77.0.*)
+// under dir, with openssl; it returns the dtl.tls YAML naming them.
+func makeCA(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f := func(n string) string { return filepath.Join(dir, n) }
+	if err := os.WriteFile(f("ext"), []byte("extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:10.77.0.1,IP:10.77.0.2,IP:10.77.0.3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, time.Minute, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+		"-subj", "/CN=vpool-test-ca", "-keyout", f("ca.key"), "-out", f("ca.pem"))
+	run(t, time.Minute, "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=host",
+		"-keyout", f("host.key"), "-out", f("host.csr"))
+	run(t, time.Minute, "openssl", "x509", "-req", "-in", f("host.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"),
+		"-CAcreateserial", "-days", "2", "-extfile", f("ext"), "-out", f("host.pem"))
+	return fmt.Sprintf("  tls: {ca: %s, cert: %s, key: %s}\n", f("ca.pem"), f("host.pem"), f("host.key"))
+}
+
+// DTL traffic over TLS with mutual authentication: a host whose
+// certificate another CA signed is refused; one of the vPool's CA gets its
+// DTL, and status says TLS.
+func TestDTLTLS(t *testing.T) {
+	certs := t.TempDir()
+	good := makeCA(t, filepath.Join(certs, "good"))
+	other := makeCA(t, filepath.Join(certs, "other"))
+	asds := "backend:\n  asds: [" + strings.Join(asdDirs(t, 3), ", ") + "]\n"
+	b := newDaemon(t, "dtl:\n  listen: 0.0.0.0:7411\n"+good, "")
+	a := newDaemon(t, asds+"dtl:\n  peers: [10.77.0.1:7411]\n"+other, "")
+	joinNetns(t, b, a)
+	p := &dtlProc{t: t, d: b, listen: "10.77.0.1:7411"}
+	p.start() // its config file says listen and tls
+	t.Cleanup(p.kill)
+	a.start()
+	run(t, time.Minute, "truncate", "-s", "64M", a.path("vm.raw"))
+	for i := 0; !strings.Contains(p.log(), "TLS handshake failed"); i++ {
+		if i > 600 {
+			t.Fatalf("the DTL server did not refuse a certificate of another CA:\n%s", p.log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := dtlStates(a)["/vm.raw"]; st != "degraded" {
+		t.Fatalf("with a certificate of another CA: DTL state %q, want degraded", st)
+	}
+	a.stop()
+	if err := os.WriteFile(a.config, []byte(asds+"dtl:\n  peers: [10.77.0.1:7411]\n"+good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.start()
+	waitDTLState(t, a, "/vm.raw", "ok")
+	if st := a.status(); st["dtl_tls"] != true {
+		t.Fatalf("status does not say TLS: %v", st["dtl_tls"])
+	}
+	out := run(t, time.Minute, vpoolBin, "status", "--data-dir", a.dataDir)
+	if !strings.Contains(out, "dtl: peers 10.77.0.1:7411 (TLS)") {
+		t.Fatalf("status:\n%s", out)
 	}
 }

@@ -150,6 +150,9 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 	if err != nil {
 		return err
 	}
+	if local, err = v.dropEmptyTail(ctx, local); err != nil {
+		return err
+	}
 	isLocal := map[uint32]bool{}
 	last := v.mu.uploadedThrough
 	for _, s := range local {
@@ -294,6 +297,38 @@ func (v *VDisk) replayAll(ctx context.Context, m marker) error {
 		}
 	}
 	return v.writeBack(ctx)
+}
+
+// dropEmptyTail removes the newest local TLogs that hold no record (the
+// open one and the spare of a stopped or killed process): the next
+// segment takes the first one's number. A vDisk's TLogs thus never
+// include an empty one, of which a DTL, holding records, would know
+// nothing: a restore from the backend and the DTL needs every TLog after
+// the backend's last.
+func (v *VDisk) dropEmptyTail(ctx context.Context, local []uint32) ([]uint32, error) {
+	for len(local) > 0 {
+		s := local[len(local)-1]
+		if s <= v.mu.uploadedThrough || s <= v.mu.syncedThrough {
+			break
+		}
+		recs, err := v.readTLog(ctx, s, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if r.Type != 0 {
+				return local, nil
+			}
+		}
+		if err := v.pool.fs.Remove(v.tlogPath(s)); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+			return nil, v.ioErr("remove empty TLog", s, err)
+		}
+		if err := v.pool.wb.RemoveSCO(v.id, s); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+			return nil, v.ioErr("remove empty SCO", s, err)
+		}
+		local = local[:len(local)-1]
+	}
+	return local, nil
 }
 
 // dropLostSnapshots forgets snapshots whose TLogs are gone: after the
