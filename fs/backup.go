@@ -136,12 +136,20 @@ func (n *Namespace) Backup(ctx context.Context) error {
 	var quarantined []uint64
 	n.mu.Lock()
 	gen := n.mu.sb.BackupGen + 1 // only Backup changes it, under backupMu
+	// The backup holds every change through the journal's newest record
+	// (staged before the scan): a restore replays those after it.
+	jseq, joff := n.jseq, n.joff
+	n.mu.sb.JournalBase, n.mu.sb.JournalOff = jseq, uint64(joff)
+	err := n.meta.Stage([]volume.MetaOp{{Key: key(kindSuper), Value: n.mu.sb.encode()}})
 	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	// One scan is one consistent snapshot of the store, so namespace
 	// changes go on meanwhile. A change it misses counted after changes
 	// was read, so it gets the next backup; a chunk quarantined after it
 	// stays quarantined until then.
-	err := n.meta.Scan([]byte{keyPrefix}, nil, func(k, v []byte) bool {
+	err = n.meta.Scan([]byte{keyPrefix}, nil, func(k, v []byte) bool {
 		recs = append(recs, record{append([]byte(nil), k...), append([]byte(nil), v...)})
 		if k[1] == kindQuarantine {
 			quarantined = append(quarantined, beUint64(k[2:]))
@@ -175,6 +183,7 @@ func (n *Namespace) Backup(ctx context.Context) error {
 	if err == nil {
 		n.mu.sb = sb
 		n.chunksFreedLocked(quarantined)
+		n.ringSeq, n.ringOff = jseq, joff // the backend holds them now: the ring may reuse their room
 	} else {
 		n.mu.freeLoaded = false
 	}
@@ -329,6 +338,9 @@ const LostFound = "lost+found"
 // /lost+found as <id>.raw.
 func (n *Namespace) adoptLost(ctx context.Context) error {
 	named := map[uint64]bool{n.files.ID(): true}
+	if n.journal != nil {
+		named[n.journal.ID()] = true
+	}
 	if err := n.meta.Scan(key(kindInode), nil, func(_, v []byte) bool {
 		if a, err := decodeAttr(v); err == nil && a.VDisk != 0 {
 			named[a.VDisk] = true

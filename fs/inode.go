@@ -221,29 +221,34 @@ type superblock struct {
 	BackupGen uint64 // generation of the last namespace backup
 	ID        uint64 // the vPool's namespace id: NFS fsid and file handles
 	Features  uint64 // featDirOrder: the inode-order entries exist
+	// the namespace journal (journal.go): its vDisk, and in a backup the
+	// newest change it holds and where the journal's next record starts
+	Journal     uint64
+	JournalBase uint64
+	JournalOff  uint64
 }
 
 const featDirOrder = 1 << 0
 
 // The first superblocks had neither ID nor Features (41 bytes); Open
 // fills both in.
-const sbSizeV1, sbSize = 41, 57
+const sbSizeV1, sbSizeV2, sbSize = 41, 57, 81
 
 func (s superblock) encode() []byte {
 	b := []byte{attrVersion}
-	for _, v := range []uint64{s.NextIno, s.NextChunk, s.Epoch, s.FileStore, s.BackupGen, s.ID, s.Features} {
+	for _, v := range []uint64{s.NextIno, s.NextChunk, s.Epoch, s.FileStore, s.BackupGen, s.ID, s.Features, s.Journal, s.JournalBase, s.JournalOff} {
 		b = binary.BigEndian.AppendUint64(b, v)
 	}
 	return b
 }
 
 func decodeSuperblock(b []byte) (superblock, error) {
-	if (len(b) != sbSize && len(b) != sbSizeV1) || b[0] != attrVersion {
+	if (len(b) != sbSize && len(b) != sbSizeV2 && len(b) != sbSizeV1) || b[0] != attrVersion {
 		return superblock{}, fmt.Errorf("%w: superblock of %d bytes", ErrCorrupt, len(b))
 	}
 	var s superblock
 	p := b[1:]
-	for _, v := range []*uint64{&s.NextIno, &s.NextChunk, &s.Epoch, &s.FileStore, &s.BackupGen, &s.ID, &s.Features} {
+	for _, v := range []*uint64{&s.NextIno, &s.NextChunk, &s.Epoch, &s.FileStore, &s.BackupGen, &s.ID, &s.Features, &s.Journal, &s.JournalBase, &s.JournalOff} {
 		if len(p) == 0 {
 			break
 		}

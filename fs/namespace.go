@@ -50,6 +50,7 @@ type Namespace struct {
 	log       *slog.Logger
 	files     *volume.VDisk // the file store: regular files' data in 1 MiB chunks
 	chunks    uint64        // chunks the file store holds
+	journal   *volume.VDisk // the namespace journal (journal.go); nil before it exists
 	dataLocks [64]sync.RWMutex
 
 	kernel atomic.Pointer[Mount] // the FUSE mount, whose kernel caches a change may need to drop
@@ -71,9 +72,15 @@ type Namespace struct {
 		free       []uint64
 		freeLoaded bool
 	}
-	backupMu sync.Mutex // one backup at a time
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	// The journal's head (guarded by mu): the newest record and where the
+	// next one goes; and its ring base: the first record a restore from
+	// the newest backup on the backend needs.
+	jseq, ringSeq uint64
+	joff, ringOff int64
+	journalFullAt time.Time
+	backupMu      sync.Mutex // one backup at a time
+	stop          chan struct{}
+	wg            sync.WaitGroup
 }
 
 // openInode is the state of an inode with open handles.
@@ -122,6 +129,27 @@ func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta Catalog, back
 	if err := n.upgrade(); err != nil {
 		return nil, err
 	}
+	newJournal := n.mu.sb.Journal == 0
+	if newJournal {
+		// a new namespace, or one made before the journal (or restored
+		// from a backup of one): the journal starts now
+		if err := n.createJournal(ctx); err != nil {
+			return nil, err
+		}
+		n.mu.Lock()
+		err = n.commit([]volume.MetaOp{{Key: key(kindSuper), Value: n.mu.sb.encode()}})
+		n.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	} else if err := n.openJournal(ctx, restored); err != nil {
+		return nil, err
+	}
+	if restored {
+		if err := n.meta.Stage([]volume.MetaOp{{Key: key(kindSuper), Value: n.mu.sb.encode()}}); err != nil {
+			return nil, err
+		}
+	}
 	if n.files, err = pool.VDisk(n.mu.sb.FileStore); err != nil {
 		return nil, fmt.Errorf("fs: the file store vDisk %s: %w", volume.FormatID(n.mu.sb.FileStore), err)
 	}
@@ -136,6 +164,13 @@ func Open(ctx context.Context, cfg Config, pool *volume.Pool, meta Catalog, back
 	}
 	if err := n.adoptLost(ctx); err != nil {
 		return nil, err
+	}
+	// A journal's first backup now: a restore finds the journal through
+	// the superblock of a backup.
+	if newJournal {
+		if err := n.Backup(ctx); err != nil {
+			n.log.Warn("fs: first namespace backup failed; changes are protected from the next one on", "err", err)
+		}
 	}
 	// One backup after every start: a restored tree under its new epoch,
 	// and changes a stop could not back up (the backend away) are not
@@ -196,6 +231,9 @@ func (n *Namespace) BackedUp() bool { return n.changes.Load() == n.backedUp.Load
 const attrCacheSize = 32 << 10
 
 func (n *Namespace) commit(ops []volume.MetaOp) error {
+	if err := n.journalLocked(ops); err != nil {
+		return err
+	}
 	if err := n.meta.Stage(ops); err != nil {
 		for _, op := range ops { // not known which part landed
 			if op.Key[1] == kindInode {
@@ -245,6 +283,13 @@ func (n *Namespace) SyncMeta() error {
 	upto := n.changes.Load()
 	if err := n.meta.Sync(); err != nil {
 		return err
+	}
+	// The journal holds the same changes: flushed, they survive a power
+	// loss of this host's flash, and with a DTL, the loss of this host.
+	if n.journal != nil {
+		if err := n.journal.Flush(context.Background()); err != nil {
+			return err
+		}
 	}
 	n.synced.Store(upto)
 	return nil
@@ -692,6 +737,14 @@ func (n *Namespace) StatFS(ctx context.Context) (StatFS, error) {
 
 // MaxFileSize is the largest file the vPool holds (a vDisk's limit).
 func (n *Namespace) MaxFileSize() int64 { return n.pool.MaxVDiskSize() }
+
+// JournalID is the id of the namespace journal's vDisk (0: none yet).
+func (n *Namespace) JournalID() uint64 {
+	if n.journal == nil {
+		return 0
+	}
+	return n.journal.ID()
+}
 
 // FileStoreID is the id of the vDisk holding regular files' data.
 func (n *Namespace) FileStoreID() uint64 { return n.files.ID() }

@@ -117,7 +117,7 @@ func TestTreeOperations(t *testing.T) {
 	if err := e.ns.Rename(bg, d.Ino, "vm1.vmx", RootIno, "moved.raw", 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(e.pool.List()); got != 1 { // the file store only: the replaced vDisk is gone
+	if got := len(e.pool.List()); got != 2 { // the file store and the journal only: the replaced vDisk is gone
 		t.Fatalf("vDisks after replacing one: %d", got)
 	}
 	root, _ := e.ns.GetAttr(bg, RootIno)
@@ -225,7 +225,7 @@ func TestUnlinkWhileOpen(t *testing.T) {
 	if _, err := e.ns.GetAttr(bg, v.Ino); !errors.Is(err, ErrStale) {
 		t.Fatalf("orphan after kill: %v", err)
 	}
-	if got := len(e.pool.List()); got != 1 {
+	if got := len(e.pool.List()); got != 2 { // the file store and the journal
 		t.Fatalf("vDisks after freeing the orphan: %d", got)
 	}
 }
@@ -334,8 +334,12 @@ func TestUpgradeOldNamespace(t *testing.T) {
 	}
 	e.ns.mu.Lock()
 	old := e.ns.mu.sb.encode()[:sbSizeV1]
+	journal := e.ns.mu.sb.Journal
 	e.ns.mu.Unlock()
 	if err := e.cat.Stage(append(ops, volume.MetaOp{Key: key(kindSuper), Value: old})); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pool.Delete(bg, journal); err != nil { // the first format had none
 		t.Fatal(err)
 	}
 	e.restart()

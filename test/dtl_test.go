@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -150,8 +151,10 @@ func TestDTLHostLoss(t *testing.T) {
 			yaml := "backend:\n  asds: [" + strings.Join(asdDirs(t, 3), ", ") + "]\n" +
 				"dtl:\n  peers: [10.77.0.1:7411]\n  mode: " + mode + "\n"
 			// Seals only when an SCO is full (64 MiB): what fio writes stays
-			// off the backend, held by local flash and the DTL alone.
-			env := []string{"VPOOL_ENGINE_SEAL_IDLE=0s", "VPOOL_FS_BACKUP_INTERVAL=1s"}
+			// off the backend, held by local flash and the DTL alone; and no
+			// namespace backup after the start: the files come back from the
+			// namespace journal, a vDisk the DTL protects too.
+			env := []string{"VPOOL_ENGINE_SEAL_IDLE=0s", "VPOOL_FS_BACKUP_INTERVAL=1h"}
 			b := newDaemon(t, "", "")
 			a := newDaemon(t, yaml, "", env...)
 			c := newDaemon(t, yaml, "", env...)
@@ -160,7 +163,11 @@ func TestDTLHostLoss(t *testing.T) {
 			a.start()
 			img := a.path("vm.raw")
 			run(t, time.Minute, "truncate", "-s", "256M", img)
-			a.restart() // a clean stop backs the namespace up: the backend names vm.raw
+			vmx := []byte("memsize = \"2048\"\n")
+			if err := os.WriteFile(a.path("vm.vmx"), vmx, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			run(t, time.Minute, "sync", a.path("vm.vmx")) // fsync: the DTL holds it
 			waitDTLState(t, a, "/vm.raw", "ok")
 
 			base := []string{"--name=dtl", "--rw=randwrite", "--bs=4k", "--size=32M", "--direct=1",
@@ -200,8 +207,11 @@ func TestDTLHostLoss(t *testing.T) {
 			}
 			c.args = []string{"--takeover"}
 			c.start()
-			if !strings.Contains(c.log(), "read back the DTL") {
-				t.Fatalf("no read-back in the log:\n%s", c.log())
+			if !strings.Contains(c.log(), "read back the DTL") || !strings.Contains(c.log(), "from the journal") {
+				t.Fatalf("no read-back of the DTL or no namespace journal replay in the log:\n%s", c.log())
+			}
+			if b, err := os.ReadFile(c.path("vm.vmx")); err != nil || !bytes.Equal(b, vmx) {
+				t.Fatalf("a file written and fsynced before the host loss: %q %v", b, err)
 			}
 			verify := append(base, "--filename="+c.path("vm.raw"), "--verify_only", "--verify_state_load=1", "--verify_fatal=1")
 			out := runIn(t, a.root, 5*time.Minute, "fio", verify...)

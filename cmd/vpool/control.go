@@ -194,14 +194,17 @@ func (s *controlServer) status(ctx context.Context) Status {
 				st.Damaged[i].Path = names[id]
 			}
 		}
-		fsid := volume.FormatID(s.e.ns.FileStoreID())
+		fsid, jid := volume.FormatID(s.e.ns.FileStoreID()), volume.FormatID(s.e.ns.JournalID())
 		for i := range st.VDisks {
 			v := &st.VDisks[i]
 			if id, err := volume.ParseID(v.ID); err == nil {
 				v.Path = names[id]
 			}
-			if v.ID == fsid {
+			switch v.ID {
+			case fsid:
 				v.Path = "(file store)"
+			case jid:
+				v.Path = "(namespace journal)"
 			}
 		}
 	}

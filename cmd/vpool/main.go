@@ -344,7 +344,7 @@ func runDaemon(ctx context.Context, c *Config, takeover bool, log *slog.Logger, 
 		h.Gate, h.After = e.holder.Claimed, c.Backend.Repair.After
 		go h.Run(srvCtx, c.Backend.Verify.Interval)
 	}
-	log.Info("vpool: serving", "vpool", c.Name, "mountpoint", mnt.Dir(), "data_dir", c.DataDir, "vdisks", len(e.pool.List())-1,
+	log.Info("vpool: serving", "vpool", c.Name, "mountpoint", mnt.Dir(), "data_dir", c.DataDir, "vdisks", len(e.pool.List())-2, // not the file store and the namespace journal
 		"backend", e.be.kind, "epoch", e.holder.Epoch(), "control", socketPath(c.DataDir), "metrics", c.Metrics.Listen)
 	if ready != nil {
 		close(ready)
