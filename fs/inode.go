@@ -36,6 +36,7 @@ const (
 	kindQuarantine = 'q'
 	kindOrphan     = 'o'
 	kindDirOrder   = 'x'
+	kindJournal    = 'j' // the namespace journal's head (journal.go)
 )
 
 // CatalogPrefixes are the first key bytes of the namespace's records in

@@ -165,9 +165,17 @@ func (n *Namespace) ringFullLocked(off, size int64) bool {
 	return end > base || off < head // needed: [base, journalSize) and [0, head)
 }
 
-// openJournal finds the journal's tail: the records after the newest
-// backup's base, for as long as they follow on. With apply, their ops are
-// staged (a restore).
+// headOpLocked is the catalog record of the journal's head, staged with
+// every change: a start finds the head without reading the journal (whose
+// records may be on the backend only, and the backend away).
+func (n *Namespace) headOpLocked() volume.MetaOp {
+	v := binary.BigEndian.AppendUint64(nil, n.jseq)
+	return volume.MetaOp{Key: key(kindJournal), Value: binary.BigEndian.AppendUint64(v, uint64(n.joff))}
+}
+
+// openJournal finds the journal's head: from its catalog record, or (a
+// restore, apply) by reading the records after the newest backup's base
+// for as long as they follow on, staging their ops.
 func (n *Namespace) openJournal(ctx context.Context, apply bool) error {
 	sb := n.mu.sb
 	if sb.Journal == 0 {
@@ -178,6 +186,15 @@ func (n *Namespace) openJournal(ctx context.Context, apply bool) error {
 		return fmt.Errorf("fs: the namespace journal vDisk %s: %w", volume.FormatID(sb.Journal), err)
 	}
 	n.journal = j
+	n.ringSeq, n.ringOff = sb.JournalBase, int64(sb.JournalOff)
+	if !apply {
+		if b, _, ok, err := n.meta.Get(key(kindJournal)); err != nil {
+			return err
+		} else if ok && len(b) == 16 {
+			n.jseq, n.joff = binary.BigEndian.Uint64(b), int64(binary.BigEndian.Uint64(b[8:]))
+			return nil
+		}
+	}
 	seq, off := sb.JournalBase, int64(sb.JournalOff)
 	hdr := make([]byte, journalAlign)
 	applied := 0
@@ -201,7 +218,9 @@ func (n *Namespace) openJournal(ctx context.Context, apply bool) error {
 		seq, off = seq+1, next
 	}
 	n.jseq, n.joff = seq, off
-	n.ringSeq, n.ringOff = sb.JournalBase, int64(sb.JournalOff)
+	if err := n.meta.Stage([]volume.MetaOp{n.headOpLocked()}); err != nil {
+		return err
+	}
 	if applied > 0 {
 		n.log.Info("fs: replayed namespace changes after the backup from the journal", "changes", applied, "through", seq)
 	}

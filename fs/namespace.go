@@ -234,6 +234,9 @@ func (n *Namespace) commit(ops []volume.MetaOp) error {
 	if err := n.journalLocked(ops); err != nil {
 		return err
 	}
+	if n.journal != nil {
+		ops = append(ops[:len(ops):len(ops)], n.headOpLocked())
+	}
 	if err := n.meta.Stage(ops); err != nil {
 		for _, op := range ops { // not known which part landed
 			if op.Key[1] == kindInode {

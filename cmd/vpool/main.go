@@ -354,7 +354,7 @@ func runDaemon(ctx context.Context, c *Config, takeover bool, log *slog.Logger, 
 	case <-ctx.Done():
 		log.Info("vpool: stopping: unmounting, flushing and closing")
 	case runErr = <-fenced:
-		log.Error("vpool: stopping: another daemon took the vPool over; this one writes nothing more", "err", runErr)
+		log.Error("vpool: stopping: another daemon took the backend over; this one writes nothing more", "err", runErr)
 	}
 	stopSrv()
 	uerr := stopServing(gw, mnt, log)
