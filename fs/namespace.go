@@ -287,9 +287,10 @@ func (n *Namespace) SyncMeta() error {
 	if err := n.meta.Sync(); err != nil {
 		return err
 	}
-	// The journal holds the same changes: flushed, they survive a power
-	// loss of this host's flash, and with a DTL, the loss of this host.
-	if n.journal != nil {
+	// The journal holds the same changes for a restore elsewhere: with a
+	// DTL, flushed, they survive the loss of this host. (Without one, the
+	// catalog just synced is what survives here.)
+	if n.journal != nil && n.journal.DTL() != nil {
 		if err := n.journal.Flush(context.Background()); err != nil {
 			return err
 		}
