@@ -429,3 +429,36 @@ func TestOnLossBlock(t *testing.T) {
 		t.Fatalf("after the DTL came back: %+v", st)
 	}
 }
+
+// A power loss of the owner's host (its unsynced file data and metadata
+// lost, at random) after sync-mode writes that were never flushed: the
+// restart on the same host fills from the DTL what local flash lost, and
+// every acknowledged write reads back.
+func TestOwnerPowerLoss(t *testing.T) {
+	for seed := uint64(1); seed <= 5; seed++ {
+		b := startDTL(t, nil, "")
+		backend := objstore.NewMem()
+		a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
+		v, err := a.pool.Create(bg, 16<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := v.ID()
+		waitState(t, v, "ok")
+		rng := rand.New(rand.NewPCG(seed, 6))
+		m := model{}
+		writeRandom(t, v, rng, m, 200)
+		a.pool.AbandonForTesting()
+		a.client.Close()
+		a.pool = nil
+		a.fs.PowerLoss(rng)
+		a.meta.PowerLoss(rng)
+		a.cat.PowerLoss(rng)
+		a.open(backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
+		w, err := a.pool.VDisk(id)
+		if err != nil {
+			t.Fatalf("seed %d: after the power loss: %v (damaged: %v)", seed, err, a.pool.Damaged())
+		}
+		verify(t, w, m)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -356,7 +357,7 @@ func (s *Store) Fetch(pool string, id uint64, after uint32, fn func(Msg) error) 
 		}
 	}
 	vd.mu.Unlock()
-	sortU32(seqs)
+	slices.Sort(seqs)
 	for _, sq := range seqs {
 		vd.mu.Lock()
 		lf := vd.files[sq]
@@ -394,14 +395,6 @@ func (s *Store) Close() {
 			delete(vd.files, sq)
 		}
 		vd.mu.Unlock()
-	}
-}
-
-func sortU32(s []uint32) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -274,13 +275,6 @@ func (p *Pool) layHeld(ctx context.Context) error {
 			if !ok {
 				continue
 			}
-			off := tlogHeaderSize + int64(e.Rec0+uint32(i))*recordSize
-			var have [recordSize]byte
-			if m, _ := f.tlog.ReadAt(have[:], off); m == recordSize {
-				if _, valid := decodeRecord(have[:]); valid {
-					continue // local flash has it
-				}
-			}
 			if cl != nil {
 				if checksum(cl) != r.DataCRC {
 					return fmt.Errorf("%w: DTL entry of vDisk %s TLog %d: data checksum", ErrCorrupt, FormatID(e.VDisk), e.Seq)
@@ -288,14 +282,14 @@ func (p *Pool) layHeld(ctx context.Context) error {
 				if r.SCO != e.Seq {
 					return fmt.Errorf("%w: DTL entry of vDisk %s TLog %d names SCO %d", ErrCorrupt, FormatID(e.VDisk), e.Seq, r.SCO)
 				}
-				if _, err := f.sco.WriteAt(cl, int64(r.Count)*e.ClusterSize); err != nil {
-					return err
-				}
 			}
-			if _, err := f.tlog.WriteAt(b, off); err != nil {
+			laid, err := f.lay(b, r, cl, tlogHeaderSize+int64(e.Rec0+uint32(i))*recordSize, int64(r.Count)*e.ClusterSize)
+			if err != nil {
 				return err
 			}
-			written++
+			if laid {
+				written++
+			}
 		}
 		return nil
 	})
@@ -335,6 +329,34 @@ func (p *Pool) layHeld(ctx context.Context) error {
 type heldSegment struct {
 	tlog, sco vfs.File
 	dir       string
+}
+
+// lay writes a DTL record (and its cluster, cl, for a write) at its
+// place unless local flash holds it whole already. After a power loss a
+// local record may have survived while its data did not: then the data is
+// written, as recovery would otherwise erase the record.
+func (f *heldSegment) lay(rec []byte, r record, cl []byte, recOff, dataOff int64) (bool, error) {
+	var have [recordSize]byte
+	if m, _ := f.tlog.ReadAt(have[:], recOff); m == recordSize {
+		if _, valid := decodeRecord(have[:]); valid {
+			if cl == nil || !bytes.Equal(have[:], rec) {
+				return false, nil // local flash has it (or a record of its own there: it wins)
+			}
+			buf := make([]byte, len(cl))
+			if m, _ := f.sco.ReadAt(buf, dataOff); m == len(buf) && checksum(buf) == r.DataCRC {
+				return false, nil
+			}
+		}
+	}
+	if cl != nil {
+		if _, err := f.sco.WriteAt(cl, dataOff); err != nil {
+			return false, err
+		}
+	}
+	if _, err := f.tlog.WriteAt(rec, recOff); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func (p *Pool) openHeldSegment(e ReplicaEntry) (*heldSegment, error) {
