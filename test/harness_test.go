@@ -179,7 +179,9 @@ func (d *daemon) start() {
 			d.t.Fatalf("vpool serve exited at start: %v\n%s", err, d.log())
 		default:
 		}
-		if isMounted(d.mnt) {
+		// Mounted by this start: a stale mount a killed daemon left may
+		// still answer the kernel until the new daemon detaches it.
+		if isMounted(d.mnt) && strings.Contains(d.log(), "vpool: serving") {
 			if _, err := os.ReadDir(d.mnt); err == nil {
 				return
 			}
