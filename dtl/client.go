@@ -43,6 +43,9 @@ type ClientConfig struct {
 	// epoch holds the vPool; from then on every write and flush fails
 	// with ErrFenced.
 	OnFenced func(reason string)
+	// Dial, if set, connects to a peer instead of TCP (the simulation's
+	// network).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Client ships vDisks' entries to DTL servers.
@@ -64,8 +67,17 @@ type Client struct {
 	}
 }
 
+// errStreamClosed fails a write or flush waiting for the DTL when its
+// vDisk's stream closes (the vDisk closes or is deleted): acknowledging it
+// would promise a copy that no DTL holds.
+var errStreamClosed = errors.New("dtl: the vDisk's DTL stream closed before the DTL held the write")
+
 // maxQueued bounds the bytes queued for one peer; writers wait for room.
 const maxQueued = 16 << 20
+
+// holdBytes is how much the writer holds back while replies are in
+// flight; more goes out at once.
+const holdBytes = 256 << 10
 
 // writeTimeout bounds how long a peer may take to accept queued bytes
 // before its session is given up.
@@ -117,8 +129,14 @@ func (c *Client) Close() {
 }
 
 func (c *Client) dial(ctx context.Context, addr string) (net.Conn, *bufio.Reader, error) {
-	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	var conn net.Conn
+	var err error
+	if c.cfg.Dial != nil {
+		conn, err = c.cfg.Dial(ctx, addr)
+	} else {
+		d := net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -265,7 +283,8 @@ type Stream struct {
 		peer    *peer
 		gen     uint64
 		waiters map[uint64]chan struct{}
-		left    int64 // catch-up bytes not yet queued
+		aborted map[uint64]bool // waiters released by Close, not by the DTL
+		left    int64           // catch-up bytes not yet queued
 		closed  bool
 		// the Have of the session: what the DTL holds
 		haveRuns    []Run
@@ -357,11 +376,18 @@ func (s *Stream) doLocked(acts []TAction, entries []Entry) {
 	}
 }
 
-func (s *Stream) wait(ctx context.Context, ch chan struct{}) error {
+func (s *Stream) wait(ctx context.Context, id uint64, ch chan struct{}) error {
 	select {
 	case <-ch:
 		if s.c.fenced.Load() {
 			return ErrFenced
+		}
+		s.mu.Lock()
+		aborted := s.mu.aborted[id]
+		delete(s.mu.aborted, id)
+		s.mu.Unlock()
+		if aborted {
+			return errStreamClosed
 		}
 		return nil
 	case <-ctx.Done():
@@ -401,7 +427,7 @@ func (s *Stream) Ship(ctx context.Context, entries []Entry) error {
 	if ch == nil {
 		return nil
 	}
-	return s.wait(ctx, ch)
+	return s.wait(ctx, id, ch)
 }
 
 // Flush returns when every entry shipped before it is held and synced by
@@ -416,7 +442,7 @@ func (s *Stream) Flush(ctx context.Context) error {
 	s.mu.waiters[id] = ch
 	s.doLocked(s.step(TEvent{Kind: TFlush, ID: id}), nil)
 	s.mu.Unlock()
-	return s.wait(ctx, ch)
+	return s.wait(ctx, id, ch)
 }
 
 // Trim says that TLogs through seq are on the backend.
@@ -447,6 +473,10 @@ func (s *Stream) Close(drop bool) {
 	p := s.mu.peer
 	s.mu.peer = nil
 	for id, ch := range s.mu.waiters {
+		if s.mu.aborted == nil {
+			s.mu.aborted = map[uint64]bool{}
+		}
+		s.mu.aborted[id] = true // the write or flush fails: nothing holds it
 		close(ch)
 		delete(s.mu.waiters, id)
 	}
@@ -560,9 +590,16 @@ type peer struct {
 	// Have): a link that drops packets silently shows up as a reply
 	// overdue, not after TCP's minutes of retries.
 	outstanding int
-	deadline    time.Time // the read deadline set on conn
-	streams     map[uint64]*Stream
-	down        map[uint64]*Stream // waiting for this peer to come up
+	// queued counts the replies owed for what is in out; inflight, for
+	// what was sent. The writer holds a small queue back while replies
+	// are in flight (ack-clocked batching, as Nagle's algorithm): a
+	// lone write goes out at once, and under load one send and one Ack
+	// carry a burst instead of a system call and a wakeup per write on
+	// both hosts.
+	queued, inflight int
+	deadline         time.Time // the read deadline set on conn
+	streams          map[uint64]*Stream
+	down             map[uint64]*Stream // waiting for this peer to come up
 }
 
 func (p *peer) attach(s *Stream) bool {
@@ -655,6 +692,7 @@ func (p *peer) enqueueFn(gen uint64, replies int, fn func([]byte) []byte) {
 	if p.up && p.gen == gen {
 		p.out = fn(p.out)
 		p.cond.Broadcast()
+		p.queued += replies
 		if replies > 0 {
 			if p.outstanding == 0 {
 				p.setDeadlineLocked(time.Now().Add(replyTimeout))
@@ -665,12 +703,15 @@ func (p *peer) enqueueFn(gen uint64, replies int, fn func([]byte) []byte) {
 	p.mu.Unlock()
 }
 
-// replied counts a reply: while replies are due, the next must come
-// within replyTimeout.
-func (p *peer) replied() {
+// replied counts n replies (an Ack answers several Appends): while
+// replies are due, the next must come within replyTimeout.
+func (p *peer) replied(n int) {
 	p.mu.Lock()
-	if p.outstanding > 0 {
-		p.outstanding--
+	p.outstanding = max(0, p.outstanding-n)
+	if p.inflight > 0 {
+		if p.inflight = max(0, p.inflight-n); p.inflight == 0 && len(p.out) > 0 {
+			p.cond.Broadcast() // the writer may send
+		}
 	}
 	if p.conn != nil {
 		if p.outstanding == 0 {
@@ -747,7 +788,15 @@ func (p *peer) run() {
 func (p *peer) session(conn net.Conn, r *bufio.Reader) {
 	gen := p.c.gens.Add(1)
 	p.mu.Lock()
+	select {
+	case <-p.c.stop: // Close ran after the dial: it did not see this conn
+		p.mu.Unlock()
+		conn.Close()
+		return
+	default:
+	}
 	p.conn, p.gen, p.up, p.out, p.outstanding, p.deadline = conn, gen, true, nil, 0, time.Time{}
+	p.queued, p.inflight = 0, 0
 	waiting := make([]*Stream, 0, len(p.down))
 	for id, s := range p.down {
 		waiting = append(waiting, s)
@@ -795,7 +844,7 @@ func (p *peer) writer(conn net.Conn, gen uint64, done chan struct{}) {
 	var buf []byte
 	for {
 		p.mu.Lock()
-		for p.up && p.gen == gen && len(p.out) == 0 {
+		for p.up && p.gen == gen && (len(p.out) == 0 || p.inflight > 0 && len(p.out) < holdBytes) {
 			p.cond.Wait()
 		}
 		if !p.up || p.gen != gen {
@@ -803,6 +852,8 @@ func (p *peer) writer(conn net.Conn, gen uint64, done chan struct{}) {
 			return
 		}
 		buf, p.out = p.out, buf[:0]
+		p.inflight += p.queued
+		p.queued = 0
 		p.cond.Broadcast() // room again
 		p.mu.Unlock()
 		conn.SetWriteDeadline(time.Now().Add(writeTimeout))
@@ -828,7 +879,11 @@ func (p *peer) reader(r *bufio.Reader, gen uint64) error {
 			p.c.cfg.Log.Error("dtl: the DTL server refused this owner", "peer", p.addr, "reason", m.Reason)
 			return fmt.Errorf("%w: %s", ErrRefused, m.Reason)
 		}
-		p.replied()
+		n := 1
+		if m.Type == MsgAck {
+			n = int(m.Count)
+		}
+		p.replied(n)
 		p.c.mu.Lock()
 		s := p.c.mu.streams[m.VDisk]
 		p.c.mu.Unlock()

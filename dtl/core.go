@@ -174,7 +174,7 @@ func (c *Core) received(conn ConnID, m Msg) []Action {
 	case MsgAppend:
 		if m.Seq <= v.info.Trimmed {
 			// on the backend already: acknowledged, not kept
-			return []Action{{Kind: ActReply, Conn: conn, Msg: Msg{Type: MsgAck, VDisk: m.VDisk, LSN: m.LSN}}}
+			return []Action{{Kind: ActReply, Conn: conn, Msg: Msg{Type: MsgAck, VDisk: m.VDisk, LSN: m.LSN, Count: 1}}}
 		}
 		if err := v.check(m); err != nil {
 			return refuse(conn, "vDisk %016x: %v", m.VDisk, err)
@@ -182,7 +182,7 @@ func (c *Core) received(conn ConnID, m Msg) []Action {
 		v.add(Run{m.Seq, m.Rec0, m.Rec0 + uint32(len(m.Recs)/RecordSize)})
 		v.info.Bytes += uint64(len(m.Recs) + len(m.Data))
 		return []Action{{Kind: ActAppend, Conn: conn, Pool: cs.pool, VDisk: m.VDisk, Msg: m},
-			{Kind: ActReply, Conn: conn, Msg: Msg{Type: MsgAck, VDisk: m.VDisk, LSN: m.LSN}}}
+			{Kind: ActReply, Conn: conn, Msg: Msg{Type: MsgAck, VDisk: m.VDisk, LSN: m.LSN, Count: 1}}}
 	case MsgSync:
 		return []Action{{Kind: ActSync, Conn: conn, Pool: cs.pool, VDisk: m.VDisk},
 			{Kind: ActReply, Conn: conn, Msg: Msg{Type: MsgSynced, VDisk: m.VDisk, LSN: m.LSN}}}

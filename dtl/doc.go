@@ -39,7 +39,9 @@
 //
 // A session: Hello(epoch) → Welcome | Refuse; per vDisk Open → Have (the
 // held runs, so that a catch-up sends only what is lacking); then Append →
-// Ack, Sync → Synced (after the server's fsync), Trim, Drop. A restore:
+// Ack, Sync → Synced (after the server's fsync), Trim, Drop. An Ack is
+// cumulative: it names the last LSN of the Appends it answers and counts
+// them, so that one Ack answers a whole burst. A restore:
 // List → Listing; Fetch → Entry… FetchEnd. A lower epoch than the highest
 // seen for the vPool is refused with RefuseFenced.
 //

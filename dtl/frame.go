@@ -46,7 +46,7 @@ const (
 	MsgOpen     MsgType = 4  // O: vdisk, geometry, epoch of its data, flags → Have
 	MsgHave     MsgType = 5  // D: vdisk, trimmed seq, runs of held record positions
 	MsgAppend   MsgType = 6  // O: vdisk, lsn, seq, rec0, records, data → Ack
-	MsgAck      MsgType = 7  // D: vdisk, lsn
+	MsgAck      MsgType = 7  // D: vdisk, lsn, count: the count Appends up to lsn are held
 	MsgSync     MsgType = 8  // O: vdisk, lsn → Synced once the vDisk's files are synced
 	MsgSynced   MsgType = 9  // D: vdisk, lsn
 	MsgTrim     MsgType = 10 // O: vdisk, seq: TLogs through seq are on the backend
@@ -96,6 +96,7 @@ type Msg struct {
 	Reason      string // Refuse
 	VDisk       uint64
 	LSN         uint64 // Append, Ack, Sync, Synced; FetchEnd: count of entries
+	Count       uint32 // Ack: how many Appends it answers (the last one's LSN; at least 1)
 	Seq, Rec0   uint32 // Append, Entry: position; Trim, Have: Seq is the trimmed TLog
 	Recs, Data  []byte // Append, Entry
 	ClusterSize uint32 // Open
@@ -153,7 +154,11 @@ func (m *Msg) Encode(b []byte) []byte {
 		b = le.AppendUint32(b, uint32(len(m.Recs)/RecordSize))
 		b = append(b, m.Recs...)
 		b = append(b, m.Data...)
-	case MsgAck, MsgSync, MsgSynced, MsgFetchEnd:
+	case MsgAck:
+		b = le.AppendUint64(b, m.VDisk)
+		b = le.AppendUint64(b, m.LSN)
+		b = le.AppendUint32(b, m.Count)
+	case MsgSync, MsgSynced, MsgFetchEnd:
 		b = le.AppendUint64(b, m.VDisk)
 		b = le.AppendUint64(b, m.LSN)
 	case MsgTrim:
@@ -268,7 +273,12 @@ func Decode(body []byte) (Msg, error) {
 				return m, fmt.Errorf("%w: %s too large", ErrFrame, m.Type)
 			}
 		}
-	case MsgAck, MsgSync, MsgSynced, MsgFetchEnd:
+	case MsgAck:
+		m.VDisk, m.LSN, m.Count = d.u64(), d.u64(), d.u32()
+		if m.Count == 0 {
+			return m, fmt.Errorf("%w: ack of no appends", ErrFrame)
+		}
+	case MsgSync, MsgSynced, MsgFetchEnd:
 		m.VDisk, m.LSN = d.u64(), d.u64()
 	case MsgTrim:
 		m.VDisk, m.Seq = d.u64(), d.u32()

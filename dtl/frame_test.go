@@ -32,7 +32,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		{Type: MsgHave, VDisk: 5, Seq: 2, Runs: []Run{{3, 0, 10}, {4, 2, 3}}},
 		{Type: MsgAppend, VDisk: 5, LSN: 77, Seq: 3, Rec0: 10, Recs: recs, Data: make([]byte, 8192)},
 		{Type: MsgEntry, VDisk: 5, Seq: 3, Rec0: 10, Recs: recs, Data: []byte{}},
-		{Type: MsgAck, VDisk: 5, LSN: 77},
+		{Type: MsgAck, VDisk: 5, LSN: 77, Count: 3},
 		{Type: MsgSync, VDisk: 5, LSN: 78},
 		{Type: MsgSynced, VDisk: 5, LSN: 78},
 		{Type: MsgTrim, VDisk: 5, Seq: 2},
@@ -53,7 +53,7 @@ func TestFrameRoundTrip(t *testing.T) {
 }
 
 func TestFrameRejects(t *testing.T) {
-	good := (&Msg{Type: MsgAck, VDisk: 1, LSN: 2}).Encode(nil)
+	good := (&Msg{Type: MsgAck, VDisk: 1, LSN: 2, Count: 1}).Encode(nil)
 	for name, b := range map[string][]byte{
 		"checksum":  append(append([]byte{}, good[:len(good)-1]...), good[len(good)-1]^1),
 		"huge":      {0xff, 0xff, 0xff, 0x7f, 1},
@@ -71,6 +71,7 @@ func TestFrameRejects(t *testing.T) {
 	for name, body := range map[string][]byte{
 		"unknown type":     {99},
 		"short ack":        {byte(MsgAck), 1, 2},
+		"ack of none":      append([]byte{byte(MsgAck)}, make([]byte, 20)...),
 		"trailing bytes":   append(append([]byte{byte(MsgDrop)}, make([]byte, 8)...), 1),
 		"append no recs":   append([]byte{byte(MsgAppend)}, make([]byte, 28)...),
 		"have runs lie":    {byte(MsgHave), 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff},

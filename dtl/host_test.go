@@ -79,6 +79,7 @@ func (h *dtlHost) stop() {
 // owner is a host serving a vPool over in-memory flash, with a DTL client.
 type owner struct {
 	t      *testing.T
+	dial   func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP
 	fs     *vfs.Mem
 	meta   *metastore.Mem
 	cat    *metastore.MemCatalog
@@ -103,7 +104,7 @@ func (o *owner) open(backend volume.Backend, epoch uint64, mode dtl.Mode, onLoss
 		t.Fatal(err)
 	}
 	o.client = dtl.NewClient(dtl.ClientConfig{Pool: "vp", Epoch: epoch, Owner: fmt.Sprintf("owner-%d", epoch),
-		Peers: peers, OnLoss: onLoss, Log: testLog()})
+		Peers: peers, OnLoss: onLoss, Log: testLog(), Dial: o.dial})
 	ctx, cancel := context.WithTimeout(bg, time.Minute)
 	defer cancel()
 	o.pool, err = volume.Open(ctx, volume.Config{Name: "vp", Dir: "/flash", SCOSize: 4 << 20, MapCachePages: 64, Log: testLog()},

@@ -199,8 +199,38 @@ type connIO struct {
 	id         ConnID
 	c          net.Conn
 	replies    []byte        // encoded replies, sent after the batch is written
-	batch      []appendGroup // entries to append, by log, in arrival order
+	ack        Msg           // an Ack not yet encoded, while acking
+	acking     bool          //
+	batch      []appendGroup // entries to append, by log, in arrival order (their buffers reused)
 	batchBytes int
+}
+
+// reply queues a reply. Consecutive Acks of one vDisk become one, which
+// names the last LSN and counts the Appends it answers: under load one
+// Ack answers a whole burst.
+func (cs *connIO) reply(m Msg) {
+	if m.Type == MsgAck && cs.acking && cs.ack.VDisk == m.VDisk {
+		cs.ack.LSN, cs.ack.Count = m.LSN, cs.ack.Count+m.Count
+		return
+	}
+	cs.endAck()
+	if m.Type == MsgAck {
+		cs.ack, cs.acking = m, true
+		return
+	}
+	cs.replies = m.Encode(cs.replies)
+}
+
+func (cs *connIO) endAck() {
+	if cs.acking {
+		cs.replies = cs.ack.Encode(cs.replies)
+		cs.acking = false
+	}
+}
+
+// dropReplies forgets the queued replies (what they answer failed).
+func (cs *connIO) dropReplies() {
+	cs.replies, cs.acking = cs.replies[:0], false
 }
 
 // appendGroup is consecutive entries for one log.
@@ -217,7 +247,13 @@ func (cs *connIO) add(a Action) {
 	e.Type, e.LSN = MsgEntry, 0
 	n := len(cs.batch)
 	if n == 0 || cs.batch[n-1].pool != a.Pool || cs.batch[n-1].vdisk != a.VDisk || cs.batch[n-1].seq != a.Msg.Seq {
-		cs.batch = append(cs.batch, appendGroup{pool: a.Pool, vdisk: a.VDisk, seq: a.Msg.Seq})
+		if n < cap(cs.batch) { // a group of an earlier batch: its buffers serve again
+			cs.batch = cs.batch[:n+1]
+			g := &cs.batch[n]
+			*g = appendGroup{pool: a.Pool, vdisk: a.VDisk, seq: a.Msg.Seq, frames: g.frames[:0], acts: g.acts[:0]}
+		} else {
+			cs.batch = append(cs.batch, appendGroup{pool: a.Pool, vdisk: a.VDisk, seq: a.Msg.Seq})
+		}
 		n++
 	}
 	g := &cs.batch[n-1]
@@ -251,7 +287,8 @@ func (s *Server) writeBatch(cs *connIO) bool {
 				}
 			}
 		}
-		cs.batch, cs.batchBytes, cs.replies = cs.batch[:0], 0, cs.replies[:0]
+		cs.batch, cs.batchBytes = cs.batch[:0], 0
+		cs.dropReplies()
 		for _, a := range refusal {
 			if a.Kind == ActReply {
 				cs.c.Write(a.Msg.Encode(nil))
@@ -268,6 +305,7 @@ func (s *Server) flush(cs *connIO) bool {
 	if !s.writeBatch(cs) {
 		return false
 	}
+	cs.endAck()
 	if len(cs.replies) > 0 {
 		if _, err := cs.c.Write(cs.replies); err != nil {
 			return false
@@ -288,7 +326,7 @@ func (s *Server) do(cs *connIO, acts []Action) bool {
 		var err error
 		switch a.Kind {
 		case ActReply:
-			cs.replies = a.Msg.Encode(cs.replies)
+			cs.reply(a.Msg)
 			continue
 		case ActAppend:
 			cs.add(a)
@@ -330,7 +368,7 @@ func (s *Server) do(cs *connIO, acts []Action) bool {
 		if err != nil {
 			s.log.Error("dtl: store failed; the session ends and its owner sees the DTL as lost",
 				"vpool", a.Pool, "vdisk", fmt.Sprintf("%016x", a.VDisk), "err", err)
-			cs.replies = cs.replies[:0] // what depended on it is not sent
+			cs.dropReplies() // what depended on it is not sent
 			acts = append(acts[:i+1:i+1], s.step(Event{Kind: EvFailed, Conn: cs.id, Action: a, Err: err})...)
 		}
 	}

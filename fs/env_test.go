@@ -85,8 +85,7 @@ func (e *env) restart() {
 // kill stops without closing anything (kill -9): metadata and the page
 // cache survive.
 func (e *env) kill() {
-	close(e.ns.stop)
-	e.ns.wg.Wait()
+	e.ns.AbandonForTesting()
 	e.pool.AbandonForTesting()
 	e.open()
 }
@@ -95,8 +94,7 @@ func (e *env) kill() {
 // part of it, from rng, in the filesystem, the catalog and the block-map
 // store.
 func (e *env) powerLoss(rng *rand.Rand) {
-	close(e.ns.stop)
-	e.ns.wg.Wait()
+	e.ns.AbandonForTesting()
 	e.pool.AbandonForTesting()
 	e.fsys.PowerLoss(rng)
 	e.cat.PowerLoss(rng)
@@ -106,8 +104,7 @@ func (e *env) powerLoss(rng *rand.Rand) {
 
 // wipe loses local flash and metadata: the backend is all there is.
 func (e *env) wipe() {
-	close(e.ns.stop)
-	e.ns.wg.Wait()
+	e.ns.AbandonForTesting()
 	e.pool.AbandonForTesting()
 	e.fsys, e.meta, e.cat = vfs.NewMem(), metastore.NewMem(), metastore.NewMemCatalog()
 	e.open()

@@ -196,6 +196,14 @@ func (n *Namespace) format(ctx context.Context) error {
 		{Key: key(kindSuper), Value: n.mu.sb.encode()}})
 }
 
+// AbandonForTesting stops the namespace's background work and closes
+// nothing (no backup, no stored mtimes): a kill -9, for the tests of
+// other packages.
+func (n *Namespace) AbandonForTesting() {
+	close(n.stop)
+	n.wg.Wait()
+}
+
 // Close stores pending attributes and backs the namespace up one last
 // time (bounded by ctx). The engine stays open: the caller closes it.
 func (n *Namespace) Close(ctx context.Context) error {

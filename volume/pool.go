@@ -332,7 +332,7 @@ func sortU64(s []uint64) { sort.Slice(s, func(a, b int) bool { return s[a] < s[b
 func pageIndex(k []byte) uint64 { return binary.BigEndian.Uint64(k[9:]) }
 
 func (p *Pool) newVDisk(id uint64, rec vdiskRecord) (*VDisk, error) {
-	v := &VDisk{pool: p, id: id, log: p.log, cs: rec.ClusterSize, slots: uint32(rec.SCOSize / rec.ClusterSize),
+	v := &VDisk{pool: p, id: id, log: p.log, flushSem: make(chan struct{}, 1), wbSem: make(chan struct{}, 1), cs: rec.ClusterSize, slots: uint32(rec.SCOSize / rec.ClusterSize),
 		created: rec.Created, kick: make(chan struct{}, 1), wbKick: make(chan struct{}, 1), done: make(chan struct{})}
 	for v.cs>>v.shift > 1 {
 		v.shift++

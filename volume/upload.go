@@ -188,8 +188,12 @@ type pageImage struct {
 // whose TLog record could be lost, and replay from the marker is
 // idempotent for whatever the pages already show.
 func (v *VDisk) writeBack(ctx context.Context) error {
-	v.wbMu.Lock()
-	defer v.wbMu.Unlock()
+	select {
+	case v.wbSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-v.wbSem }()
 	// The dirty pages are copied under the lock, all at one instant with
 	// the marker, and encoded after it: writers wait for a copy of each
 	// page, not for its encoding.

@@ -28,8 +28,8 @@ type VDisk struct {
 	size       atomic.Int64
 	stripes    stripeLocks
 	resizeMu   sync.RWMutex  // I/O holds it shared; Resize holds it alone
-	flushMu    sync.Mutex    // one device flush at a time; others share it
-	wbMu       sync.Mutex    // one block-map write-back at a time
+	flushSem   chan struct{} // one device flush at a time, others share it (a channel: a waiter can give up)
+	wbSem      chan struct{} // one block-map write-back at a time (a channel: a waiter can give up)
 	recMu      sync.Mutex    // one change of the stored record at a time (snapshots, template)
 	upStateMu  sync.Mutex    // one commit of the upload state at a time (saveUploadState)
 	manifestMu sync.Mutex    // one manifest write at a time
@@ -663,8 +663,12 @@ func (v *VDisk) Flush(ctx context.Context) error {
 	if v.durable.Load() >= target {
 		return nil
 	}
-	v.flushMu.Lock()
-	defer v.flushMu.Unlock()
+	select {
+	case v.flushSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-v.flushSem }()
 	if v.durable.Load() >= target {
 		return nil
 	}

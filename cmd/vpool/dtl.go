@@ -201,6 +201,7 @@ func dtlCmd(g *globalFlags) *cobra.Command {
 			if err := os.MkdirAll(c.DTL.Dir, 0o700); err != nil {
 				return fmt.Errorf("dtl.dir %s: %w", c.DTL.Dir, err)
 			}
+			daemonProcs()
 			srv, err := startDTLServer(c, log)
 			if err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -33,6 +34,21 @@ func main() {
 	if err := rootCmd().Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "vpool: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		os.Exit(1)
+	}
+}
+
+// daemonProcs raises GOMAXPROCS for a daemon. Its goroutines block in
+// system calls the netpoller cannot take (FUSE device reads, pwrite and
+// fsync of flash files), and each holds a P until the runtime's monitor
+// takes it back; with as many Ps as CPUs, runnable goroutines (a write's
+// reply, a DTL Ack's waiters) wait meanwhile while CPUs idle. On this
+// project's 2-vCPU machine, 16 Ps gave 4 KiB random writes through FUSE
+// 1.15x in DTL mode none and 1.45x in sync mode (bench/dtl.sh). A
+// GOMAXPROCS in the environment wins.
+func daemonProcs() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		n := runtime.GOMAXPROCS(0)
+		runtime.GOMAXPROCS(max(n, min(8*n, 16)))
 	}
 }
 
@@ -241,6 +257,7 @@ func serveCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			daemonProcs()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runDaemon(ctx, c, takeover, log, nil)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package dtl_test
+
+const raceBuild = false
