@@ -169,6 +169,7 @@ img=$scratch/a/mnt/restore.raw
 truncate -s 2G "$img"
 "$vp" vdisk set --data-dir "$scratch/a/data" restore.raw --dtl sync >/dev/null
 serve_a "$scratch/plain.yaml" # a clean stop backs the namespace up: the backend names restore.raw
+quiesce "$vp" "$scratch/a/data" # what the runs above left is uploaded: the DTL holds only the 1 GiB below
 wait_dtl_ok
 chattr -R +i "$scratch/asd"
 (cd "$scratch" && fio --name=r --filename="$img" --direct=1 --ioengine=libaio --iodepth=16 --rw=write --bs=1M --size=1G \

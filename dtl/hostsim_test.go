@@ -24,6 +24,7 @@ import (
 	"vpool/metastore"
 	"vpool/objstore"
 	"vpool/vfs"
+	"vpool/volume"
 )
 
 // A seeded simulation of whole hosts in one process, on testing/synctest's
@@ -266,36 +267,60 @@ const (
 	simClusters = 96 // clusters written, a few writes each
 )
 
+// simRun is one seed's run: the hosts, what was written, and the flags
+// the writers read.
+type simRun struct {
+	t      *testing.T
+	seed   uint64
+	mode   dtl.Mode
+	onLoss dtl.OnLoss
+	logf   func(format string, args ...any)
+	net    *simNet
+	dtl    *simDTL
+	down   atomic.Bool // uploads fail
+	v      *volume.VDisk
+
+	histMu sync.Mutex
+	hist   [][]simWrite // per cluster, in its writer's order
+
+	// A zombie's writes acknowledged once cutting is set are not safe in
+	// degrade mode, and those issued once late is set must never appear;
+	// once dying is set a failing write ends its writer quietly.
+	cutting, late, dying atomic.Bool
+	stop                 chan struct{} // the writers stop
+	wg                   sync.WaitGroup
+}
+
 func runHostSim(t *testing.T, seed uint64, trace bool) {
 	rng := rand.New(rand.NewPCG(seed, 1))
-	logf := func(format string, args ...any) {
+	r := &simRun{t: t, seed: seed, hist: make([][]simWrite, simClusters), stop: make(chan struct{})}
+	r.logf = func(format string, args ...any) {
 		if trace {
 			t.Logf("%v "+format, append([]any{time.Now().Format("15:04:05.000000")}, args...)...)
 		}
 	}
-	mode := []dtl.Mode{dtl.ModeSync, dtl.ModeAsync}[rng.IntN(2)]
-	onLoss := []dtl.OnLoss{dtl.LossDegrade, dtl.LossBlock}[rng.IntN(2)]
+	r.mode = []dtl.Mode{dtl.ModeSync, dtl.ModeAsync}[rng.IntN(2)]
+	r.onLoss = []dtl.OnLoss{dtl.LossDegrade, dtl.LossBlock}[rng.IntN(2)]
 	zombie := rng.IntN(3) == 0
-	logf("seed %d: mode %s, on_loss %s, zombie %v", seed, mode, onLoss, zombie)
+	r.logf("seed %d: mode %s, on_loss %s, zombie %v", seed, r.mode, r.onLoss, zombie)
 
-	sn := newSimNet(seed)
-	d := &simDTL{t: t, net: sn, fs: vfs.NewMem()}
-	d.start()
-	defer func() { d.stop() }()
+	r.net = newSimNet(seed)
+	r.dtl = &simDTL{t: t, net: r.net, fs: vfs.NewMem()}
+	r.dtl.start()
+	defer func() { r.dtl.stop() }()
 	mem := objstore.NewMem()
 	var current atomic.Uint64
-	var down atomic.Bool
 	current.Store(1)
 
-	a := &owner{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog(), dial: sn.dialer("host-a")}
-	aBackend := &epochBackend{Mem: mem, epoch: 1, current: &current, down: &down}
-	a.open(aBackend, 1, mode, onLoss, simDTLAddr)
+	a := &owner{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog(), dial: r.net.dialer("host-a")}
+	aBackend := &epochBackend{Mem: mem, epoch: 1, current: &current, down: &r.down}
+	a.open(aBackend, 1, r.mode, r.onLoss, simDTLAddr)
 	defer a.kill()
 	v, err := a.pool.Create(bg, 16<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := v.ID()
+	r.v = v
 	waitState(t, v, "ok")
 	nsA, err := fs.Open(bg, simNSConfig, a.pool, a.cat, aBackend)
 	if err != nil {
@@ -307,137 +332,13 @@ func runHostSim(t *testing.T, seed uint64, trace bool) {
 		}
 	}()
 
-	// Writers: writer w owns the clusters c with c % simWriters == w, so
-	// that each cluster's writes have one order.
-	hist := make([][]simWrite, simClusters)
-	var histMu sync.Mutex
-	// A zombie's writes acknowledged once cutting is set are not safe in
-	// degrade mode, and those issued once late is set must never appear.
-	var cutting, late, dying atomic.Bool
-	stopWriters := make(chan struct{})
-	var wg sync.WaitGroup
 	for w := range simWriters {
-		wrng := rand.New(rand.NewPCG(seed, uint64(10+w)))
-		wg.Go(func() {
-			var mine []int // clusters written since this writer's last flush
-			for i := 0; ; i++ {
-				select {
-				case <-stopWriters:
-					return
-				default:
-				}
-				c := w + simWriters*wrng.IntN(simClusters/simWriters)
-				b := make([]byte, 4096)
-				binary.LittleEndian.PutUint64(b, seed)
-				binary.LittleEndian.PutUint64(b[8:], uint64(c))
-				binary.LittleEndian.PutUint64(b[16:], uint64(i))
-				for k := 24; k < len(b); k += 8 {
-					binary.LittleEndian.PutUint64(b[k:], wrng.Uint64())
-				}
-				histMu.Lock()
-				hist[c] = append(hist[c], simWrite{data: b, late: late.Load()})
-				n := len(hist[c]) - 1
-				histMu.Unlock()
-				err := v.WriteAt(bg, b, int64(c)*4096)
-				if err != nil {
-					if cutting.Load() || dying.Load() {
-						return // fenced or killed: the test goes on without this writer
-					}
-					t.Errorf("write of cluster %d: %v", c, err)
-					return
-				}
-				histMu.Lock()
-				hist[c][n].acked = true
-				hist[c][n].safe = mode == dtl.ModeSync && !(cutting.Load() && onLoss == dtl.LossDegrade)
-				histMu.Unlock()
-				mine = append(mine, c)
-				if mode == dtl.ModeAsync && wrng.IntN(8) == 0 {
-					// Flush covers this writer's writes so far: mark the
-					// newest acknowledged write of each cluster it wrote.
-					marks := map[int]int{}
-					histMu.Lock()
-					for _, c := range mine {
-						for k := len(hist[c]) - 1; k >= 0; k-- {
-							if hist[c][k].acked && !hist[c][k].late {
-								marks[c] = k
-								break
-							}
-						}
-					}
-					histMu.Unlock()
-					if err := v.Flush(bg); err != nil {
-						if cutting.Load() || dying.Load() {
-							return
-						}
-						t.Errorf("flush: %v", err)
-						return
-					}
-					if cutting.Load() && onLoss == dtl.LossDegrade {
-						continue // the flush may have returned without the DTL
-					}
-					histMu.Lock()
-					for c, k := range marks {
-						hist[c][k].safe = true
-					}
-					histMu.Unlock()
-					mine = mine[:0]
-				}
-				time.Sleep(time.Duration(wrng.IntN(200)) * time.Microsecond)
-			}
-		})
+		r.wg.Go(func() { r.writer(w) })
 	}
+	nsm := &simNS{ns: nsA, mode: r.mode, rng: rand.New(rand.NewPCG(seed, 99)), logf: r.logf}
+	r.wg.Go(func() { r.changeNamespace(nsm) })
+	r.faults(rng)
 
-	nsm := &simNS{ns: nsA, mode: mode, rng: rand.New(rand.NewPCG(seed, 99)), logf: logf}
-	wg.Go(func() {
-		for {
-			select {
-			case <-stopWriters:
-				return
-			default:
-			}
-			if !nsm.step(late.Load(), func() bool { return cutting.Load() && onLoss == dtl.LossDegrade }) {
-				if !cutting.Load() && !dying.Load() {
-					t.Errorf("namespace: %v", nsm.err)
-				}
-				return
-			}
-			time.Sleep(time.Duration(nsm.rng.IntN(500)) * time.Microsecond)
-		}
-	})
-
-	// Faults, on the fake clock.
-	for range 2 + rng.IntN(5) {
-		time.Sleep(time.Duration(1+rng.IntN(30)) * time.Millisecond)
-		switch rng.IntN(4) {
-		case 0:
-			d2 := time.Duration(1+rng.IntN(50)) * time.Millisecond
-			logf("owner cut off the network for %v", d2)
-			sn.setCut("host-a", true)
-			time.Sleep(d2)
-			sn.setCut("host-a", false)
-		case 1:
-			logf("DTL server killed (kill -9) and restarted")
-			d.stop()
-			sn.setCut(simDTLAddr, true) // its connections end with it
-			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
-			sn.setCut(simDTLAddr, false)
-			d.start()
-		case 2:
-			logf("DTL host power loss")
-			d.stop()
-			sn.setCut(simDTLAddr, true)
-			d.fs.PowerLoss(rand.New(rand.NewPCG(seed, rng.Uint64())))
-			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
-			sn.setCut(simDTLAddr, false)
-			d.start()
-		case 3:
-			d2 := time.Duration(1+rng.IntN(100)) * time.Millisecond
-			logf("uploads fail for %v", d2)
-			down.Store(true)
-			time.Sleep(d2)
-			down.Store(false)
-		}
-	}
 	// The DTL catches up (what a power loss dropped, what a cut link
 	// missed) before the owner's host goes: writes acknowledged while
 	// degraded are safe only from then on, and a power loss of the DTL
@@ -449,30 +350,30 @@ func runHostSim(t *testing.T, seed uint64, trace bool) {
 		}
 	}
 	nsm.caughtUp()
-	histMu.Lock()
-	if mode == dtl.ModeSync {
-		for c := range hist {
-			for k := range hist[c] {
-				hist[c][k].safe = hist[c][k].acked
+	r.histMu.Lock()
+	if r.mode == dtl.ModeSync {
+		for c := range r.hist {
+			for k := range r.hist[c] {
+				r.hist[c][k].safe = r.hist[c][k].acked
 			}
 		}
 	}
-	histMu.Unlock()
+	r.histMu.Unlock()
 	time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
 
 	if zombie {
-		logf("owner cut off for good; it lives on")
-		cutting.Store(true)
+		r.logf("owner cut off for good; it lives on")
+		r.cutting.Store(true)
 		aBackend.cut.Store(true)
-		sn.setCut("host-a", true)
-		late.Store(true)
+		r.net.setCut("host-a", true)
+		r.late.Store(true)
 	} else {
-		logf("owner's host dies")
+		r.logf("owner's host dies")
 		if rng.IntN(2) == 0 {
-			close(stopWriters)
-			wg.Wait()
+			close(r.stop)
+			r.wg.Wait()
 		}
-		dying.Store(true) // its writers end on their next error
+		r.dying.Store(true)
 		nsA.AbandonForTesting()
 		nsA = nil
 		a.kill()
@@ -480,82 +381,215 @@ func runHostSim(t *testing.T, seed uint64, trace bool) {
 
 	// The new host takes over.
 	current.Store(2)
-	c := &owner{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog(), dial: sn.dialer("host-c")}
-	c.open(&epochBackend{Mem: mem, epoch: 2, current: &current, down: &down}, 2, mode, onLoss, simDTLAddr)
+	c := &owner{t: t, fs: vfs.NewMem(), meta: metastore.NewMem(), cat: metastore.NewMemCatalog(), dial: r.net.dialer("host-c")}
+	cBackend := &epochBackend{Mem: mem, epoch: 2, current: &current, down: &r.down}
+	c.open(cBackend, 2, r.mode, r.onLoss, simDTLAddr)
 	defer c.kill()
-	logf("new owner open")
+	r.logf("new owner open")
 	if zombie {
-		sn.setCut("host-a", false) // the zombie reaches the DTL again, and is told it is fenced
+		r.net.setCut("host-a", false) // the zombie reaches the DTL again, and is told it is fenced
 		for i := 0; !a.client.Fenced(); i++ {
 			if i == 6000 { // a minute of the fake clock
 				t.Fatal("the old owner was never told it is fenced")
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		logf("zombie fenced")
+		r.logf("zombie fenced")
 	}
 	select {
-	case <-stopWriters:
+	case <-r.stop:
 	default:
-		close(stopWriters)
+		close(r.stop)
 	}
-	dying.Store(true)
-	wg.Wait()
+	r.dying.Store(true)
+	r.wg.Wait()
 	if nsA != nil {
 		nsA.AbandonForTesting()
 		nsA = nil
 	}
 	a.kill()
 
-	w, err := c.pool.VDisk(id)
+	w, err := c.pool.VDisk(v.ID())
 	if err != nil {
 		t.Fatalf("the new owner lacks the vDisk: %v", err)
 	}
-	got := make([]byte, 4096)
-	for cl, ws := range hist {
-		if _, err := w.ReadAt(bg, got, int64(cl)*4096); err != nil {
-			t.Fatal(err)
-		}
-		last := -1
-		for k, x := range ws {
-			if x.safe {
-				last = k
-			}
-		}
-		found := -1
-		for k, x := range ws {
-			if bytes.Equal(got, x.data) {
-				found = k
-			}
-		}
-		switch {
-		case found >= 0 && ws[found].late:
-			t.Errorf("cluster %d: reads write %d, which the fenced owner made after it was cut off", cl, found)
-		case found >= 0 && found < last:
-			t.Errorf("cluster %d: reads write %d of %d, older than write %d, which must have survived", cl, found, len(ws), last)
-		case found < 0 && last >= 0:
-			t.Errorf("cluster %d: reads none of its %d writes; write %d must have survived", cl, len(ws), last)
-		}
-	}
-	nsC, err := fs.Open(bg, simNSConfig, c.pool, c.cat, &epochBackend{Mem: mem, epoch: 2, current: &current, down: &down})
+	r.check(w)
+	nsC, err := fs.Open(bg, simNSConfig, c.pool, c.cat, cBackend)
 	if err != nil {
 		t.Fatalf("the new owner's namespace: %v", err)
 	}
 	defer nsC.AbandonForTesting()
 	nsm.check(t, nsC)
-	logf("namespace: %d changes, %d safe", len(nsm.ops), nsm.safe)
+	r.logf("namespace: %d changes, %d safe", len(nsm.ops), nsm.safe)
+}
 
+// writer w writes the clusters c with c % simWriters == w (so that each
+// cluster's writes have one order) until stopped, and in async mode
+// flushes now and then.
+func (r *simRun) writer(w int) {
+	wrng := rand.New(rand.NewPCG(r.seed, uint64(10+w)))
+	var mine []int // clusters written since this writer's last flush
+	for i := 0; ; i++ {
+		select {
+		case <-r.stop:
+			return
+		default:
+		}
+		c := w + simWriters*wrng.IntN(simClusters/simWriters)
+		b := make([]byte, 4096)
+		binary.LittleEndian.PutUint64(b, r.seed)
+		binary.LittleEndian.PutUint64(b[8:], uint64(c))
+		binary.LittleEndian.PutUint64(b[16:], uint64(i))
+		for k := 24; k < len(b); k += 8 {
+			binary.LittleEndian.PutUint64(b[k:], wrng.Uint64())
+		}
+		r.histMu.Lock()
+		r.hist[c] = append(r.hist[c], simWrite{data: b, late: r.late.Load()})
+		n := len(r.hist[c]) - 1
+		r.histMu.Unlock()
+		if err := r.v.WriteAt(bg, b, int64(c)*4096); err != nil {
+			if !r.cutting.Load() && !r.dying.Load() {
+				r.t.Errorf("write of cluster %d: %v", c, err)
+			}
+			return // fenced or killed: the run goes on without this writer
+		}
+		r.histMu.Lock()
+		r.hist[c][n].acked = true
+		r.hist[c][n].safe = r.mode == dtl.ModeSync && !r.degraded()
+		r.histMu.Unlock()
+		mine = append(mine, c)
+		if r.mode == dtl.ModeAsync && wrng.IntN(8) == 0 {
+			if !r.flush(mine) {
+				return
+			}
+			mine = mine[:0]
+		}
+		time.Sleep(time.Duration(wrng.IntN(200)) * time.Microsecond)
+	}
+}
+
+// degraded: the owner may be cut off and on_loss lets I/O go on without
+// its DTL.
+func (r *simRun) degraded() bool { return r.cutting.Load() && r.onLoss == dtl.LossDegrade }
+
+// flush flushes, then marks the newest acknowledged write before it of
+// each cluster in mine as safe; false when the writer is to stop.
+func (r *simRun) flush(mine []int) bool {
+	marks := map[int]int{}
+	r.histMu.Lock()
+	for _, c := range mine {
+		for k := len(r.hist[c]) - 1; k >= 0; k-- {
+			if r.hist[c][k].acked && !r.hist[c][k].late {
+				marks[c] = k
+				break
+			}
+		}
+	}
+	r.histMu.Unlock()
+	if err := r.v.Flush(bg); err != nil {
+		if !r.cutting.Load() && !r.dying.Load() {
+			r.t.Errorf("flush: %v", err)
+		}
+		return false
+	}
+	if r.degraded() {
+		return true // the flush may have returned without the DTL
+	}
+	r.histMu.Lock()
+	for c, k := range marks {
+		r.hist[c][k].safe = true
+	}
+	r.histMu.Unlock()
+	return true
+}
+
+// changeNamespace changes the namespace until stopped.
+func (r *simRun) changeNamespace(nsm *simNS) {
+	for {
+		select {
+		case <-r.stop:
+			return
+		default:
+		}
+		if !nsm.step(r.late.Load(), r.degraded) {
+			if !r.cutting.Load() && !r.dying.Load() {
+				r.t.Errorf("namespace: %v", nsm.err)
+			}
+			return
+		}
+		time.Sleep(time.Duration(nsm.rng.IntN(500)) * time.Microsecond)
+	}
+}
+
+// faults runs 2-6 faults on the fake clock.
+func (r *simRun) faults(rng *rand.Rand) {
+	for range 2 + rng.IntN(5) {
+		time.Sleep(time.Duration(1+rng.IntN(30)) * time.Millisecond)
+		switch rng.IntN(4) {
+		case 0:
+			d := time.Duration(1+rng.IntN(50)) * time.Millisecond
+			r.logf("owner cut off the network for %v", d)
+			r.net.setCut("host-a", true)
+			time.Sleep(d)
+			r.net.setCut("host-a", false)
+		case 1:
+			r.logf("DTL server killed (kill -9) and restarted")
+			r.dtl.stop()
+			r.net.setCut(simDTLAddr, true) // its connections end with it
+			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
+			r.net.setCut(simDTLAddr, false)
+			r.dtl.start()
+		case 2:
+			r.logf("DTL host power loss")
+			r.dtl.stop()
+			r.net.setCut(simDTLAddr, true)
+			r.dtl.fs.PowerLoss(rand.New(rand.NewPCG(r.seed, rng.Uint64())))
+			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
+			r.net.setCut(simDTLAddr, false)
+			r.dtl.start()
+		case 3:
+			d := time.Duration(1+rng.IntN(100)) * time.Millisecond
+			r.logf("uploads fail for %v", d)
+			r.down.Store(true)
+			time.Sleep(d)
+			r.down.Store(false)
+		}
+	}
+}
+
+// check reads every cluster from the new owner's vDisk: it holds the
+// last write that had to survive or a later one, never a late one.
+func (r *simRun) check(w *volume.VDisk) {
+	got := make([]byte, 4096)
 	var writes, acked, safe int
-	for _, ws := range hist {
-		for _, x := range ws {
+	for cl, ws := range r.hist {
+		if _, err := w.ReadAt(bg, got, int64(cl)*4096); err != nil {
+			r.t.Fatal(err)
+		}
+		last, found := -1, -1
+		for k, x := range ws {
+			if x.safe {
+				last = k
+			}
+			if bytes.Equal(got, x.data) {
+				found = k
+			}
 			writes++
 			acked += b2i(x.acked)
 			safe += b2i(x.safe)
 		}
+		switch {
+		case found >= 0 && ws[found].late:
+			r.t.Errorf("cluster %d: reads write %d, which the fenced owner made after it was cut off", cl, found)
+		case found >= 0 && found < last:
+			r.t.Errorf("cluster %d: reads write %d of %d, older than write %d, which must have survived", cl, found, len(ws), last)
+		case found < 0 && last >= 0:
+			r.t.Errorf("cluster %d: reads none of its %d writes; write %d must have survived", cl, len(ws), last)
+		}
 	}
-	logf("checked %d clusters: %d writes, %d acknowledged, %d safe", len(hist), writes, acked, safe)
+	r.logf("checked %d clusters: %d writes, %d acknowledged, %d safe", len(r.hist), writes, acked, safe)
 	if safe == 0 {
-		t.Errorf("no write had to survive: the run checked nothing")
+		r.t.Errorf("no write had to survive: the run checked nothing")
 	}
 }
 
