@@ -30,6 +30,7 @@ type Event struct {
 	Info   VDiskInfo
 	Epoch  uint64
 	Runs   []Run
+	Bytes  map[uint32]uint64 // EvLoaded: bytes of entries held, per TLog
 }
 
 // ActionKind says what the driver must do.
@@ -82,8 +83,9 @@ type poolState struct {
 
 type vdiskState struct {
 	info  VDiskInfo
-	epoch uint64           // the owner epoch the entries were written under
-	held  map[uint32][]Run // per TLog: sorted, disjoint runs
+	epoch uint64            // the owner epoch the entries were written under
+	held  map[uint32][]Run  // per TLog: sorted, disjoint runs
+	bytes map[uint32]uint64 // per TLog: bytes of its entries (info.Bytes is their sum)
 }
 
 type connState struct {
@@ -115,9 +117,14 @@ func (c *Core) Step(ev Event) []Action {
 			p.epoch = max(p.epoch, ev.Epoch)
 			return nil
 		}
-		v := &vdiskState{info: ev.Info, epoch: ev.Epoch, held: map[uint32][]Run{}}
+		v := &vdiskState{info: ev.Info, epoch: ev.Epoch, held: map[uint32][]Run{}, bytes: map[uint32]uint64{}}
 		for _, r := range ev.Runs {
 			v.add(r)
+		}
+		v.info.Bytes = 0
+		for s, n := range ev.Bytes {
+			v.bytes[s] = n
+			v.info.Bytes += n
 		}
 		p.vdisks[ev.Info.VDisk] = v
 		return nil
@@ -180,7 +187,7 @@ func (c *Core) received(conn ConnID, m Msg) []Action {
 			return refuse(conn, "vDisk %016x: %v", m.VDisk, err)
 		}
 		v.add(Run{m.Seq, m.Rec0, m.Rec0 + uint32(len(m.Recs)/RecordSize)})
-		v.info.Bytes += uint64(len(m.Recs) + len(m.Data))
+		v.addBytes(m.Seq, int64(len(m.Recs)+len(m.Data)))
 		return []Action{{Kind: ActAppend, Conn: conn, Pool: cs.pool, VDisk: m.VDisk, Msg: m},
 			{Kind: ActReply, Conn: conn, Msg: Msg{Type: MsgAck, VDisk: m.VDisk, LSN: m.LSN, Count: 1}}}
 	case MsgSync:
@@ -196,7 +203,12 @@ func (c *Core) received(conn ConnID, m Msg) []Action {
 				delete(v.held, s)
 			}
 		}
-		v.info.Bytes = 0 // recounted by the driver's store; a hint only
+		for s, n := range v.bytes {
+			if s <= m.Seq {
+				v.info.Bytes -= n
+				delete(v.bytes, s)
+			}
+		}
 		return []Action{{Kind: ActSaveVDisk, Conn: conn, Pool: cs.pool, VDisk: m.VDisk, Info: v.info, Epoch: v.epoch},
 			{Kind: ActTrim, Conn: conn, Pool: cs.pool, VDisk: m.VDisk, Seq: m.Seq}}
 	case MsgFetch:
@@ -255,7 +267,8 @@ func (c *Core) open(conn ConnID, cs *connState, p *poolState, m Msg) []Action {
 		v = nil
 	}
 	if v == nil {
-		v = &vdiskState{info: VDiskInfo{VDisk: m.VDisk, ClusterSize: m.ClusterSize, SCOSize: m.SCOSize}, held: map[uint32][]Run{}}
+		v = &vdiskState{info: VDiskInfo{VDisk: m.VDisk, ClusterSize: m.ClusterSize, SCOSize: m.SCOSize},
+			held: map[uint32][]Run{}, bytes: map[uint32]uint64{}}
 		p.vdisks[m.VDisk] = v
 	}
 	if v.epoch != m.Epoch || len(acts) > 0 {
@@ -276,6 +289,7 @@ func (c *Core) failed(ev Event) []Action {
 		if p := c.pools[a.Pool]; p != nil {
 			if v := p.vdisks[a.VDisk]; v != nil {
 				v.remove(Run{a.Msg.Seq, a.Msg.Rec0, a.Msg.Rec0 + uint32(len(a.Msg.Recs)/RecordSize)})
+				v.addBytes(a.Msg.Seq, -int64(len(a.Msg.Recs)+len(a.Msg.Data)))
 			}
 		}
 	}
@@ -327,6 +341,13 @@ func (v *vdiskState) runs() []Run {
 // add merges r into the held runs of its TLog.
 func (v *vdiskState) add(r Run) {
 	v.held[r.Seq] = addRun(v.held[r.Seq], r)
+}
+
+// addBytes counts n more (or, negative, fewer) bytes held in TLog seq.
+func (v *vdiskState) addBytes(seq uint32, n int64) {
+	n = max(n, -int64(v.bytes[seq]))
+	v.bytes[seq] = uint64(int64(v.bytes[seq]) + n)
+	v.info.Bytes = uint64(int64(v.info.Bytes) + n)
 }
 
 func (v *vdiskState) remove(r Run) {

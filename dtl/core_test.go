@@ -1,6 +1,7 @@
 package dtl
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -133,3 +134,47 @@ func TestRuns(t *testing.T) {
 		t.Fatalf("removed %v", r)
 	}
 }
+
+// The held-bytes figure follows appends, trims and failed appends, and is
+// rebuilt from a store's per-TLog counts at load.
+func TestCoreHeldBytes(t *testing.T) {
+	entry := func(n int) uint64 { return uint64(n * (RecordSize + 4096)) }
+	held := func(c *Core) uint64 {
+		var b uint64
+		for _, v := range c.pool("vp").list() {
+			b += v.Bytes
+		}
+		return b
+	}
+	c := NewCore()
+	recv(c, 1, hello(1))
+	recv(c, 1, open(5, 1, 0))
+	recv(c, 1, appendMsg(5, 1, 1, 0, 2))
+	recv(c, 1, appendMsg(5, 2, 2, 0, 3))
+	acts := c.Step(Event{Kind: EvReceived, Conn: 1, Msg: appendMsg(5, 3, 3, 0, 1)})
+	if got, want := held(c), entry(6); got != want {
+		t.Fatalf("after appends: %d bytes held, want %d", got, want)
+	}
+	recv(c, 1, Msg{Type: MsgTrim, VDisk: 5, Seq: 1})
+	if got, want := held(c), entry(4); got != want {
+		t.Fatalf("after a trim of TLog 1: %d bytes held, want %d", got, want)
+	}
+	c.Step(Event{Kind: EvFailed, Conn: 1, Action: acts[0], Err: errTest}) // TLog 3's append was not written
+	if got, want := held(c), entry(3); got != want {
+		t.Fatalf("after a failed append: %d bytes held, want %d", got, want)
+	}
+	c2 := NewCore()
+	c2.Step(Event{Kind: EvLoaded, Pool: "vp", Info: VDiskInfo{VDisk: 5, ClusterSize: 4096, SCOSize: 4 << 20, Trimmed: 1, Bytes: 99},
+		Epoch: 1, Runs: []Run{{2, 0, 3}}, Bytes: map[uint32]uint64{2: entry(3)}})
+	if got, want := held(c2), entry(3); got != want {
+		t.Fatalf("after a load: %d bytes held, want %d", got, want)
+	}
+	recv(c2, 1, hello(1))
+	recv(c2, 1, open(5, 1, 0))
+	recv(c2, 1, Msg{Type: MsgTrim, VDisk: 5, Seq: 2})
+	if got := held(c2); got != 0 {
+		t.Fatalf("after a trim of everything: %d bytes held, want 0", got)
+	}
+}
+
+var errTest = errors.New("test: the disk is full")

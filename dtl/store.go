@@ -168,6 +168,10 @@ func (s *Store) loadVDisk(pool string, id uint64) (*Event, error) {
 				break
 			}
 			runs = addRun(runs, Run{seq, m.Rec0, m.Rec0 + uint32(len(m.Recs)/RecordSize)})
+			if ev.Bytes == nil {
+				ev.Bytes = map[uint32]uint64{}
+			}
+			ev.Bytes[seq] += uint64(len(m.Recs) + len(m.Data))
 			ev.Info.Bytes += uint64(len(m.Recs) + len(m.Data))
 		}
 		ev.Runs = append(ev.Runs, runs...)
