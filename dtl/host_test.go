@@ -116,6 +116,17 @@ func (o *owner) open(backend volume.Backend, epoch uint64, mode dtl.Mode, onLoss
 	}
 }
 
+// create makes a vDisk of size bytes and waits until its DTL is ok.
+func (o *owner) create(size int64) *volume.VDisk {
+	o.t.Helper()
+	v, err := o.pool.Create(bg, size)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	waitState(o.t, v, "ok")
+	return v
+}
+
 // stop closes the owner cleanly (its flash stays).
 func (o *owner) stop() {
 	if err := o.pool.Close(bg); err != nil {
@@ -196,12 +207,8 @@ func TestRestoreOnNewHost(t *testing.T) {
 			b := startDTL(t, nil, "")
 			backend := objstore.NewMem()
 			a := openOwner(t, backend, 1, mode, dtl.LossDegrade, b.addr)
-			v, err := a.pool.Create(bg, 64<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
+			v := a.create(64<<20)
 			id := v.ID()
-			waitState(t, v, "ok")
 			rng := rand.New(rand.NewPCG(1, uint64(mode)))
 			m := model{}
 			writeRandom(t, v, rng, m, 300)
@@ -237,11 +244,7 @@ func TestDTLRestartCatchUp(t *testing.T) {
 	b := startDTL(t, dfs, "")
 	backend := objstore.NewMem()
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
-	v, err := a.pool.Create(bg, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, v, "ok")
+	v := a.create(64<<20)
 	rng := rand.New(rand.NewPCG(2, 2))
 	m := model{}
 	writeRandom(t, v, rng, m, 100)
@@ -270,11 +273,7 @@ func TestOldOwnerFenced(t *testing.T) {
 	b := startDTL(t, nil, "")
 	backend := objstore.NewMem()
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
-	v, err := a.pool.Create(bg, 16<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, v, "ok")
+	v := a.create(16<<20)
 	rng := rand.New(rand.NewPCG(3, 3))
 	m := model{}
 	writeRandom(t, v, rng, m, 20)
@@ -317,18 +316,15 @@ func TestRestoreAfterRestarts(t *testing.T) {
 	b := startDTL(t, nil, "")
 	backend := &flakyBackend{Mem: objstore.NewMem()}
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
-	v, err := a.pool.Create(bg, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := a.create(64<<20)
 	id := v.ID()
-	waitState(t, v, "ok")
 	rng := rand.New(rand.NewPCG(4, 4))
 	m := model{}
 	writeRandom(t, v, rng, m, 50)
 	for epoch := uint64(2); epoch <= 3; epoch++ {
 		a.stop()
 		a.open(backend, epoch, dtl.ModeSync, dtl.LossDegrade, b.addr)
+		var err error
 		if v, err = a.pool.VDisk(id); err != nil {
 			t.Fatal(err)
 		}
@@ -365,11 +361,7 @@ func TestMoveToAnotherPeer(t *testing.T) {
 	b1, b2 := startDTL(t, nil, ""), startDTL(t, nil, "")
 	backend := objstore.NewMem()
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b1.addr, b2.addr)
-	v, err := a.pool.Create(bg, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, v, "ok")
+	v := a.create(64<<20)
 	rng := rand.New(rand.NewPCG(5, 5))
 	m := model{}
 	writeRandom(t, v, rng, m, 100)
@@ -402,11 +394,7 @@ func TestOnLossBlock(t *testing.T) {
 	b := startDTL(t, dfs, "")
 	backend := objstore.NewMem()
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossBlock, b.addr)
-	v, err := a.pool.Create(bg, 16<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, v, "ok")
+	v := a.create(16<<20)
 	b.stop()
 	waitState(t, v, "blocked")
 	done := make(chan error, 1)
@@ -440,12 +428,8 @@ func TestOwnerPowerLoss(t *testing.T) {
 		b := startDTL(t, nil, "")
 		backend := objstore.NewMem()
 		a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
-		v, err := a.pool.Create(bg, 16<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := a.create(16<<20)
 		id := v.ID()
-		waitState(t, v, "ok")
 		rng := rand.New(rand.NewPCG(seed, 6))
 		m := model{}
 		writeRandom(t, v, rng, m, 200)
