@@ -207,7 +207,7 @@ func TestRestoreOnNewHost(t *testing.T) {
 			b := startDTL(t, nil, "")
 			backend := objstore.NewMem()
 			a := openOwner(t, backend, 1, mode, dtl.LossDegrade, b.addr)
-			v := a.create(64<<20)
+			v := a.create(64 << 20)
 			id := v.ID()
 			rng := rand.New(rand.NewPCG(1, uint64(mode)))
 			m := model{}
@@ -244,7 +244,7 @@ func TestDTLRestartCatchUp(t *testing.T) {
 	b := startDTL(t, dfs, "")
 	backend := objstore.NewMem()
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
-	v := a.create(64<<20)
+	v := a.create(64 << 20)
 	rng := rand.New(rand.NewPCG(2, 2))
 	m := model{}
 	writeRandom(t, v, rng, m, 100)
@@ -273,7 +273,7 @@ func TestOldOwnerFenced(t *testing.T) {
 	b := startDTL(t, nil, "")
 	backend := objstore.NewMem()
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
-	v := a.create(16<<20)
+	v := a.create(16 << 20)
 	rng := rand.New(rand.NewPCG(3, 3))
 	m := model{}
 	writeRandom(t, v, rng, m, 20)
@@ -316,7 +316,7 @@ func TestRestoreAfterRestarts(t *testing.T) {
 	b := startDTL(t, nil, "")
 	backend := &flakyBackend{Mem: objstore.NewMem()}
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
-	v := a.create(64<<20)
+	v := a.create(64 << 20)
 	id := v.ID()
 	rng := rand.New(rand.NewPCG(4, 4))
 	m := model{}
@@ -361,7 +361,7 @@ func TestMoveToAnotherPeer(t *testing.T) {
 	b1, b2 := startDTL(t, nil, ""), startDTL(t, nil, "")
 	backend := objstore.NewMem()
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b1.addr, b2.addr)
-	v := a.create(64<<20)
+	v := a.create(64 << 20)
 	rng := rand.New(rand.NewPCG(5, 5))
 	m := model{}
 	writeRandom(t, v, rng, m, 100)
@@ -394,7 +394,7 @@ func TestOnLossBlock(t *testing.T) {
 	b := startDTL(t, dfs, "")
 	backend := objstore.NewMem()
 	a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossBlock, b.addr)
-	v := a.create(16<<20)
+	v := a.create(16 << 20)
 	b.stop()
 	waitState(t, v, "blocked")
 	done := make(chan error, 1)
@@ -428,7 +428,7 @@ func TestOwnerPowerLoss(t *testing.T) {
 		b := startDTL(t, nil, "")
 		backend := objstore.NewMem()
 		a := openOwner(t, backend, 1, dtl.ModeSync, dtl.LossDegrade, b.addr)
-		v := a.create(16<<20)
+		v := a.create(16 << 20)
 		id := v.ID()
 		rng := rand.New(rand.NewPCG(seed, 6))
 		m := model{}
